@@ -1,0 +1,204 @@
+// moe-run: runs an MoE layer and reports its speed and where the tokens went.
+//
+// With no arguments it builds a deterministic synthetic Mixtral-shaped layer (8 experts, top-2, SwiGLU,
+// at hidden 1024 / FFN 3584 so that it fits anywhere) and runs random tokens through it.
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <moe/moe.hpp>
+
+#include "synthetic_layer.hpp"
+
+namespace {
+
+struct Options {
+  moe::Index tokens = 64;
+  int repeat = 20;
+  int threads = 0;
+  moe::Index hidden = 1024;
+  moe::Index ffn = 3584;
+  int experts = 8;
+  int top_k = 2;
+  int shared = 0;
+  bool renormalize = true;
+  unsigned long long seed = 1;
+};
+
+const char* const kUsage = R"(usage: moe-run [options]
+
+Runs a synthetic MoE layer (deterministic random weights and tokens) and prints the latency of one
+forward pass (median and min over --repeat passes, after one warm-up), tokens/s, the expert weights
+streamed per second (GB/s), useful GFLOP/s, and how many tokens each expert received.
+
+options:
+  --tokens N      tokens per forward pass (default 64; 1 is a decode step)
+  --repeat R      timed forward passes (default 20)
+  --threads N     threads per pass (default: OpenMP's default, e.g. OMP_NUM_THREADS or all cores)
+  --hidden H      hidden size (default 1024)
+  --ffn F         expert FFN size (default 3584)
+  --experts E     routed experts (default 8)
+  --top-k K       experts per token (default 2)
+  --shared S      always-on shared experts of FFN size F (default 0)
+  --no-renormalize  keep the full-softmax weights of the chosen experts (Qwen2-MoE/OLMoE style)
+  --seed N        seed of the synthetic weights and tokens (default 1)
+  --help          this text
+)";
+
+[[noreturn]] void fail(const std::string& message) {
+  std::fprintf(stderr, "moe-run: %s\n(run moe-run --help for the options)\n", message.c_str());
+  std::exit(2);
+}
+
+long long parse_integer(const std::string& option, const char* text, long long low, long long high) {
+  if (text == nullptr) fail(option + " needs a value");
+  char* end = nullptr;
+  errno = 0;
+  const long long value = std::strtoll(text, &end, 10);
+  if (end == text || *end != '\0' || errno != 0) fail(option + " expects an integer, got '" + text + "'");
+  if (value < low || value > high)
+    fail(option + " must be in [" + std::to_string(low) + ", " + std::to_string(high) + "], got " + text);
+  return value;
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const char* value = i + 1 < argc ? argv[i + 1] : nullptr;
+    auto take = [&](long long low, long long high) {
+      ++i;
+      return parse_integer(arg, value, low, high);
+    };
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(kUsage, stdout);
+      std::exit(0);
+    } else if (arg == "--tokens") {
+      o.tokens = take(1, 1 << 20);
+    } else if (arg == "--repeat") {
+      o.repeat = int(take(1, 1000000));
+    } else if (arg == "--threads") {
+      o.threads = int(take(1, MOE_MAX_THREADS));
+    } else if (arg == "--hidden") {
+      o.hidden = take(1, 1 << 20);
+    } else if (arg == "--ffn") {
+      o.ffn = take(1, 1 << 20);
+    } else if (arg == "--experts") {
+      o.experts = int(take(1, 1 << 16));
+    } else if (arg == "--top-k") {
+      o.top_k = int(take(1, 1 << 16));
+    } else if (arg == "--shared") {
+      o.shared = int(take(0, 64));
+    } else if (arg == "--seed") {
+      o.seed = static_cast<unsigned long long>(take(0, (1LL << 62)));
+    } else if (arg == "--no-renormalize") {
+      o.renormalize = false;
+    } else {
+      fail("unknown option '" + arg + "'");
+    }
+  }
+  if (o.top_k > o.experts)
+    fail("--top-k " + std::to_string(o.top_k) + " exceeds --experts " + std::to_string(o.experts));
+  return o;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+int run(const Options& o) {
+  moe::LayerConfig config;
+  config.hidden_size = o.hidden;
+  config.ffn_size = o.ffn;
+  config.num_experts = o.experts;
+  config.top_k = o.top_k;
+  config.ffn = moe::SwiGLU;
+  config.num_shared_experts = o.shared;
+
+  const double packed_bytes =
+      double(o.experts + o.shared) * 3.0 * double(o.hidden) * double(o.ffn) * moe::f32::kBytesPerWeight;
+  std::printf("moe-run: synthetic %s layer: hidden %lld, ffn %lld, %d experts, top-%d%s, %s, %s weights (%.1f MB)\n",
+              o.experts == 8 && o.top_k == 2 ? "Mixtral-shaped" : "MoE", static_cast<long long>(o.hidden),
+              static_cast<long long>(o.ffn), o.experts, o.top_k,
+              o.shared ? (", " + std::to_string(o.shared) + " shared").c_str() : "",
+              o.renormalize ? "softmax top-k renormalised" : "softmax top-k", moe::TypeName<moe::f32>(),
+              packed_bytes / 1e6);
+
+  moe::Layer<> layer(config, moe::SoftmaxTopK(o.renormalize));
+  synthetic::fill(layer, o.seed);
+  moe::Workspace ws = layer.workspace(o.tokens, o.threads);
+
+  // A few distinct batches, so the load table reflects more than one batch's routing.
+  const int batches = std::min(o.repeat + 1, 8);
+  const std::vector<float> x = synthetic::tokens(o.tokens * batches, o.hidden, o.seed + 1000);
+  std::vector<float> y(static_cast<std::size_t>(o.tokens * o.hidden));
+  const float* batch0 = x.data();
+  auto batch = [&](int i) { return batch0 + std::size_t(i % batches) * std::size_t(o.tokens * o.hidden); };
+
+  layer.forward(batch(0), o.hidden, y.data(), o.hidden, o.tokens, ws);  // warm-up: page in, start threads
+  std::vector<double> seconds;
+  std::vector<long long> load(std::size_t(o.experts), 0);
+  moe::ForwardCost total;
+  for (int r = 0; r < o.repeat; ++r) {
+    const auto start = std::chrono::steady_clock::now();
+    const moe::RoutingResult routed = layer.forward(batch(r + 1), o.hidden, y.data(), o.hidden, o.tokens, ws);
+    seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    const moe::ForwardCost cost = layer.cost(routed);
+    total.weight_bytes += cost.weight_bytes;
+    total.flops += cost.flops;
+    for (int e = 0; e < o.experts; ++e) load[std::size_t(e)] += routed.tokens_per_expert()(e);
+  }
+  double checksum = 0;
+  for (float v : y) checksum += v;
+
+  double sum_seconds = 0;
+  for (double s : seconds) sum_seconds += s;
+  const double med = median(seconds);
+  const double best = *std::min_element(seconds.begin(), seconds.end());
+  const int threads = MOE_HAS_OPENMP && o.threads > 0 ? o.threads : moe::default_thread_count();
+  std::printf("simd %s (%d floats), %d thread%s, %lld tokens per pass, %d passes after 1 warm-up\n",
+              moe::simd::arch_name(), moe::simd::kWidth, threads, threads == 1 ? "" : "s",
+              static_cast<long long>(o.tokens), o.repeat);
+  std::printf("latency     median %.3f ms   min %.3f ms\n", med * 1e3, best * 1e3);
+  std::printf("throughput  %.1f tokens/s   %.2f GB/s weights   %.2f GFLOP/s\n", double(o.tokens) / med,
+              total.weight_bytes / sum_seconds / 1e9, total.flops / sum_seconds / 1e9);
+  std::printf("output checksum %.6g\n", checksum);
+
+  long long routed_total = 0, most = 0;
+  for (long long c : load) {
+    routed_total += c;
+    most = std::max(most, c);
+  }
+  const double mean = double(routed_total) / o.experts;
+  std::printf("\nexpert load over %d passes (%lld token-expert pairs; max/mean %.2f)\n", o.repeat, routed_total,
+              mean > 0 ? double(most) / mean : 0.0);
+  std::printf("  expert    tokens   share\n");
+  for (int e = 0; e < o.experts; ++e) {
+    const long long c = load[std::size_t(e)];
+    const int bar = most > 0 ? int(40.0 * double(c) / double(most) + 0.5) : 0;
+    std::printf("  %6d  %8lld  %5.1f%%  %s\n", e, c, routed_total ? 100.0 * double(c) / double(routed_total) : 0.0,
+                std::string(std::size_t(bar), '#').c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options options = parse(argc, argv);
+  try {
+    return run(options);
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "moe-run: out of memory for this shape (try a smaller --hidden, --ffn or --experts)\n");
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "moe-run: %s\n", e.what());
+  }
+  return 1;
+}

@@ -1,0 +1,92 @@
+// moe/config.hpp: version, compile-time switches, Dynamic, and the error type.
+#pragma once
+
+#include <cstddef>
+#include <stdexcept>
+#include <string>
+
+#define MOE_VERSION_MAJOR 0
+#define MOE_VERSION_MINOR 1
+#define MOE_VERSION_PATCH 0
+
+// MOE_DONT_PARALLELIZE: define to run single-threaded even when compiled with OpenMP (like
+// EIGEN_DONT_PARALLELIZE). Without OpenMP the library is single-threaded and just as correct.
+#if defined(_OPENMP) && !defined(MOE_DONT_PARALLELIZE)
+#define MOE_HAS_OPENMP 1
+#else
+#define MOE_HAS_OPENMP 0
+#endif
+
+// MOE_DONT_VECTORIZE: define to force the scalar kernels even where xsimd has a SIMD architecture
+// (useful to cross-check the SIMD path, or on targets where xsimd's code generation misbehaves).
+
+// MOE_MAX_THREADS: upper bound on threads a forward pass uses; the default takes whatever OpenMP offers.
+#ifndef MOE_MAX_THREADS
+#define MOE_MAX_THREADS 256
+#endif
+
+// OpenMP pragmas go through this macro so that a build without -fopenmp does not trip
+// -Wunknown-pragmas under -Werror.
+#if MOE_HAS_OPENMP
+#define MOE_OMP(directive) _Pragma(#directive)
+#else
+#define MOE_OMP(directive)
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define MOE_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define MOE_ALWAYS_INLINE inline
+#endif
+
+// Throws moe::Error("moe::<where>: <problem>") unless `condition` holds. A macro so that the message, often
+// built with std::to_string, is only evaluated on failure: checks sit on paths that must not allocate.
+#define MOE_CHECK(condition, where, problem)                          \
+  do {                                                                \
+    if (!(condition)) ::moe::detail::fail((where), (problem));        \
+  } while (false)
+
+namespace moe {
+
+// Sizes and indices, signed like Eigen's.
+using Index = std::ptrdiff_t;
+
+// A template size that is known only at run time (Eigen's convention).
+inline constexpr int Dynamic = -1;
+
+// Every error the library reports: a bad shape, an impossible configuration, a workspace too small,
+// non-finite input. The message names the function and the problem.
+class Error : public std::invalid_argument {
+public:
+  explicit Error(const std::string& what) : std::invalid_argument(what) {}
+};
+
+namespace detail {
+
+[[noreturn]] inline void fail(const char* where, const std::string& problem) {
+  throw Error(std::string("moe::") + where + ": " + problem);
+}
+
+// Holds an int that is either fixed at compile time (and then stored nowhere) or a run-time value,
+// as Eigen's variable_if_dynamic does.
+template <int Value>
+class variable_if_dynamic {
+public:
+  constexpr variable_if_dynamic() = default;
+  explicit constexpr variable_if_dynamic(int) {}
+  static constexpr int value() { return Value; }
+};
+
+template <>
+class variable_if_dynamic<Dynamic> {
+public:
+  constexpr variable_if_dynamic() = default;
+  explicit constexpr variable_if_dynamic(int v) : value_(v) {}
+  constexpr int value() const { return value_; }
+
+private:
+  int value_ = 0;
+};
+
+}  // namespace detail
+}  // namespace moe

@@ -1,0 +1,94 @@
+// moe/expert.hpp: an expert's feed-forward network and its weights, packed for the kernels.
+#pragma once
+
+#include <string>
+
+#include "config.hpp"
+#include "kernels/activation.hpp"
+#include "kernels/gemm.hpp"
+#include "kernels/reduce.hpp"
+#include "precision.hpp"
+
+namespace moe {
+
+// What an expert computes from a token x (hidden_size) with hidden width ffn_size:
+//   gated: down( act(x W_gate^T) * (x W_up^T) )      SwiGLU (Mixtral, Qwen, DeepSeek, OLMoE), GeGLU
+//   plain: down( act(x W_up^T) )                      Switch / GShard MLPs (ReLU, GELU)
+struct FfnType {
+  Activation activation = Activation::SiLU;
+  bool gated = true;
+};
+inline constexpr FfnType SwiGLU{Activation::SiLU, true};
+inline constexpr FfnType GeGLU{Activation::GELU, true};
+inline constexpr FfnType GeluMLP{Activation::GELU, false};
+inline constexpr FfnType ReluMLP{Activation::ReLU, false};
+
+// A read-only view of a row-major weight matrix in the PyTorch layout W[out][in].
+struct WeightView {
+  const float* data = nullptr;
+  Index rows = 0;
+  Index cols = 0;
+  Index stride = 0;  // distance between rows, in floats
+
+  WeightView() = default;
+  WeightView(const float* d, Index r, Index c, Index s = 0) : data(d), rows(r), cols(c), stride(s ? s : c) {}
+};
+
+// One expert's weights, packed: the input projection (gate and up interleaved when gated) and the down
+// projection, both as column panels. The hidden activation between them is ffn_padded() wide, a whole
+// number of panels, and the padding is zero in both projections, so it never changes a result.
+template <class Precision>
+class ExpertWeights {
+public:
+  using Panels = kernels::PanelMatrix<Precision>;
+
+  // Hidden units one input-projection panel produces: half a panel when gate and up share it.
+  static constexpr Index hidden_per_panel(bool gated) {
+    return gated ? kernels::kPanelColumns / 2 : kernels::kPanelColumns;
+  }
+  static constexpr Index ffn_padded(Index ffn_size, bool gated) {
+    return simd::round_up(ffn_size, hidden_per_panel(gated));
+  }
+
+  // gate is ignored (may be empty) for a plain MLP. `what` names the expert in error messages.
+  void load(const FfnType& type, Index hidden_size, Index ffn_size, const WeightView& gate, const WeightView& up,
+            const WeightView& down, const std::string& what) {
+    if (type.gated) check_matrix(gate, ffn_size, hidden_size, what + " gate");
+    check_matrix(up, ffn_size, hidden_size, what + " up");
+    check_matrix(down, hidden_size, ffn_size, what + " down");
+    gated_ = type.gated;
+    ffn_padded_ = ffn_padded(ffn_size, gated_);
+    if (gated_)
+      input_.pack_gated(gate.data, up.data, ffn_size, hidden_size, gate.stride, up.stride);
+    else
+      input_.pack(up.data, ffn_size, hidden_size, up.stride, hidden_size);
+    down_.pack(down.data, hidden_size, ffn_size, down.stride, ffn_padded_);
+  }
+
+  bool loaded() const { return ffn_padded_ > 0; }
+  bool gated() const { return gated_; }
+  Index ffn_padded() const { return ffn_padded_; }
+  const Panels& input_projection() const { return input_; }
+  const Panels& down_projection() const { return down_; }
+  // Bytes a pass reads when this expert runs (padding included: it is streamed too).
+  double bytes() const { return input_.bytes() + down_.bytes(); }
+
+private:
+  static void check_matrix(const WeightView& w, Index rows, Index cols, const std::string& what) {
+    MOE_CHECK(w.data != nullptr, "ExpertWeights::load", what + " weight is null");
+    MOE_CHECK(w.rows == rows && w.cols == cols, "ExpertWeights::load",
+                  what + " weight is " + std::to_string(w.rows) + " x " + std::to_string(w.cols) + ", expected " +
+                      std::to_string(rows) + " x " + std::to_string(cols));
+    MOE_CHECK(w.stride >= cols, "ExpertWeights::load", what + " weight has a row stride below its width");
+    for (Index r = 0; r < rows; ++r)
+      MOE_CHECK(kernels::all_finite(w.data + r * w.stride, cols), "ExpertWeights::load",
+                    what + " weight has NaN or Inf in row " + std::to_string(r));
+  }
+
+  Panels input_;
+  Panels down_;
+  Index ffn_padded_ = 0;
+  bool gated_ = true;
+};
+
+}  // namespace moe

@@ -1,0 +1,50 @@
+// moe/kernels/reduce.hpp: reductions over one row: max, sum of exponentials, finiteness.
+#pragma once
+
+#include <cmath>
+
+#include "../simd.hpp"
+
+namespace moe {
+namespace kernels {
+
+inline float row_max(const float* x, Index n) {
+  Index i = 0;
+  float m = n > 0 ? x[0] : 0.0f;
+  if (n >= simd::kWidth) {
+    simd::Vec vm = simd::load(x);
+    for (i = simd::kWidth; i + simd::kWidth <= n; i += simd::kWidth) vm = simd::max(vm, simd::load(x + i));
+    m = simd::reduce_max(vm);
+  }
+  for (; i < n; ++i) m = x[i] > m ? x[i] : m;
+  return m;
+}
+
+// sum_i exp(x_i - shift): with shift = max(x) no term overflows and the largest is exactly 1.
+inline float sum_exp(const float* x, Index n, float shift) {
+  Index i = 0;
+  float sum = 0.0f;
+  if (n >= simd::kWidth) {
+    const simd::Vec s = simd::broadcast(shift);
+    simd::Vec acc = simd::broadcast(0.0f);
+    for (; i + simd::kWidth <= n; i += simd::kWidth) acc = acc + simd::exp(simd::load(x + i) - s);
+    sum = simd::reduce_add(acc);
+  }
+  for (; i < n; ++i) sum += std::exp(x[i] - shift);
+  return sum;
+}
+
+// True when no element is NaN or +-Inf. x * 0 is 0 for every finite x and NaN otherwise, so one
+// vectorised sum answers for the whole row without a branch per element.
+inline bool all_finite(const float* x, Index n) {
+  Index i = 0;
+  simd::Vec acc = simd::broadcast(0.0f);
+  const simd::Vec zero = simd::broadcast(0.0f);
+  for (; i + simd::kWidth <= n; i += simd::kWidth) acc = simd::fma(simd::load(x + i), zero, acc);
+  float sum = simd::reduce_add(acc);
+  for (; i < n; ++i) sum += x[i] * 0.0f;
+  return sum == 0.0f;
+}
+
+}  // namespace kernels
+}  // namespace moe

@@ -1,0 +1,26 @@
+// moe/kernels/softmax.hpp: softmax over one row of router logits, with a vectorised exp.
+#pragma once
+
+#include <cmath>
+
+#include "../simd.hpp"
+#include "reduce.hpp"
+
+namespace moe {
+namespace kernels {
+
+// out = softmax(x); out may alias x.
+inline void softmax(const float* x, float* out, Index n) {
+  const float shift = row_max(x, n);
+  const simd::Vec s = simd::broadcast(shift);
+  Index i = 0;
+  for (; i + simd::kWidth <= n; i += simd::kWidth) simd::store(out + i, simd::exp(simd::load(x + i) - s));
+  for (; i < n; ++i) out[i] = std::exp(x[i] - shift);
+  float sum = 0.0f;
+  for (Index j = 0; j < n; ++j) sum += out[j];
+  const float inverse = 1.0f / sum;
+  for (Index j = 0; j < n; ++j) out[j] *= inverse;
+}
+
+}  // namespace kernels
+}  // namespace moe

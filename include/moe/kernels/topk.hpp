@@ -1,0 +1,33 @@
+// moe/kernels/topk.hpp: the k largest of n scores, for the small k of MoE routing.
+#pragma once
+
+#include "../config.hpp"
+
+namespace moe {
+namespace kernels {
+
+// Writes the indices and values of the k largest scores, largest first. Ties go to the lower index
+// (a later score must be strictly larger to displace an earlier one), so the result is deterministic.
+// One pass with insertion into a sorted k-list: nearly every score is rejected by a single compare
+// against the current k-th best, so this is O(n) for the k << n of MoE routers. With K fixed at
+// compile time the insertion loops unroll.
+template <int K = Dynamic>
+inline void top_k(const float* scores, int n, int k_runtime, int* ids, float* values) {
+  const int k = K == Dynamic ? k_runtime : K;
+  int filled = 0;
+  for (int i = 0; i < n; ++i) {
+    const float s = scores[i];
+    if (filled == k && !(s > values[k - 1])) continue;
+    int pos = filled < k ? filled++ : k - 1;
+    while (pos > 0 && s > values[pos - 1]) {
+      values[pos] = values[pos - 1];
+      ids[pos] = ids[pos - 1];
+      --pos;
+    }
+    values[pos] = s;
+    ids[pos] = i;
+  }
+}
+
+}  // namespace kernels
+}  // namespace moe

@@ -1,0 +1,553 @@
+// moe/layer.hpp: the MoE layer and its fused sparse forward pass.
+//
+// A forward pass has four stages, in this order:
+//   route    router logits for every token (one tiled GEMM over the packed router), then the routing
+//            policy picks each token's experts and weights;
+//   group    a counting sort of the (token, expert) pairs by expert, with prefix sums, so each expert
+//            sees its tokens as one contiguous list;
+//   compute  per (expert, panel) work item, the input projection of the expert's tokens with the
+//            activation fused into its epilogue (act(gate) * up for gated experts), into scratch;
+//   combine  per output panel, every expert's down projection with the weighted scatter-add into the
+//            output fused into its epilogue.
+// Every output element is owned by one work item and summed in a fixed order (experts in index order,
+// shared experts last), so the result is bitwise the same for any thread count.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "config.hpp"
+#include "expert.hpp"
+#include "kernels/activation.hpp"
+#include "kernels/gemm.hpp"
+#include "kernels/reduce.hpp"
+#include "precision.hpp"
+#include "router.hpp"
+#include "simd.hpp"
+#include "workspace.hpp"
+
+namespace moe {
+
+// The run-time shape of a layer. Sizes are the model's: hidden_size is the token width, ffn_size an
+// expert's hidden width (Hugging Face's intermediate_size / moe_intermediate_size).
+struct LayerConfig {
+  Index hidden_size = 0;
+  Index ffn_size = 0;
+  int num_experts = 0;  // routed experts; may be left 0 when the Layer fixes it at compile time
+  int top_k = 0;        // experts per token; may be left 0 when fixed at compile time or dense
+  FfnType ffn = SwiGLU;
+  // Always-on experts, added to the routed output. Each has shared_ffn_size hidden units (0: ffn_size)
+  // and, with shared_expert_gate, is scaled per token by sigmoid(x . w_gate) (Qwen2-MoE).
+  int num_shared_experts = 0;
+  Index shared_ffn_size = 0;
+  bool shared_expert_gate = false;
+};
+
+// What a forward pass routed: for each token its experts and their weights (slots() of each, in the
+// policy's order), and how many tokens each routed expert received. A view into the workspace, valid
+// until the workspace's next forward pass.
+class RoutingResult {
+public:
+  using IdMatrix = Eigen::Map<const Eigen::Matrix<int, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
+  using WeightMatrix = Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
+  using CountVector = Eigen::Map<const Eigen::Matrix<int, 1, Eigen::Dynamic>>;
+
+  RoutingResult(Index tokens, int slots, int experts, const int* ids, const float* weights, const int* counts)
+      : tokens_(tokens), slots_(slots), experts_(experts), ids_(ids), weights_(weights), counts_(counts) {}
+
+  Index tokens() const { return tokens_; }
+  int slots() const { return slots_; }
+  IdMatrix experts() const { return IdMatrix(ids_, tokens_, slots_); }
+  WeightMatrix weights() const { return WeightMatrix(weights_, tokens_, slots_); }
+  CountVector tokens_per_expert() const { return CountVector(counts_, experts_); }
+
+private:
+  Index tokens_;
+  int slots_;
+  int experts_;
+  const int* ids_;
+  const float* weights_;
+  const int* counts_;
+};
+
+// Work a forward pass did, for throughput figures: weight bytes streamed and useful flops.
+struct ForwardCost {
+  double weight_bytes = 0;
+  double flops = 0;
+};
+
+// An MoE layer: Experts routed experts (or Dynamic), TopK of them per token (or Dynamic), weights stored
+// in Precision, experts chosen by the Routing policy (router.hpp). Fixed values are stored nowhere and
+// let the routing loops unroll; sizes of tensors are always run-time.
+template <int Experts = Dynamic, int TopK = Dynamic, class Precision = f32, class Routing = SoftmaxTopK>
+class Layer {
+  static_assert(Experts == Dynamic || Experts >= 1, "moe::Layer: the expert count must be >= 1 or moe::Dynamic");
+  static_assert(TopK == Dynamic || TopK >= 1, "moe::Layer: top-k must be >= 1 or moe::Dynamic");
+  static_assert(Experts == Dynamic || TopK == Dynamic || TopK <= Experts,
+                "moe::Layer: top-k cannot exceed the number of experts");
+  static_assert(!Routing::kSelectsAll || TopK == Dynamic || TopK == Experts,
+                "moe::Layer: a dense routing policy runs every expert: leave TopK Dynamic or equal to Experts");
+  static_assert(is_supported_precision<Precision>::value, "moe::Layer: this weight precision is not implemented");
+
+public:
+  using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using WeightRef = Eigen::Ref<const RowMatrix>;
+  static constexpr int kExperts = Experts;
+  // Experts each token visits: TopK, or every expert under a dense policy.
+  static constexpr int kSlots = Routing::kSelectsAll ? Experts : TopK;
+
+  explicit Layer(const LayerConfig& config, Routing routing = Routing{}) : config_(config), routing_(routing) {
+    const char* where = "Layer";
+    MOE_CHECK(config.hidden_size > 0, where, "hidden_size must be positive, got " + std::to_string(config.hidden_size));
+    MOE_CHECK(config.ffn_size > 0, where, "ffn_size must be positive, got " + std::to_string(config.ffn_size));
+    if (Experts != Dynamic && config_.num_experts == 0) config_.num_experts = Experts;
+    MOE_CHECK(Experts == Dynamic || config_.num_experts == Experts, where,
+                  "num_experts is " + std::to_string(config_.num_experts) + " but the Layer type fixes " +
+                      std::to_string(Experts));
+    MOE_CHECK(config_.num_experts >= 1, where, "num_experts must be >= 1, got " + std::to_string(config_.num_experts));
+    const int experts = config_.num_experts;
+    if (Routing::kSelectsAll) {
+      MOE_CHECK(config_.top_k == 0 || config_.top_k == experts, where,
+                    std::string(Routing::kName) + " runs every expert: top_k must be 0 or num_experts, got " +
+                        std::to_string(config_.top_k));
+      config_.top_k = experts;
+    } else {
+      if (TopK != Dynamic && config_.top_k == 0) config_.top_k = TopK;
+      MOE_CHECK(TopK == Dynamic || config_.top_k == TopK, where,
+                    "top_k is " + std::to_string(config_.top_k) + " but the Layer type fixes " + std::to_string(TopK));
+      MOE_CHECK(config_.top_k >= 1 && config_.top_k <= experts, where,
+                    "top_k must be in [1, num_experts = " + std::to_string(experts) + "], got " +
+                        std::to_string(config_.top_k));
+    }
+    MOE_CHECK(config_.num_shared_experts >= 0, where, "num_shared_experts must be >= 0");
+    MOE_CHECK(config_.shared_ffn_size >= 0, where, "shared_ffn_size must be >= 0");
+    if (config_.shared_ffn_size == 0) config_.shared_ffn_size = config_.ffn_size;
+
+    experts_.resize(static_cast<std::size_t>(experts + config_.num_shared_experts));
+    router_rows_ = experts + (config_.shared_expert_gate ? config_.num_shared_experts : 0);
+    router_.resize(router_rows_, config_.hidden_size);
+    router_row_loaded_.assign(static_cast<std::size_t>(router_rows_), false);
+  }
+
+  // ---- weights, in the PyTorch layout W[out][in]; packed (copied) on the call ----
+
+  // The router's linear layer: num_experts x hidden_size (no bias, as in every supported model).
+  void set_router(const WeightView& weight) {
+    check_view(weight, config_.num_experts, config_.hidden_size, "set_router", "router weight");
+    for (int e = 0; e < config_.num_experts; ++e) set_router_row(e, weight.data + e * weight.stride);
+  }
+  void set_router(const WeightRef& weight) { set_router(view(weight)); }
+
+  // Routed expert e in [0, num_experts): gate and up are ffn_size x hidden_size, down hidden_size x ffn_size.
+  void set_expert(int e, const WeightView& gate, const WeightView& up, const WeightView& down) {
+    check_index(e, config_.num_experts, "set_expert", "expert");
+    require_gated(true, "set_expert");
+    experts_[std::size_t(e)].load(config_.ffn, config_.hidden_size, config_.ffn_size, gate, up, down,
+                                  "moe::Layer::set_expert: expert " + std::to_string(e));
+  }
+  void set_expert(int e, const WeightRef& gate, const WeightRef& up, const WeightRef& down) {
+    set_expert(e, view(gate), view(up), view(down));
+  }
+  // A plain (ungated) MLP expert: up is ffn_size x hidden_size (Switch's wi), down hidden_size x ffn_size (wo).
+  void set_expert(int e, const WeightView& up, const WeightView& down) {
+    check_index(e, config_.num_experts, "set_expert", "expert");
+    require_gated(false, "set_expert");
+    experts_[std::size_t(e)].load(config_.ffn, config_.hidden_size, config_.ffn_size, WeightView{}, up, down,
+                                  "moe::Layer::set_expert: expert " + std::to_string(e));
+  }
+  void set_expert(int e, const WeightRef& up, const WeightRef& down) { set_expert(e, view(up), view(down)); }
+
+  // Shared expert s in [0, num_shared_experts), shaped like a routed one with shared_ffn_size.
+  void set_shared_expert(int s, const WeightView& gate, const WeightView& up, const WeightView& down) {
+    check_index(s, config_.num_shared_experts, "set_shared_expert", "shared expert");
+    require_gated(true, "set_shared_expert");
+    shared(s).load(config_.ffn, config_.hidden_size, config_.shared_ffn_size, gate, up, down,
+                   "moe::Layer::set_shared_expert: shared expert " + std::to_string(s));
+  }
+  void set_shared_expert(int s, const WeightRef& gate, const WeightRef& up, const WeightRef& down) {
+    set_shared_expert(s, view(gate), view(up), view(down));
+  }
+  void set_shared_expert(int s, const WeightView& up, const WeightView& down) {
+    check_index(s, config_.num_shared_experts, "set_shared_expert", "shared expert");
+    require_gated(false, "set_shared_expert");
+    shared(s).load(config_.ffn, config_.hidden_size, config_.shared_ffn_size, WeightView{}, up, down,
+                   "moe::Layer::set_shared_expert: shared expert " + std::to_string(s));
+  }
+  void set_shared_expert(int s, const WeightRef& up, const WeightRef& down) {
+    set_shared_expert(s, view(up), view(down));
+  }
+
+  // The 1 x hidden_size gate of shared expert s (needs config.shared_expert_gate).
+  void set_shared_expert_gate(int s, const WeightView& weight) {
+    MOE_CHECK(config_.shared_expert_gate, "Layer::set_shared_expert_gate",
+                  "this layer was configured without shared_expert_gate");
+    check_index(s, config_.num_shared_experts, "set_shared_expert_gate", "shared expert");
+    check_view(weight, 1, config_.hidden_size, "set_shared_expert_gate", "shared expert gate");
+    set_router_row(config_.num_experts + s, weight.data);
+  }
+  void set_shared_expert_gate(int s, const WeightRef& weight) { set_shared_expert_gate(s, view(weight)); }
+
+  // ---- shape ----
+
+  const LayerConfig& config() const { return config_; }
+  const Routing& routing() const { return routing_; }
+  Index hidden_size() const { return config_.hidden_size; }
+  Index ffn_size() const { return config_.ffn_size; }
+  int experts() const { return config_.num_experts; }
+  int top_k() const { return config_.top_k; }
+  int slots() const { return config_.top_k; }
+  int shared_experts() const { return config_.num_shared_experts; }
+  // Bytes of packed weights one routed expert streams when it runs.
+  double expert_bytes() const { return experts_.front().bytes(); }
+
+  // Scratch for passes of up to max_tokens tokens, with `threads` threads (0: OpenMP's default).
+  Workspace workspace(Index max_tokens, int threads = 0) const {
+    MOE_CHECK(max_tokens >= 1, "Layer::workspace", "max_tokens must be >= 1, got " + std::to_string(max_tokens));
+    const Index pairs = max_tokens * (slots() + shared_experts());
+    MOE_CHECK(pairs < Index(1) << 30, "Layer::workspace",
+                  "max_tokens x experts per token is too large: " + std::to_string(pairs));
+    Workspace ws;
+    ws.set_threads(threads);
+    ws.max_tokens_ = max_tokens;
+    ws.hidden_size_ = hidden_size();
+    ws.logits_width_ = logits_width();
+    ws.slots_ = slots();
+    ws.expert_count_ = expert_count();
+    ws.hidden_row_floats_ = hidden_row_floats();
+    ws.logits_.resize(max_tokens * ws.logits_width_);
+    ws.ids_.resize(max_tokens * slots());
+    ws.weights_.resize(max_tokens * slots());
+    ws.shared_weights_.resize(max_tokens * shared_experts());
+    ws.counts_.resize(expert_count());
+    ws.offsets_.resize(expert_count() + 1);
+    ws.fill_.resize(expert_count());
+    ws.assigned_token_.resize(pairs);
+    ws.assigned_weight_.resize(pairs);
+    ws.hidden_offset_.resize(expert_count());
+    ws.hidden_.resize(max_tokens * ws.hidden_row_floats_);
+    Index items = 0;
+    for (int e = 0; e < expert_count(); ++e) items += input_panels(e);
+    ws.items_.resize(2 * items);
+    return ws;
+  }
+
+  // ---- forward ----
+
+  // y = MoE(x) for `tokens` rows of hidden_size floats, x and y given by pointer and row stride (floats).
+  // y may be x (in place): the input is fully read before the output is written.
+  RoutingResult forward(const float* x, Index x_stride, float* y, Index y_stride, Index tokens, Workspace& ws) const {
+    check_forward(x, x_stride, y, y_stride, tokens, ws);
+    route(x, x_stride, tokens, ws);
+    group(tokens, ws);
+    kernels::with_activation(config_.ffn.activation, [&](auto activation) {
+      compute_and_combine<decltype(activation)::value>(x, x_stride, y, y_stride, tokens, ws);
+    });
+    return RoutingResult(tokens, slots(), experts(), ws.ids_.data(), ws.weights_.data(), ws.counts_.data());
+  }
+
+  // The same with Eigen: x is any row-major float expression with direct access (a RowMatrix, a Map, a
+  // block of rows); y a row-major float matrix or block of the same shape.
+  template <class Derived>
+  RoutingResult forward(const Eigen::MatrixBase<Derived>& x, Eigen::Ref<RowMatrix> y, Workspace& ws) const {
+    static_assert(std::is_same<typename Derived::Scalar, float>::value, "moe::Layer::forward: x must hold floats");
+    static_assert((int(Derived::Flags) & Eigen::DirectAccessBit) != 0,
+                  "moe::Layer::forward: x must be stored in memory (evaluate the expression first)");
+    static_assert(Derived::IsRowMajor || Derived::RowsAtCompileTime == 1,
+                  "moe::Layer::forward: x must be row-major (tokens x hidden), to be read without a copy");
+    MOE_CHECK(x.innerStride() == 1, "Layer::forward", "x must have unit inner stride");
+    MOE_CHECK(x.rows() == y.rows() && x.cols() == y.cols(), "Layer::forward",
+                  "x is " + std::to_string(x.rows()) + " x " + std::to_string(x.cols()) + " but y is " +
+                      std::to_string(y.rows()) + " x " + std::to_string(y.cols()));
+    MOE_CHECK(x.cols() == hidden_size(), "Layer::forward",
+                  "x has " + std::to_string(x.cols()) + " columns, expected hidden_size = " + std::to_string(hidden_size()));
+    return forward(x.derived().data(), x.rows() == 1 ? x.cols() : x.outerStride(), y.data(),
+                   y.rows() == 1 ? y.cols() : y.outerStride(), x.rows(), ws);
+  }
+
+  // Weight bytes streamed and useful flops of the pass that produced `routed`.
+  ForwardCost cost(const RoutingResult& routed) const {
+    ForwardCost cost;
+    const double tokens = double(routed.tokens());
+    const double matrices = config_.ffn.gated ? 3.0 : 2.0;
+    cost.weight_bytes = router_.bytes();
+    cost.flops = 2.0 * tokens * double(hidden_size()) * router_rows_;
+    for (int e = 0; e < expert_count(); ++e) {
+      const double count = e < experts() ? double(routed.tokens_per_expert()(e)) : tokens;
+      if (count == 0) continue;
+      const double ffn = double(e < experts() ? config_.ffn_size : config_.shared_ffn_size);
+      cost.weight_bytes += experts_[std::size_t(e)].bytes();
+      cost.flops += 2.0 * count * double(hidden_size()) * ffn * matrices;
+    }
+    return cost;
+  }
+
+private:
+  using Expert = ExpertWeights<Precision>;
+  static constexpr int kRows = kernels::kTileRows;
+  static constexpr int kWidth = simd::kWidth;
+  static constexpr Index kPanel = kernels::kPanelColumns;
+
+  static WeightView view(const WeightRef& m) { return WeightView(m.data(), m.rows(), m.cols(), m.outerStride()); }
+
+  int expert_count() const { return config_.num_experts + config_.num_shared_experts; }
+  Expert& shared(int s) { return experts_[std::size_t(config_.num_experts + s)]; }
+  Index ffn_of(int e) const { return e < experts() ? config_.ffn_size : config_.shared_ffn_size; }
+  Index ffn_padded(int e) const { return Expert::ffn_padded(ffn_of(e), config_.ffn.gated); }
+  Index input_panels(int e) const { return ffn_padded(e) / Expert::hidden_per_panel(config_.ffn.gated); }
+  Index logits_width() const { return router_.panels() * kPanel; }
+  Index hidden_row_floats() const {
+    return Index(slots()) * ffn_padded(0) + Index(shared_experts()) * (shared_experts() ? ffn_padded(experts()) : 0);
+  }
+
+  void set_router_row(int row, const float* w) {
+    MOE_CHECK(kernels::all_finite(w, config_.hidden_size), "Layer::set_router",
+                  "router row " + std::to_string(row) + " has NaN or Inf");
+    router_.set_row(row, w, config_.hidden_size);
+    router_row_loaded_[std::size_t(row)] = true;
+  }
+
+  static void check_view(const WeightView& w, Index rows, Index cols, const char* where, const char* what) {
+    MOE_CHECK(w.data != nullptr, where, std::string(what) + " is null");
+    MOE_CHECK(w.rows == rows && w.cols == cols, where,
+                  std::string(what) + " is " + std::to_string(w.rows) + " x " + std::to_string(w.cols) +
+                      ", expected " + std::to_string(rows) + " x " + std::to_string(cols));
+    MOE_CHECK(w.stride >= cols, where, std::string(what) + " has a row stride below its width");
+  }
+  static void check_index(int i, int count, const char* where, const char* what) {
+    MOE_CHECK(i >= 0 && i < count, where,
+                  std::string(what) + " index " + std::to_string(i) + " is out of range [0, " + std::to_string(count) + ")");
+  }
+  void require_gated(bool gated, const char* where) const {
+    MOE_CHECK(config_.ffn.gated == gated, where,
+                  gated ? "this layer's experts are plain MLPs: pass (up, down), not (gate, up, down)"
+                        : "this layer's experts are gated: pass (gate, up, down)");
+  }
+
+  void check_forward(const float* x, Index x_stride, const float* y, Index y_stride, Index tokens,
+                     const Workspace& ws) const {
+    const char* where = "Layer::forward";
+    MOE_CHECK(tokens >= 0, where, "token count must be >= 0");
+    MOE_CHECK(tokens == 0 || (x != nullptr && y != nullptr), where, "x or y is null");
+    MOE_CHECK(x_stride >= hidden_size() && y_stride >= hidden_size(), where,
+                  "row strides must be >= hidden_size = " + std::to_string(hidden_size()));
+    MOE_CHECK(ws.max_tokens_ > 0, where, "the workspace is empty: make it with Layer::workspace(max_tokens)");
+    MOE_CHECK(tokens <= ws.max_tokens_, where,
+                  std::to_string(tokens) + " tokens exceed the workspace's max_tokens = " + std::to_string(ws.max_tokens_));
+    MOE_CHECK(ws.hidden_size_ == hidden_size() && ws.logits_width_ == logits_width() && ws.slots_ == slots() &&
+                      ws.expert_count_ == expert_count() && ws.hidden_row_floats_ == hidden_row_floats(),
+                  where, "the workspace was made for a layer of another shape");
+    for (int row = 0; row < router_rows_; ++row)
+      MOE_CHECK(router_row_loaded_[std::size_t(row)], where,
+                    row < experts() ? "router weights are not set (set_router)"
+                                    : "shared expert gate " + std::to_string(row - experts()) + " is not set");
+    for (int e = 0; e < expert_count(); ++e)
+      MOE_CHECK(experts_[std::size_t(e)].loaded(), where,
+                    e < experts() ? "expert " + std::to_string(e) + " has no weights (set_expert)"
+                                  : "shared expert " + std::to_string(e - experts()) + " has no weights");
+    for (Index t = 0; t < tokens; ++t)
+      MOE_CHECK(kernels::all_finite(x + t * x_stride, hidden_size()), where,
+                    "input token " + std::to_string(t) + " has NaN or Inf");
+  }
+
+  static int thread_count(const Workspace& ws) {
+    return ws.threads_ > 0 ? std::min(ws.threads_, MOE_MAX_THREADS) : default_thread_count();
+  }
+
+  // Stage 1: router logits (and shared-expert gate logits) for every token, then the routing policy.
+  void route(const float* x, Index x_stride, Index tokens, Workspace& ws) const {
+    const Index width = ws.logits_width_;
+    const Index panels = router_.panels();
+    const Index blocks = (tokens + kRows - 1) / kRows;
+    const int experts = this->experts();
+    const int slots = this->slots();
+    const int shared = shared_experts();
+    float* logits = ws.logits_.data();
+    Index bad_token = -1;
+    const int threads = thread_count(ws);
+    (void)threads;
+    MOE_OMP(omp parallel num_threads(threads))
+    {
+      MOE_OMP(omp for schedule(static))
+      for (Index item = 0; item < blocks * panels; ++item) {
+        const Index first = item / panels * kRows;
+        const Index p = item % panels;
+        const int count = int(std::min<Index>(kRows, tokens - first));
+        const float* rows[kRows];
+        for (int r = 0; r < count; ++r) rows[r] = x + (first + r) * x_stride;
+        kernels::multiply_rows(rows, count, router_.panel(p), hidden_size(), [&](auto& acc, int n) {
+          for (int r = 0; r < n; ++r)
+            for (int v = 0; v < kernels::kTileVectors; ++v)
+              simd::store(logits + (first + r) * width + p * kPanel + v * kWidth, acc[r][v]);
+        });
+      }
+      MOE_OMP(omp for schedule(static))
+      for (Index t = 0; t < tokens; ++t) {
+        const float* row = logits + t * width;
+        if (!kernels::all_finite(row, router_rows_)) {
+          MOE_OMP(omp atomic write)
+          bad_token = t;
+          continue;
+        }
+        routing_.template route<kSlots>(row, experts, slots, ws.ids_.data() + t * slots, ws.weights_.data() + t * slots);
+        for (int s = 0; s < shared; ++s)
+          ws.shared_weights_[t * shared + s] =
+              config_.shared_expert_gate ? 1.0f / (1.0f + std::exp(-row[experts + s])) : 1.0f;
+      }
+    }
+    MOE_CHECK(bad_token < 0, "Layer::forward",
+                  "router logits of token " + std::to_string(bad_token) + " overflowed to Inf or NaN");
+  }
+
+  // Stage 2: counting sort of (token, expert) pairs by expert; tokens stay in increasing order.
+  void group(Index tokens, Workspace& ws) const {
+    const int experts = this->experts();
+    const int count = expert_count();
+    const int slots = this->slots();
+    const int shared = shared_experts();
+    int* counts = ws.counts_.data();
+    int* offsets = ws.offsets_.data();
+    int* fill = ws.fill_.data();
+    const int* ids = ws.ids_.data();
+    std::fill(counts, counts + count, 0);
+    for (Index i = 0; i < tokens * slots; ++i) {
+      MOE_CHECK(ids[i] >= 0 && ids[i] < experts, "Layer::forward",
+                    std::string("the routing policy ") + Routing::kName + " chose expert " + std::to_string(ids[i]) +
+                        ", out of range [0, " + std::to_string(experts) + ")");
+      ++counts[ids[i]];
+    }
+    for (int s = 0; s < shared; ++s) counts[experts + s] = int(tokens);
+    offsets[0] = 0;
+    for (int e = 0; e < count; ++e) offsets[e + 1] = offsets[e] + counts[e];
+    std::copy(offsets, offsets + count, fill);
+    for (Index t = 0; t < tokens; ++t) {
+      for (int j = 0; j < slots; ++j) {
+        const int slot = fill[ids[t * slots + j]]++;
+        ws.assigned_token_[slot] = int(t);
+        ws.assigned_weight_[slot] = ws.weights_[t * slots + j];
+      }
+    }
+    for (int s = 0; s < shared; ++s) {
+      for (Index t = 0; t < tokens; ++t) {
+        const int slot = fill[experts + s]++;
+        ws.assigned_token_[slot] = int(t);
+        ws.assigned_weight_[slot] = ws.shared_weights_[t * shared + s];
+      }
+    }
+    Index hidden = 0;
+    int items = 0;
+    for (int e = 0; e < count; ++e) {
+      ws.hidden_offset_[e] = hidden;
+      hidden += Index(counts[e]) * ffn_padded(e);
+      if (counts[e] == 0) continue;
+      for (Index p = 0; p < input_panels(e); ++p) {
+        ws.items_[2 * items] = e;
+        ws.items_[2 * items + 1] = int(p);
+        ++items;
+      }
+    }
+    ws.item_count_ = items;
+  }
+
+  // Stages 3 and 4, in one parallel region: compute every (expert, input panel) item, then combine every
+  // output panel. dynamic scheduling: items of busy experts cost more, and which thread runs an item
+  // never changes what it computes.
+  template <Activation A>
+  void compute_and_combine(const float* x, Index x_stride, float* y, Index y_stride, Index tokens,
+                           Workspace& ws) const {
+    const int items = ws.item_count_;
+    const Index out_panels = (hidden_size() + kPanel - 1) / kPanel;
+    const int threads = thread_count(ws);
+    (void)threads;
+    MOE_OMP(omp parallel num_threads(threads))
+    {
+      MOE_OMP(omp for schedule(dynamic))
+      for (int item = 0; item < items; ++item) compute<A>(ws.items_[2 * item], ws.items_[2 * item + 1], x, x_stride, ws);
+      MOE_OMP(omp for schedule(dynamic))
+      for (Index p = 0; p < out_panels; ++p) combine(p, y, y_stride, tokens, ws);
+    }
+  }
+
+  // Expert e's input projection for one panel, for all its tokens, with the activation in the epilogue:
+  // act(gate) * up for gated experts, act(up) for plain ones, into the expert's hidden rows.
+  template <Activation A>
+  void compute(int e, Index p, const float* x, Index x_stride, Workspace& ws) const {
+    constexpr int kHalf = kernels::kTileVectors / 2;
+    const bool gated = config_.ffn.gated;
+    const Index ffn = ffn_padded(e);
+    const auto* panel = experts_[std::size_t(e)].input_projection().panel(p);
+    float* hidden = ws.hidden_.data() + ws.hidden_offset_[e] + p * Expert::hidden_per_panel(gated);
+    const int begin = ws.offsets_[e], end = ws.offsets_[e + 1];
+    for (int first = begin; first < end; first += kRows) {
+      const int n = std::min(kRows, end - first);
+      const float* rows[kRows];
+      for (int r = 0; r < n; ++r) rows[r] = x + ws.assigned_token_[first + r] * x_stride;
+      float* out = hidden + Index(first - begin) * ffn;
+      kernels::multiply_rows(rows, n, panel, hidden_size(), [&](auto& acc, int m) {
+        for (int r = 0; r < m; ++r) {
+          if (gated) {
+            for (int v = 0; v < kHalf; ++v)
+              simd::store(out + r * ffn + v * kWidth, kernels::activate<A>(acc[r][v]) * acc[r][v + kHalf]);
+          } else {
+            for (int v = 0; v < kernels::kTileVectors; ++v)
+              simd::store(out + r * ffn + v * kWidth, kernels::activate<A>(acc[r][v]));
+          }
+        }
+      });
+    }
+  }
+
+  // Output panel p of every token: zero it, then add each expert's weighted down projection, experts in
+  // index order (shared experts last), so each output element has one owner and a fixed summation order.
+  void combine(Index p, float* y, Index y_stride, Index tokens, Workspace& ws) const {
+    const Index column = p * kPanel;
+    const Index width = std::min(kPanel, hidden_size() - column);
+    for (Index t = 0; t < tokens; ++t) std::fill_n(y + t * y_stride + column, width, 0.0f);
+    for (int e = 0; e < expert_count(); ++e) {
+      const Index ffn = ffn_padded(e);
+      const float* hidden = ws.hidden_.data() + ws.hidden_offset_[e];
+      const int begin = ws.offsets_[e], end = ws.offsets_[e + 1];
+      for (Index k0 = 0; k0 < ffn; k0 += kernels::kDepthBlock) {
+        const Index depth = std::min(kernels::kDepthBlock, ffn - k0);
+        const auto* panel = experts_[std::size_t(e)].down_projection().panel(p) + k0 * kPanel;
+        for (int first = begin; first < end; first += kRows) {
+          const int n = std::min(kRows, end - first);
+          const float* rows[kRows];
+          for (int r = 0; r < n; ++r) rows[r] = hidden + Index(first - begin + r) * ffn + k0;
+          kernels::multiply_rows(rows, n, panel, depth, [&](auto& acc, int m) {
+            for (int r = 0; r < m; ++r)
+              add_weighted(acc[r], ws.assigned_weight_[first + r],
+                           y + ws.assigned_token_[first + r] * y_stride + column, width);
+          });
+        }
+      }
+    }
+  }
+
+  // out[0, width) += weight * lanes of acc.
+  static MOE_ALWAYS_INLINE void add_weighted(const simd::Vec (&acc)[kernels::kTileVectors], float weight, float* out,
+                                             Index width) {
+    if (width == kPanel) {
+      const simd::Vec w = simd::broadcast(weight);
+      for (int v = 0; v < kernels::kTileVectors; ++v)
+        simd::store(out + v * kWidth, simd::fma(w, acc[v], simd::load(out + v * kWidth)));
+    } else {
+      // The last panel of a hidden size that is not a multiple of it: the same sums, lane by lane.
+      alignas(64) float lanes[kPanel];
+      for (int v = 0; v < kernels::kTileVectors; ++v) simd::store(lanes + v * kWidth, acc[v]);
+      for (Index c = 0; c < width; ++c) out[c] = std::fma(weight, lanes[c], out[c]);
+    }
+  }
+
+  LayerConfig config_;
+  Routing routing_;
+  std::vector<Expert> experts_;  // routed experts, then shared experts
+  kernels::PanelMatrix<f32> router_;
+  int router_rows_ = 0;
+  std::vector<bool> router_row_loaded_;
+};
+
+}  // namespace moe

@@ -1,0 +1,20 @@
+// moe/moe.hpp: the one public include of the moe library.
+//
+//   #include <moe/moe.hpp>
+//   moe::Layer<8, 2> layer({/*hidden*/ 4096, /*ffn*/ 14336}, moe::SoftmaxTopK(/*renormalize=*/true));
+//
+// The order matters only in that every header includes what it uses; io/ is not part of the core.
+#pragma once
+
+#include "config.hpp"
+#include "precision.hpp"
+#include "simd.hpp"
+#include "kernels/activation.hpp"
+#include "kernels/reduce.hpp"
+#include "kernels/softmax.hpp"
+#include "kernels/topk.hpp"
+#include "kernels/gemm.hpp"
+#include "router.hpp"
+#include "expert.hpp"
+#include "workspace.hpp"
+#include "layer.hpp"

@@ -1,0 +1,100 @@
+// moe/simd.hpp: the one place that knows which xsimd version and which instruction set we build for.
+//
+// Everything else writes kernels against `simd::Vec` and the free functions below. With a SIMD
+// architecture, Vec is xsimd 8.1's `batch<float>` for the best instruction set the compiler targets
+// (so the consumer's -m flags decide); without one (xsimd defines XSIMD_NO_SUPPORTED_ARCHITECTURE and
+// no batch types at all), or with MOE_DONT_VECTORIZE, Vec is a plain float and the same kernels
+// compile to scalar code.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+
+#include "config.hpp"
+
+#if !defined(MOE_DONT_VECTORIZE)
+#include <xsimd/xsimd.hpp>
+#if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
+#define MOE_SIMD_XSIMD 1
+#endif
+#endif
+#ifndef MOE_SIMD_XSIMD
+#define MOE_SIMD_XSIMD 0
+#endif
+
+namespace moe {
+namespace simd {
+
+#if MOE_SIMD_XSIMD
+
+using Vec = xsimd::batch<float>;
+inline constexpr int kWidth = static_cast<int>(Vec::size);
+inline const char* arch_name() { return xsimd::default_arch::name(); }
+
+// Vector registers the target has: the micro-kernels size their accumulator tiles from this.
+#if XSIMD_WITH_AVX512F || XSIMD_WITH_NEON64
+inline constexpr int kRegisters = 32;
+#else
+inline constexpr int kRegisters = 16;
+#endif
+
+MOE_ALWAYS_INLINE Vec load(const float* p) { return Vec::load_unaligned(p); }
+MOE_ALWAYS_INLINE void store(float* p, const Vec& v) { v.store_unaligned(p); }
+MOE_ALWAYS_INLINE Vec broadcast(float x) { return Vec(x); }
+// xsimd 8.1 falls back to x*y+z when no FMA arch is compiled in; that is still correct, only slower.
+MOE_ALWAYS_INLINE Vec fma(const Vec& a, const Vec& b, const Vec& c) { return xsimd::fma(a, b, c); }
+MOE_ALWAYS_INLINE Vec max(const Vec& a, const Vec& b) { return xsimd::max(a, b); }
+MOE_ALWAYS_INLINE Vec exp(const Vec& x) { return xsimd::exp(x); }
+MOE_ALWAYS_INLINE Vec erfc(const Vec& x) { return xsimd::erfc(x); }
+// Horizontal sum: `hadd` in xsimd 8.x, renamed `reduce_add` in 9.0.
+MOE_ALWAYS_INLINE float reduce_add(const Vec& v) {
+#if XSIMD_VERSION_MAJOR >= 9
+  return xsimd::reduce_add(v);
+#else
+  return xsimd::hadd(v);
+#endif
+}
+// Keeps v in a register. Without it GCC folds a loaded weight vector into each FMA that uses it as a
+// memory operand, so a tile reloads every weight once per row and becomes load-bound.
+MOE_ALWAYS_INLINE void pin(Vec& v) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  __asm__("" : "+v"(v.data));
+#elif defined(__GNUC__) && (defined(__aarch64__) || defined(__arm__))
+  __asm__("" : "+w"(v.data));
+#else
+  (void)v;
+#endif
+}
+MOE_ALWAYS_INLINE float reduce_max(const Vec& v) {
+  alignas(64) float lanes[kWidth];
+  v.store_unaligned(lanes);
+  float m = lanes[0];
+  for (int i = 1; i < kWidth; ++i) m = lanes[i] > m ? lanes[i] : m;
+  return m;
+}
+
+#else  // scalar fallback
+
+using Vec = float;
+inline constexpr int kWidth = 1;
+inline constexpr int kRegisters = 16;
+inline const char* arch_name() { return "scalar"; }
+
+MOE_ALWAYS_INLINE Vec load(const float* p) { return *p; }
+MOE_ALWAYS_INLINE void store(float* p, Vec v) { *p = v; }
+MOE_ALWAYS_INLINE Vec broadcast(float x) { return x; }
+MOE_ALWAYS_INLINE Vec fma(Vec a, Vec b, Vec c) { return a * b + c; }
+MOE_ALWAYS_INLINE Vec max(Vec a, Vec b) { return a > b ? a : b; }
+MOE_ALWAYS_INLINE Vec exp(Vec x) { return std::exp(x); }
+MOE_ALWAYS_INLINE Vec erfc(Vec x) { return std::erfc(x); }
+MOE_ALWAYS_INLINE void pin(Vec&) {}
+MOE_ALWAYS_INLINE float reduce_add(Vec v) { return v; }
+MOE_ALWAYS_INLINE float reduce_max(Vec v) { return v; }
+
+#endif
+
+// Round n up to a multiple of `multiple` (a positive compile-time or run-time step).
+constexpr Index round_up(Index n, Index multiple) { return (n + multiple - 1) / multiple * multiple; }
+
+}  // namespace simd
+}  // namespace moe

@@ -1,0 +1,79 @@
+// moe/workspace.hpp: all the scratch memory of a forward pass, sized once.
+#pragma once
+
+#include <string>
+
+#include "config.hpp"
+#include "detail/aligned_buffer.hpp"
+
+#if MOE_HAS_OPENMP
+#include <omp.h>
+#endif
+
+namespace moe {
+
+// Threads a forward pass uses when its workspace does not say: OpenMP's default (OMP_NUM_THREADS, or
+// every core), or 1 without OpenMP or with MOE_DONT_PARALLELIZE.
+inline int default_thread_count() {
+#if MOE_HAS_OPENMP
+  return omp_get_max_threads() < MOE_MAX_THREADS ? omp_get_max_threads() : MOE_MAX_THREADS;
+#else
+  return 1;
+#endif
+}
+
+template <int Experts, int TopK, class Precision, class Routing>
+class Layer;
+
+// Scratch for forward passes of up to max_tokens() tokens through layers of one shape. Make it with
+// Layer::workspace(max_tokens); after that a forward pass allocates nothing. One workspace serves one
+// forward pass at a time: give each calling thread its own.
+class Workspace {
+public:
+  Workspace() = default;
+
+  Index max_tokens() const { return max_tokens_; }
+  // Threads a forward pass uses; 0 (the default) means default_thread_count().
+  int threads() const { return threads_; }
+  void set_threads(int threads) {
+    MOE_CHECK(threads >= 0, "Workspace::set_threads", "thread count must be >= 0, got " + std::to_string(threads));
+    threads_ = threads;
+  }
+  // Bytes of scratch held, for sizing on small devices.
+  Index bytes() const {
+    return (logits_.size() + weights_.size() + shared_weights_.size() + assigned_weight_.size() + hidden_.size()) *
+               Index(sizeof(float)) +
+           (ids_.size() + counts_.size() + offsets_.size() + fill_.size() + assigned_token_.size() +
+            items_.size()) * Index(sizeof(int)) +
+           hidden_offset_.size() * Index(sizeof(Index));
+  }
+
+private:
+  template <int, int, class, class>
+  friend class Layer;
+
+  // What the workspace was sized for; a forward pass checks its layer fits.
+  Index max_tokens_ = 0;
+  Index hidden_size_ = 0;
+  Index logits_width_ = 0;
+  int slots_ = 0;
+  int expert_count_ = 0;  // routed + shared
+  Index hidden_row_floats_ = 0;
+  int threads_ = 0;
+  int item_count_ = 0;  // input-projection work items of the current pass
+
+  detail::AlignedBuffer<float> logits_;          // tokens x logits_width: router logits, then shared gates
+  detail::AlignedBuffer<int> ids_;               // tokens x slots: chosen experts
+  detail::AlignedBuffer<float> weights_;         // tokens x slots: their weights
+  detail::AlignedBuffer<float> shared_weights_;  // tokens x shared experts: gate value (1 when ungated)
+  detail::AlignedBuffer<int> counts_;            // per expert: tokens routed to it
+  detail::AlignedBuffer<int> offsets_;           // per expert + 1: prefix sums of counts
+  detail::AlignedBuffer<int> fill_;              // per expert: cursor while grouping
+  detail::AlignedBuffer<int> assigned_token_;    // grouped (token, weight) pairs, expert by expert
+  detail::AlignedBuffer<float> assigned_weight_;
+  detail::AlignedBuffer<Index> hidden_offset_;   // per expert: where its hidden rows start in hidden_
+  detail::AlignedBuffer<float> hidden_;          // hidden activations of every (token, expert) pair
+  detail::AlignedBuffer<int> items_;             // (expert, panel) work items of the input projections
+};
+
+}  // namespace moe

@@ -1,0 +1,94 @@
+// tests/layer_check.hpp: runs a library layer and the reference on the same weights and tokens, and
+// checks the output element by element against the reference's rounding-error bound, and the routing
+// against the reference's choice.
+#pragma once
+
+#include <cmath>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+#include "reference.hpp"
+#include "synthetic_layer.hpp"
+
+namespace check {
+
+struct Result {
+  std::vector<float> y;
+  std::vector<int> ids;
+  std::vector<float> weights;
+};
+
+inline reference::Gating gating_of(const moe::SoftmaxTopK& r) {
+  return r.renormalize ? reference::Gating::SoftmaxTopKRenormalized : reference::Gating::SoftmaxTopK;
+}
+inline reference::Gating gating_of(const moe::DenseSoftmax&) { return reference::Gating::Dense; }
+
+// Builds Layer with `config`, runs `tokens` tokens with `threads` threads, compares with the reference.
+template <class Layer, class Routing>
+Result against_reference(const moe::LayerConfig& config, const Routing& routing, moe::Index tokens, unsigned seed,
+                         int threads = 0) {
+  const reference::Weights w = reference::random_weights(config, seed, 4.0f);
+  Layer layer(config, routing);
+  reference::load(layer, w);
+  const std::vector<float> x = synthetic::tokens(tokens, config.hidden_size, seed + 1);
+  Result result;
+  result.y.assign(x.size(), std::nanf(""));  // the pass must overwrite every element
+  moe::Workspace ws = layer.workspace(tokens + 3, threads);
+  const moe::RoutingResult routed = layer.forward(x.data(), config.hidden_size, result.y.data(), config.hidden_size,
+                                                  tokens, ws);
+  const reference::Output ref = reference::forward(layer.config(), w, check::gating_of(routing), x.data(), tokens);
+
+  const moe::Index H = config.hidden_size;
+  int bad = 0;
+  for (moe::Index i = 0; i < tokens * H && bad < 5; ++i) {
+    const double error = std::abs(double(result.y[i]) - ref.y[i]);
+    if (!(error <= ref.error_bound[i])) {
+      ++bad;
+      INFO("token " << i / H << " column " << i % H << ": moe " << result.y[i] << " reference " << ref.y[i]
+                    << " error " << error << " bound " << ref.error_bound[i]);
+      CHECK(error <= ref.error_bound[i]);
+    }
+  }
+  CHECK(bad == 0);
+
+  const int E = layer.experts();
+  REQUIRE(routed.tokens() == tokens);
+  REQUIRE(routed.slots() == layer.slots());
+  std::vector<int> counts(std::size_t(E), 0);
+  for (moe::Index t = 0; t < tokens; ++t) {
+    std::set<int> chosen, expected;
+    for (int j = 0; j < routed.slots(); ++j) {
+      const int e = routed.experts()(t, j);
+      REQUIRE(e >= 0);
+      REQUIRE(e < E);
+      chosen.insert(e);
+      ++counts[std::size_t(e)];
+      const double expected_weight = ref.weight[std::size_t(t)][std::size_t(e)];
+      CHECK(std::abs(routed.weights()(t, j) - expected_weight) <= 1e-5 * (1 + expected_weight));
+      result.ids.push_back(e);
+      result.weights.push_back(routed.weights()(t, j));
+    }
+    for (int e = 0; e < E; ++e)
+      if (ref.weight[std::size_t(t)][std::size_t(e)] > 0) expected.insert(e);
+    if (routed.slots() < E) CHECK(chosen == expected);
+    CHECK(int(chosen.size()) == routed.slots());  // distinct
+  }
+  for (int e = 0; e < E; ++e) CHECK(routed.tokens_per_expert()(e) == counts[std::size_t(e)]);
+  return result;
+}
+
+inline moe::LayerConfig config(moe::Index hidden, moe::Index ffn, int experts, int top_k,
+                               moe::FfnType type = moe::SwiGLU) {
+  moe::LayerConfig c;
+  c.hidden_size = hidden;
+  c.ffn_size = ffn;
+  c.num_experts = experts;
+  c.top_k = top_k;
+  c.ffn = type;
+  return c;
+}
+
+}  // namespace check

@@ -1,0 +1,212 @@
+// tests/reference.hpp: a plainly written MoE layer to check the library against.
+//
+// One token at a time, scalar loops, double accumulation, every expert computed and then masked by the
+// routing: nothing here shares code with include/moe/ beyond the LayerConfig it reads.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include <moe/moe.hpp>
+
+namespace reference {
+
+using Matrix = std::vector<float>;  // row-major, PyTorch layout W[out][in]
+
+struct Weights {
+  Matrix router;                         // E x H
+  std::vector<Matrix> gate, up, down;    // per routed expert: F x H, F x H, H x F
+  std::vector<Matrix> shared_gate_proj, shared_up, shared_down;  // per shared expert
+  std::vector<Matrix> shared_gate;       // per shared expert: 1 x H (when gated)
+};
+
+inline Matrix random_matrix(std::mt19937& rng, std::int64_t rows, std::int64_t cols, float scale) {
+  std::normal_distribution<float> normal(0.0f, scale);
+  Matrix m(static_cast<std::size_t>(rows * cols));
+  for (float& v : m) v = normal(rng);
+  return m;
+}
+
+// Weights scaled like a trained layer's (1/sqrt(fan_in)) so activations neither vanish nor explode.
+inline Weights random_weights(const moe::LayerConfig& c, unsigned seed, float router_scale = 1.0f) {
+  std::mt19937 rng(seed);
+  const auto H = c.hidden_size, F = c.ffn_size;
+  const auto Fs = c.shared_ffn_size ? c.shared_ffn_size : c.ffn_size;
+  const float in_scale = 1.0f / std::sqrt(float(H));
+  Weights w;
+  w.router = random_matrix(rng, c.num_experts, H, router_scale * in_scale);
+  for (int e = 0; e < c.num_experts; ++e) {
+    w.gate.push_back(c.ffn.gated ? random_matrix(rng, F, H, in_scale) : Matrix());
+    w.up.push_back(random_matrix(rng, F, H, in_scale));
+    w.down.push_back(random_matrix(rng, H, F, 1.0f / std::sqrt(float(F))));
+  }
+  for (int s = 0; s < c.num_shared_experts; ++s) {
+    w.shared_gate_proj.push_back(c.ffn.gated ? random_matrix(rng, Fs, H, in_scale) : Matrix());
+    w.shared_up.push_back(random_matrix(rng, Fs, H, in_scale));
+    w.shared_down.push_back(random_matrix(rng, H, Fs, 1.0f / std::sqrt(float(Fs))));
+    if (c.shared_expert_gate) w.shared_gate.push_back(random_matrix(rng, 1, H, in_scale));
+  }
+  return w;
+}
+
+// Hands the weights to a library layer through the pointer API.
+template <class Layer>
+void load(Layer& layer, const Weights& w) {
+  const moe::LayerConfig& c = layer.config();
+  const auto H = c.hidden_size, F = c.ffn_size, Fs = c.shared_ffn_size;
+  layer.set_router(moe::WeightView(w.router.data(), c.num_experts, H));
+  for (int e = 0; e < c.num_experts; ++e) {
+    if (c.ffn.gated)
+      layer.set_expert(e, moe::WeightView(w.gate[e].data(), F, H), moe::WeightView(w.up[e].data(), F, H),
+                       moe::WeightView(w.down[e].data(), H, F));
+    else
+      layer.set_expert(e, moe::WeightView(w.up[e].data(), F, H), moe::WeightView(w.down[e].data(), H, F));
+  }
+  for (int s = 0; s < c.num_shared_experts; ++s) {
+    if (c.ffn.gated)
+      layer.set_shared_expert(s, moe::WeightView(w.shared_gate_proj[s].data(), Fs, H),
+                              moe::WeightView(w.shared_up[s].data(), Fs, H), moe::WeightView(w.shared_down[s].data(), H, Fs));
+    else
+      layer.set_shared_expert(s, moe::WeightView(w.shared_up[s].data(), Fs, H),
+                              moe::WeightView(w.shared_down[s].data(), H, Fs));
+    if (c.shared_expert_gate) layer.set_shared_expert_gate(s, moe::WeightView(w.shared_gate[s].data(), 1, H));
+  }
+}
+
+inline double activate(moe::Activation a, double x) {
+  switch (a) {
+    case moe::Activation::SiLU: return x / (1.0 + std::exp(-x));
+    case moe::Activation::GELU: return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
+    case moe::Activation::GELUTanh:
+      return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+    case moe::Activation::ReLU: return x > 0 ? x : 0.0;
+  }
+  return 0.0;
+}
+
+// One expert's output on one token, with a bound on the error a float implementation may make.
+struct ExpertOutput {
+  std::vector<double> y;
+  std::vector<double> error_bound;
+};
+
+// The largest |act'(x)| over the reals (SiLU 1.1, GELU 1.13, ReLU 1): how input errors can grow.
+inline double max_slope(moe::Activation a) { return a == moe::Activation::ReLU ? 1.0 : 1.13; }
+
+// down(act(gate x) * up x), or down(act(up x)). The bound is the classic one for float dot products of
+// length n, |error| <= n * eps * sum |a_i b_i|, carried through the activation (its slope bounds how an
+// input error grows) and the down projection, with one extra n for the rounding of the hidden values.
+inline ExpertOutput ffn(const moe::FfnType& type, const float* x, const Matrix& gate, const Matrix& up,
+                        const Matrix& down, std::int64_t H, std::int64_t F) {
+  const double eps = std::numeric_limits<float>::epsilon();
+  std::vector<double> h(static_cast<std::size_t>(F)), h_error(static_cast<std::size_t>(F));
+  for (std::int64_t f = 0; f < F; ++f) {
+    double u = 0, g = 0, u_abs = 0, g_abs = 0;
+    for (std::int64_t k = 0; k < H; ++k) {
+      u += double(up[f * H + k]) * x[k];
+      u_abs += std::abs(double(up[f * H + k]) * x[k]);
+      if (type.gated) {
+        g += double(gate[f * H + k]) * x[k];
+        g_abs += std::abs(double(gate[f * H + k]) * x[k]);
+      }
+    }
+    const double slope = max_slope(type.activation);
+    if (type.gated) {
+      h[f] = activate(type.activation, g) * u;
+      h_error[f] = double(H) * eps * (slope * g_abs * std::abs(u) + std::abs(activate(type.activation, g)) * u_abs) +
+                   4 * eps * std::abs(h[f]);
+    } else {
+      h[f] = activate(type.activation, u);
+      h_error[f] = double(H) * eps * slope * u_abs + 4 * eps * std::abs(h[f]);
+    }
+  }
+  ExpertOutput out;
+  out.y.assign(static_cast<std::size_t>(H), 0.0);
+  out.error_bound.assign(static_cast<std::size_t>(H), 0.0);
+  for (std::int64_t o = 0; o < H; ++o) {
+    for (std::int64_t f = 0; f < F; ++f) {
+      const double w = down[o * F + f];
+      out.y[o] += w * h[f];
+      out.error_bound[o] += std::abs(w) * (double(F) * eps * (std::abs(h[f]) + h_error[f]) + h_error[f]);
+    }
+  }
+  return out;
+}
+
+enum class Gating { SoftmaxTopK, SoftmaxTopKRenormalized, Dense };
+
+// The routing weight of each expert for one token (zero for experts not chosen).
+inline std::vector<double> routing_weights(Gating gating, const std::vector<double>& logits, int k) {
+  const int E = int(logits.size());
+  const double top = *std::max_element(logits.begin(), logits.end());
+  std::vector<double> p(E);
+  double sum = 0;
+  for (int e = 0; e < E; ++e) sum += (p[e] = std::exp(logits[e] - top));
+  for (double& v : p) v /= sum;
+  if (gating == Gating::Dense) return p;
+  // Chosen: the k largest, ties to the lower index (a stable sort of indices by descending probability).
+  std::vector<int> order(E);
+  for (int e = 0; e < E; ++e) order[e] = e;
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return p[a] > p[b]; });
+  std::vector<double> w(E, 0.0);
+  double chosen = 0;
+  for (int j = 0; j < k; ++j) chosen += p[order[j]];
+  for (int j = 0; j < k; ++j) w[order[j]] = gating == Gating::SoftmaxTopKRenormalized ? p[order[j]] / chosen : p[order[j]];
+  return w;
+}
+
+struct Output {
+  std::vector<double> y;                    // tokens x H
+  std::vector<double> error_bound;          // tokens x H: what float rounding may account for
+  std::vector<std::vector<double>> weight;  // tokens x E routing weights
+};
+
+inline Output forward(const moe::LayerConfig& c, const Weights& w, Gating gating, const float* x, std::int64_t tokens) {
+  const std::int64_t H = c.hidden_size, F = c.ffn_size, Fs = c.shared_ffn_size ? c.shared_ffn_size : c.ffn_size;
+  const int E = c.num_experts;
+  const int k = gating == Gating::Dense ? E : c.top_k;
+  Output out;
+  out.y.assign(static_cast<std::size_t>(tokens * H), 0.0);
+  out.error_bound.assign(static_cast<std::size_t>(tokens * H), 0.0);
+  const double eps = std::numeric_limits<float>::epsilon();
+  for (std::int64_t t = 0; t < tokens; ++t) {
+    const float* xt = x + t * H;
+    std::vector<double> logits(E, 0.0);
+    for (int e = 0; e < E; ++e)
+      for (std::int64_t i = 0; i < H; ++i) logits[e] += double(w.router[e * H + i]) * xt[i];
+    const std::vector<double> weight = routing_weights(gating, logits, k);
+    out.weight.push_back(weight);
+    double* yt = out.y.data() + t * H;
+    double* bt = out.error_bound.data() + t * H;
+    // The router's logits carry errors too; they reach the output through the softmax weights, whose
+    // relative error we bound by (H + 16) eps (a length-H dot product, then exp and a division).
+    const double weight_error = double(H + 16) * eps;
+    for (int e = 0; e < E; ++e) {
+      const ExpertOutput ye = ffn(c.ffn, xt, w.gate[e], w.up[e], w.down[e], H, F);  // every expert runs
+      for (std::int64_t i = 0; i < H; ++i) {                                        // then is masked
+        yt[i] += weight[e] * ye.y[i];
+        bt[i] += weight[e] * (ye.error_bound[i] + weight_error * std::abs(ye.y[i])) + eps * std::abs(yt[i]);
+      }
+    }
+    for (int s = 0; s < c.num_shared_experts; ++s) {
+      double scale = 1.0;
+      if (c.shared_expert_gate) {
+        double g = 0;
+        for (std::int64_t i = 0; i < H; ++i) g += double(w.shared_gate[s][i]) * xt[i];
+        scale = 1.0 / (1.0 + std::exp(-g));
+      }
+      const ExpertOutput ys = ffn(c.ffn, xt, w.shared_gate_proj[s], w.shared_up[s], w.shared_down[s], H, Fs);
+      for (std::int64_t i = 0; i < H; ++i) {
+        yt[i] += scale * ys.y[i];
+        bt[i] += scale * (ys.error_bound[i] + weight_error * std::abs(ys.y[i])) + eps * std::abs(yt[i]);
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace reference

@@ -1,0 +1,152 @@
+// tests/test_kernels.cpp: the small kernels (top-k, softmax, activations, reductions, the panel
+// micro-kernel) against scalar double-precision loops.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <string>
+#include <random>
+#include <vector>
+
+#include <moe/moe.hpp>
+
+#include "reference.hpp"
+
+namespace {
+
+std::vector<float> random_vector(std::size_t n, unsigned seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = normal(rng);
+  return v;
+}
+
+// Indices of the k largest, largest first, ties to the lower index.
+std::vector<int> expected_top_k(const std::vector<float>& s, int k) {
+  std::vector<int> order(s.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return s[a] > s[b]; });
+  order.resize(std::size_t(k));
+  return order;
+}
+
+template <int K>
+void check_top_k(const std::vector<float>& scores, int k) {
+  std::vector<int> ids(std::size_t(k), -1);
+  std::vector<float> values(static_cast<std::size_t>(k));
+  moe::kernels::top_k<K>(scores.data(), int(scores.size()), k, ids.data(), values.data());
+  const std::vector<int> expected = expected_top_k(scores, k);
+  CHECK(ids == expected);
+  for (int j = 0; j < k; ++j) CHECK(values[std::size_t(j)] == scores[std::size_t(expected[std::size_t(j)])]);
+}
+
+}  // namespace
+
+TEST_CASE("top_k picks the k largest, largest first, ties to the lower index") {
+  for (int n : {1, 2, 7, 8, 64, 257}) {
+    for (int k : {1, 2, 3, 8, n}) {
+      if (k > n) continue;
+      CAPTURE(n);
+      CAPTURE(k);
+      check_top_k<moe::Dynamic>(random_vector(std::size_t(n), unsigned(n * 31 + k)), k);
+      // Heavy ties: scores from a 3-value set.
+      std::vector<float> tied(static_cast<std::size_t>(n));
+      for (int i = 0; i < n; ++i) tied[std::size_t(i)] = float((i * 7) % 3);
+      check_top_k<moe::Dynamic>(tied, k);
+    }
+  }
+  check_top_k<2>(random_vector(8, 1), 2);
+  check_top_k<8>(random_vector(64, 2), 8);
+  check_top_k<1>(std::vector<float>{-1.0f, -1.0f, -3.0f}, 1);
+  check_top_k<3>(std::vector<float>{5.0f, 5.0f, 5.0f}, 3);
+}
+
+TEST_CASE("softmax, row_max and sum_exp match double precision") {
+  for (int n : {1, 3, 15, 16, 17, 64, 100}) {
+    CAPTURE(n);
+    const std::vector<float> x = random_vector(std::size_t(n), unsigned(n), 5.0f);
+    double top = -1e300;
+    for (float v : x) top = std::max(top, double(v));
+    CHECK(moe::kernels::row_max(x.data(), n) == float(top));
+    double sum = 0;
+    for (float v : x) sum += std::exp(double(v) - top);
+    CHECK(moe::kernels::sum_exp(x.data(), n, float(top)) == doctest::Approx(sum).epsilon(n * 4e-7));
+    std::vector<float> p(static_cast<std::size_t>(n));
+    moe::kernels::softmax(x.data(), p.data(), n);
+    for (int i = 0; i < n; ++i) CHECK(p[std::size_t(i)] == doctest::Approx(std::exp(double(x[std::size_t(i)]) - top) / sum).epsilon(n * 4e-7));
+  }
+}
+
+TEST_CASE("activations match their definitions, including far tails") {
+  const float inputs[] = {-100.0f, -20.0f, -5.5f, -1.0f, -0.25f, 0.0f, 1e-3f, 0.5f, 2.0f, 9.0f, 50.0f, 100.0f};
+  const moe::Activation all[] = {moe::Activation::SiLU, moe::Activation::GELU, moe::Activation::GELUTanh,
+                                 moe::Activation::ReLU};
+  for (moe::Activation a : all) {
+    const std::string activation = moe::name(a);
+    CAPTURE(activation);
+    for (float x : inputs) {
+      CAPTURE(x);
+      float lanes[moe::simd::kWidth];
+      moe::kernels::with_activation(a, [&](auto act) {
+        moe::simd::store(lanes, moe::kernels::activate<decltype(act)::value>(moe::simd::broadcast(x)));
+      });
+      const double expected = reference::activate(a, x);
+      // A few float ulps relative, or an absolute floor where the function is ~0 (tails of SiLU/GELU).
+      CHECK(std::abs(lanes[0] - expected) <= 8 * std::numeric_limits<float>::epsilon() * std::abs(expected) + 1e-30);
+      CHECK(std::isfinite(lanes[0]));
+    }
+  }
+}
+
+TEST_CASE("all_finite finds a NaN or Inf at any position") {
+  for (int n : {1, 5, 16, 17, 40}) {
+    std::vector<float> x(std::size_t(n), 1.5f);
+    CHECK(moe::kernels::all_finite(x.data(), n));
+    for (int i = 0; i < n; ++i) {
+      x[std::size_t(i)] = std::numeric_limits<float>::quiet_NaN();
+      CHECK_FALSE(moe::kernels::all_finite(x.data(), n));
+      x[std::size_t(i)] = -std::numeric_limits<float>::infinity();
+      CHECK_FALSE(moe::kernels::all_finite(x.data(), n));
+      x[std::size_t(i)] = std::numeric_limits<float>::max();
+      CHECK(moe::kernels::all_finite(x.data(), n));
+      x[std::size_t(i)] = 1.5f;
+    }
+  }
+}
+
+TEST_CASE("the panel micro-kernel multiplies 1..kTileRows rows by a packed matrix") {
+  using moe::kernels::kPanelColumns;
+  const moe::Index out = kPanelColumns + 5, in = 23;  // two panels, the second mostly padding
+  const std::vector<float> w = random_vector(std::size_t(out * in), 3);
+  moe::kernels::PanelMatrix<moe::f32> packed;
+  packed.pack(w.data(), out, in, in, in + 2);  // two rows of depth padding
+  REQUIRE(packed.panels() == 2);
+  const std::vector<float> a = random_vector(std::size_t(moe::kernels::kTileRows * (in + 2)), 4);
+  for (int rows = 1; rows <= moe::kernels::kTileRows; ++rows) {
+    CAPTURE(rows);
+    const float* row_ptr[moe::kernels::kTileRows];
+    for (int r = 0; r < rows; ++r) row_ptr[r] = a.data() + r * (in + 2);
+    for (moe::Index p = 0; p < packed.panels(); ++p) {
+      moe::kernels::multiply_rows(row_ptr, rows, packed.panel(p), packed.depth(), [&](auto& acc, int n) {
+        REQUIRE(n == rows);
+        for (int r = 0; r < n; ++r) {
+          float lanes[kPanelColumns];
+          for (int v = 0; v < moe::kernels::kTileVectors; ++v) moe::simd::store(lanes + v * moe::simd::kWidth, acc[r][v]);
+          for (int c = 0; c < kPanelColumns; ++c) {
+            const moe::Index o = p * kPanelColumns + c;
+            double expected = 0, magnitude = 0;
+            for (moe::Index k = 0; o < out && k < in; ++k) {
+              expected += double(w[std::size_t(o * in + k)]) * row_ptr[r][k];
+              magnitude += std::abs(double(w[std::size_t(o * in + k)]) * row_ptr[r][k]);
+            }
+            // Padding columns and padding depth rows must contribute exactly zero.
+            CHECK(std::abs(lanes[c] - expected) <= in * std::numeric_limits<float>::epsilon() * magnitude);
+          }
+        }
+      });
+    }
+  }
+}

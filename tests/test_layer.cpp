@@ -1,0 +1,133 @@
+// tests/test_layer.cpp: the fused sparse forward pass against the plainly written reference.
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <string>
+
+#include "layer_check.hpp"
+
+using moe::Dynamic;
+
+// Hidden and FFN sizes below are deliberately not multiples of any SIMD width or panel width.
+TEST_CASE("forward matches the reference: softmax top-k, renormalised and not") {
+  const auto c = check::config(100, 70, 5, 2);
+  for (moe::Index tokens : {1, 7, 40}) {
+    CAPTURE(tokens);
+    check::against_reference<moe::Layer<>>(c, moe::SoftmaxTopK(true), tokens, 11);
+    check::against_reference<moe::Layer<>>(c, moe::SoftmaxTopK(false), tokens, 12);
+  }
+}
+
+TEST_CASE("forward matches the reference: one expert, and k equal to the expert count") {
+  check::against_reference<moe::Layer<1, 1>>(check::config(37, 19, 1, 1), moe::SoftmaxTopK(true), 5, 21);
+  check::against_reference<moe::Layer<>>(check::config(37, 19, 1, 1), moe::SoftmaxTopK(false), 1, 22);
+  check::against_reference<moe::Layer<4, 4>>(check::config(50, 33, 4, 4), moe::SoftmaxTopK(false), 9, 23);
+  check::against_reference<moe::Layer<>>(check::config(50, 33, 4, 4), moe::SoftmaxTopK(true), 9, 24);
+}
+
+TEST_CASE("forward matches the reference: many experts, many tokens per expert") {
+  // 60 tokens x top-3 of 8 experts: every expert gets several tiles of tokens.
+  check::against_reference<moe::Layer<8, 3>>(check::config(129, 200, 8, 3), moe::SoftmaxTopK(true), 60, 31);
+}
+
+TEST_CASE("forward matches the reference for every expert kind") {
+  const moe::FfnType kinds[] = {moe::SwiGLU, moe::GeGLU, moe::GeluMLP, moe::ReluMLP,
+                                moe::FfnType{moe::Activation::GELUTanh, true},
+                                moe::FfnType{moe::Activation::SiLU, false}};
+  unsigned seed = 40;
+  for (const moe::FfnType& kind : kinds) {
+    const std::string activation = moe::name(kind.activation);
+    CAPTURE(activation);
+    CAPTURE(kind.gated);
+    check::against_reference<moe::Layer<>>(check::config(72, 45, 6, 2, kind), moe::SoftmaxTopK(true), 11, ++seed);
+  }
+}
+
+TEST_CASE("forward matches the reference with shared experts") {
+  SUBCASE("one shared expert with a sigmoid gate and its own size (Qwen2-MoE)") {
+    auto c = check::config(90, 40, 6, 2);
+    c.num_shared_experts = 1;
+    c.shared_ffn_size = 77;
+    c.shared_expert_gate = true;
+    check::against_reference<moe::Layer<>>(c, moe::SoftmaxTopK(false), 13, 51);
+  }
+  SUBCASE("two ungated shared experts (DeepSeek-style), plain MLP experts") {
+    auto c = check::config(64, 24, 4, 1, moe::ReluMLP);
+    c.num_shared_experts = 2;
+    check::against_reference<moe::Layer<4, 1>>(c, moe::SoftmaxTopK(true), 8, 52);
+  }
+}
+
+TEST_CASE("dense MoE runs every expert weighted by the softmax") {
+  check::against_reference<moe::Layer<Dynamic, Dynamic, moe::f32, moe::DenseSoftmax>>(
+      check::config(70, 30, 5, 0), moe::DenseSoftmax(), 9, 61);
+  auto c = check::config(70, 30, 3, 3);
+  c.num_shared_experts = 1;
+  check::against_reference<moe::Layer<3, 3, moe::f32, moe::DenseSoftmax>>(c, moe::DenseSoftmax(), 4, 62);
+}
+
+TEST_CASE_TEMPLATE("fixed and Dynamic expert counts give the same bits", Fixed, moe::Layer<6, 2>,
+                   moe::Layer<6, Dynamic>, moe::Layer<Dynamic, 2>) {
+  const auto c = check::config(55, 42, 6, 2);
+  const auto dynamic = check::against_reference<moe::Layer<>>(c, moe::SoftmaxTopK(true), 17, 71);
+  const auto fixed = check::against_reference<Fixed>(c, moe::SoftmaxTopK(true), 17, 71);
+  CHECK(std::memcmp(dynamic.y.data(), fixed.y.data(), dynamic.y.size() * sizeof(float)) == 0);
+  CHECK(dynamic.ids == fixed.ids);
+  CHECK(dynamic.weights == fixed.weights);
+}
+
+TEST_CASE("the Eigen interface: matrices, maps, row blocks, and in-place") {
+  const auto c = check::config(40, 24, 4, 2);
+  const reference::Weights w = reference::random_weights(c, 81, 4.0f);
+  moe::Layer<4, 2> layer(c, moe::SoftmaxTopK(true));
+  reference::load(layer, w);
+  using RowMatrix = moe::Layer<4, 2>::RowMatrix;
+  const std::vector<float> source = synthetic::tokens(6, 40, 82);
+  const RowMatrix x = Eigen::Map<const RowMatrix>(source.data(), 6, 40);
+  moe::Workspace ws = layer.workspace(6);
+
+  RowMatrix y(6, 40);
+  layer.forward(x, y, ws);
+  const reference::Output ref = reference::forward(c, w, reference::Gating::SoftmaxTopKRenormalized, x.data(), 6);
+  for (Eigen::Index i = 0; i < y.size(); ++i) CHECK(std::abs(y.data()[i] - ref.y[std::size_t(i)]) <= ref.error_bound[std::size_t(i)]);
+
+  SUBCASE("a block of rows of a wider matrix, both ways") {
+    RowMatrix wide_in = RowMatrix::Zero(9, 50), wide_out = RowMatrix::Constant(9, 50, 7.0f);
+    wide_in.block(2, 3, 6, 40) = x;
+    layer.forward(wide_in.block(2, 3, 6, 40), wide_out.block(1, 5, 6, 40), ws);
+    CHECK(wide_out.block(1, 5, 6, 40) == y);
+    CHECK(wide_out(0, 5) == 7.0f);  // outside the block: untouched
+    CHECK(wide_out(1, 4) == 7.0f);
+  }
+  SUBCASE("a single token as a row vector") {
+    const Eigen::RowVectorXf one = x.row(3);
+    Eigen::RowVectorXf out(40);
+    layer.forward(one, out, ws);
+    CHECK(out == y.row(3));
+  }
+  SUBCASE("in place: y may be x") {
+    RowMatrix inout = x;
+    layer.forward(inout, inout, ws);
+    CHECK(inout == y);
+  }
+  SUBCASE("zero tokens is a no-op") {
+    RowMatrix none(0, 40);
+    const moe::RoutingResult routed = layer.forward(none, none, ws);
+    CHECK(routed.tokens() == 0);
+  }
+}
+
+TEST_CASE("a workspace is reusable across passes and token counts") {
+  const auto c = check::config(33, 20, 5, 2);
+  const reference::Weights w = reference::random_weights(c, 91, 4.0f);
+  moe::Layer<> layer(c, moe::SoftmaxTopK(true));
+  reference::load(layer, w);
+  moe::Workspace ws = layer.workspace(12);
+  const std::vector<float> x = synthetic::tokens(12, 33, 92);
+  std::vector<float> all(12 * 33), part(12 * 33);
+  layer.forward(x.data(), 33, all.data(), 33, 12, ws);
+  layer.forward(x.data() + 5 * 33, 33, part.data(), 33, 1, ws);  // token 5 alone
+  layer.forward(x.data(), 33, part.data() + 33, 33, 4, ws);      // then a smaller batch
+  CHECK(std::memcmp(part.data(), all.data() + 5 * 33, 33 * sizeof(float)) == 0);
+  CHECK(std::memcmp(part.data() + 33, all.data(), 4 * 33 * sizeof(float)) == 0);
+}
