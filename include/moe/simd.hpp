@@ -93,6 +93,16 @@ MOE_ALWAYS_INLINE float reduce_max(Vec v) { return v; }
 
 #endif
 
+// A hint to fetch the cache line at p for reading, with no expectation of reuse. Never faults, so it
+// may point past the end of a buffer.
+MOE_ALWAYS_INLINE void prefetch(const void* p) {
+#if defined(__GNUC__) || defined(__clang__)
+  __builtin_prefetch(p, 0, 0);
+#else
+  (void)p;
+#endif
+}
+
 // Round n up to a multiple of `multiple` (a positive compile-time or run-time step).
 constexpr Index round_up(Index n, Index multiple) { return (n + multiple - 1) / multiple * multiple; }
 
