@@ -83,7 +83,16 @@ inline const char* arch_name() { return "scalar"; }
 MOE_ALWAYS_INLINE Vec load(const float* p) { return *p; }
 MOE_ALWAYS_INLINE void store(float* p, Vec v) { *p = v; }
 MOE_ALWAYS_INLINE Vec broadcast(float x) { return x; }
-MOE_ALWAYS_INLINE Vec fma(Vec a, Vec b, Vec c) { return a * b + c; }
+// A real fused multiply-add where the target has one, so that a result never depends on whether the
+// compiler contracted a*b+c in this inlined copy of a kernel but not in that one (which would make a
+// token's output depend on the batch it came in).
+MOE_ALWAYS_INLINE Vec fma(Vec a, Vec b, Vec c) {
+#ifdef FP_FAST_FMAF
+  return std::fma(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
 MOE_ALWAYS_INLINE Vec max(Vec a, Vec b) { return a > b ? a : b; }
 MOE_ALWAYS_INLINE Vec exp(Vec x) { return std::exp(x); }
 MOE_ALWAYS_INLINE Vec erfc(Vec x) { return std::erfc(x); }
