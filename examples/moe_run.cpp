@@ -123,7 +123,7 @@ int run(const Options& o) {
   config.num_shared_experts = o.shared;
 
   const double packed_bytes =
-      double(o.experts + o.shared) * 3.0 * double(o.hidden) * double(o.ffn) * moe::f32::kBytesPerWeight;
+      double(o.experts + o.shared) * 3.0 * double(o.hidden) * double(o.ffn) * moe::f32::kBitsPerWeight / 8.0;
   std::printf("moe-run: synthetic %s layer: hidden %lld, ffn %lld, %d experts, top-%d%s, %s, %s weights (%.1f MB)\n",
               o.experts == 8 && o.top_k == 2 ? "Mixtral-shaped" : "MoE", static_cast<long long>(o.hidden),
               static_cast<long long>(o.ffn), o.experts, o.top_k,

@@ -26,7 +26,7 @@ int main() {
   Matrix x = Matrix::Random(32, 256), y(32, 256);  // tokens x hidden
   const moe::RoutingResult routed = layer.forward(x, y, workspace);
 
-  std::cout << "token 0 went to experts " << routed.experts().row(0) << " with weights "
+  std::cout << "token 0 went to experts " << routed.expert_ids().row(0) << " with weights "
             << routed.weights().row(0) << "\ntokens per expert: " << routed.tokens_per_expert()
             << "\n|y| = " << y.norm() << "\n";
   return y.allFinite() ? 0 : 1;

@@ -85,7 +85,7 @@ TEST_CASE("activations match their definitions, including far tails") {
   const moe::Activation all[] = {moe::Activation::SiLU, moe::Activation::GELU, moe::Activation::GELUTanh,
                                  moe::Activation::ReLU};
   for (moe::Activation a : all) {
-    const std::string activation = moe::name(a);
+    const std::string activation = moe::activation_name(a);
     CAPTURE(activation);
     for (float x : inputs) {
       CAPTURE(x);

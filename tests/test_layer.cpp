@@ -36,7 +36,7 @@ TEST_CASE("forward matches the reference for every expert kind") {
                                 moe::FfnType{moe::Activation::SiLU, false}};
   unsigned seed = 40;
   for (const moe::FfnType& kind : kinds) {
-    const std::string activation = moe::name(kind.activation);
+    const std::string activation = moe::activation_name(kind.activation);
     CAPTURE(activation);
     CAPTURE(kind.gated);
     check::against_reference<moe::Layer<>>(check::config(72, 45, 6, 2, kind), moe::SoftmaxTopK(true), 11, ++seed);
@@ -130,4 +130,52 @@ TEST_CASE("a workspace is reusable across passes and token counts") {
   layer.forward(x.data(), 33, part.data() + 33, 33, 4, ws);      // then a smaller batch
   CHECK(std::memcmp(part.data(), all.data() + 5 * 33, 33 * sizeof(float)) == 0);
   CHECK(std::memcmp(part.data() + 33, all.data(), 4 * 33 * sizeof(float)) == 0);
+}
+
+TEST_CASE("forward matches the reference at the edges of the tiling") {
+  SUBCASE("an FFN wider than one depth block of the down projection") {
+    check::against_reference<moe::Layer<>>(check::config(24, 600, 3, 2), moe::SoftmaxTopK(true), 10, 111);
+  }
+  SUBCASE("a hidden size below one SIMD vector") {
+    check::against_reference<moe::Layer<>>(check::config(5, 3, 3, 1), moe::SoftmaxTopK(false), 4, 112);
+  }
+  SUBCASE("more router rows than one panel, with the shared gate in the last one") {
+    auto c = check::config(20, 8, 70, 3);
+    c.num_shared_experts = 1;
+    c.shared_expert_gate = true;
+    check::against_reference<moe::Layer<70, 3>>(c, moe::SoftmaxTopK(true), 9, 113);
+  }
+}
+
+TEST_CASE("weights given as strided Eigen blocks pack to the same layer as contiguous ones") {
+  auto c = check::config(30, 21, 3, 2);
+  c.num_shared_experts = 1;
+  c.shared_expert_gate = true;
+  const reference::Weights w = reference::random_weights(c, 121, 4.0f);
+  moe::Layer<> contiguous(c, moe::SoftmaxTopK(true)), strided(c, moe::SoftmaxTopK(true));
+  reference::load(contiguous, w);
+  using RowMatrix = moe::Layer<>::RowMatrix;
+  // Each matrix sits inside a larger one, so its rows are not contiguous.
+  auto embed = [](const std::vector<float>& m, Eigen::Index rows, Eigen::Index cols) {
+    RowMatrix big = RowMatrix::Constant(rows + 2, cols + 7, 1e30f);
+    big.block(1, 3, rows, cols) = Eigen::Map<const RowMatrix>(m.data(), rows, cols);
+    return big;
+  };
+  const RowMatrix router = embed(w.router, 3, 30);
+  strided.set_router(router.block(1, 3, 3, 30));
+  for (int e = 0; e < 3; ++e) {
+    const RowMatrix g = embed(w.gate[e], 21, 30), u = embed(w.up[e], 21, 30), d = embed(w.down[e], 30, 21);
+    strided.set_expert(e, g.block(1, 3, 21, 30), u.block(1, 3, 21, 30), d.block(1, 3, 30, 21));
+  }
+  const RowMatrix g = embed(w.shared_gate_proj[0], 21, 30), u = embed(w.shared_up[0], 21, 30),
+                  d = embed(w.shared_down[0], 30, 21), gate = embed(w.shared_gate[0], 1, 30);
+  strided.set_shared_expert(0, g.block(1, 3, 21, 30), u.block(1, 3, 21, 30), d.block(1, 3, 30, 21));
+  strided.set_shared_expert_gate(0, gate.block(1, 3, 1, 30));
+
+  const std::vector<float> x = synthetic::tokens(7, 30, 122);
+  std::vector<float> y1(x.size()), y2(x.size());
+  moe::Workspace ws = contiguous.workspace(7);
+  contiguous.forward(x.data(), 30, y1.data(), 30, 7, ws);
+  strided.forward(x.data(), 30, y2.data(), 30, 7, ws);
+  CHECK(std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)) == 0);
 }

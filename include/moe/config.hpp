@@ -20,10 +20,11 @@
 // MOE_DONT_VECTORIZE: define to force the scalar kernels even where xsimd has a SIMD architecture
 // (useful to cross-check the SIMD path, or on targets where xsimd's code generation misbehaves).
 
-// MOE_MAX_THREADS: upper bound on threads a forward pass uses; the default takes whatever OpenMP offers.
+// MOE_MAX_THREADS: upper bound on the threads a forward pass uses (default 256).
 #ifndef MOE_MAX_THREADS
 #define MOE_MAX_THREADS 256
 #endif
+static_assert(MOE_MAX_THREADS >= 1, "MOE_MAX_THREADS must be at least 1");
 
 // OpenMP pragmas go through this macro so that a build without -fopenmp does not trip
 // -Wunknown-pragmas under -Werror.
@@ -55,10 +56,10 @@ using Index = std::ptrdiff_t;
 inline constexpr int Dynamic = -1;
 
 // Every error the library reports: a bad shape, an impossible configuration, a workspace too small,
-// non-finite input. The message names the function and the problem.
-class Error : public std::invalid_argument {
+// non-finite input, an overflow inside a pass. The message names the function and the problem.
+class Error : public std::runtime_error {
 public:
-  explicit Error(const std::string& what) : std::invalid_argument(what) {}
+  explicit Error(const std::string& what) : std::runtime_error(what) {}
 };
 
 namespace detail {
@@ -66,27 +67,6 @@ namespace detail {
 [[noreturn]] inline void fail(const char* where, const std::string& problem) {
   throw Error(std::string("moe::") + where + ": " + problem);
 }
-
-// Holds an int that is either fixed at compile time (and then stored nowhere) or a run-time value,
-// as Eigen's variable_if_dynamic does.
-template <int Value>
-class variable_if_dynamic {
-public:
-  constexpr variable_if_dynamic() = default;
-  explicit constexpr variable_if_dynamic(int) {}
-  static constexpr int value() { return Value; }
-};
-
-template <>
-class variable_if_dynamic<Dynamic> {
-public:
-  constexpr variable_if_dynamic() = default;
-  explicit constexpr variable_if_dynamic(int v) : value_(v) {}
-  constexpr int value() const { return value_; }
-
-private:
-  int value_ = 0;
-};
 
 }  // namespace detail
 }  // namespace moe

@@ -56,13 +56,15 @@ public:
     if (type.gated) check_matrix(gate, ffn_size, hidden_size, what + " gate");
     check_matrix(up, ffn_size, hidden_size, what + " up");
     check_matrix(down, hidden_size, ffn_size, what + " down");
-    gated_ = type.gated;
-    ffn_padded_ = ffn_padded(ffn_size, gated_);
-    if (gated_)
+    const Index padded = ffn_padded(ffn_size, type.gated);
+    ffn_padded_ = 0;  // not loaded until both projections are packed (packing may throw bad_alloc)
+    if (type.gated)
       input_.pack_gated(gate.data, up.data, ffn_size, hidden_size, gate.stride, up.stride);
     else
       input_.pack(up.data, ffn_size, hidden_size, up.stride, hidden_size);
-    down_.pack(down.data, hidden_size, ffn_size, down.stride, ffn_padded_);
+    down_.pack(down.data, hidden_size, ffn_size, down.stride, padded);
+    gated_ = type.gated;
+    ffn_padded_ = padded;
   }
 
   bool loaded() const { return ffn_padded_ > 0; }

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <Eigen/Core>
@@ -47,8 +48,8 @@ struct LayerConfig {
   bool shared_expert_gate = false;
 };
 
-// What a forward pass routed: for each token its experts and their weights (slots() of each, in the
-// policy's order), and how many tokens each routed expert received. A view into the workspace, valid
+// What a forward pass routed: for each token its experts and their weights (experts_per_token() of each,
+// in the policy's order), and how many tokens each routed expert received. A view into the workspace, valid
 // until the workspace's next forward pass.
 class RoutingResult {
 public:
@@ -60,8 +61,8 @@ public:
       : tokens_(tokens), slots_(slots), experts_(experts), ids_(ids), weights_(weights), counts_(counts) {}
 
   Index tokens() const { return tokens_; }
-  int slots() const { return slots_; }
-  IdMatrix experts() const { return IdMatrix(ids_, tokens_, slots_); }
+  int experts_per_token() const { return slots_; }
+  IdMatrix expert_ids() const { return IdMatrix(ids_, tokens_, slots_); }
   WeightMatrix weights() const { return WeightMatrix(weights_, tokens_, slots_); }
   CountVector tokens_per_expert() const { return CountVector(counts_, experts_); }
 
@@ -81,8 +82,8 @@ struct ForwardCost {
 };
 
 // An MoE layer: Experts routed experts (or Dynamic), TopK of them per token (or Dynamic), weights stored
-// in Precision, experts chosen by the Routing policy (router.hpp). Fixed values are stored nowhere and
-// let the routing loops unroll; sizes of tensors are always run-time.
+// in Precision, experts chosen by the Routing policy (router.hpp). Fixed values are checked at compile
+// time and unroll the top-k selection; tensor sizes are always run-time.
 template <int Experts = Dynamic, int TopK = Dynamic, class Precision = f32, class Routing = SoftmaxTopK>
 class Layer {
   static_assert(Experts == Dynamic || Experts >= 1, "moe::Layer: the expert count must be >= 1 or moe::Dynamic");
@@ -92,6 +93,9 @@ class Layer {
   static_assert(!Routing::kSelectsAll || TopK == Dynamic || TopK == Experts,
                 "moe::Layer: a dense routing policy runs every expert: leave TopK Dynamic or equal to Experts");
   static_assert(is_supported_precision<Precision>::value, "moe::Layer: this weight precision is not implemented");
+  static_assert(noexcept(std::declval<const Routing&>().template route<Routing::kSelectsAll ? Experts : TopK>(
+                    nullptr, 0, 0, nullptr, nullptr)),
+                "moe::Layer: Routing::route must be noexcept (it runs inside an OpenMP parallel region)");
 
 public:
   using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -123,14 +127,29 @@ public:
                     "top_k must be in [1, num_experts = " + std::to_string(experts) + "], got " +
                         std::to_string(config_.top_k));
     }
-    MOE_CHECK(config_.num_shared_experts >= 0, where, "num_shared_experts must be >= 0");
+    MOE_CHECK(config_.num_shared_experts >= 0 && config_.num_shared_experts <= (1 << 16), where,
+              "num_shared_experts must be in [0, 65536], got " + std::to_string(config_.num_shared_experts));
+    MOE_CHECK(experts <= (1 << 16), where, "num_experts must be <= 65536, got " + std::to_string(experts));
     MOE_CHECK(config_.shared_ffn_size >= 0, where, "shared_ffn_size must be >= 0");
     if (config_.shared_ffn_size == 0) config_.shared_ffn_size = config_.ffn_size;
+    switch (config_.ffn.activation) {
+      case Activation::SiLU: case Activation::GELU: case Activation::GELUTanh: case Activation::ReLU: break;
+      default: detail::fail(where, "unknown activation " + std::to_string(int(config_.ffn.activation)));
+    }
 
     experts_.resize(static_cast<std::size_t>(experts + config_.num_shared_experts));
     router_rows_ = experts + (config_.shared_expert_gate ? config_.num_shared_experts : 0);
     router_.resize(router_rows_, config_.hidden_size);
     router_row_loaded_.assign(static_cast<std::size_t>(router_rows_), false);
+
+    shape_.hidden_size = config_.hidden_size;
+    shape_.logits_width = router_.panels() * kPanel;
+    shape_.slots = slots();
+    shape_.experts = experts;
+    shape_.shared_experts = config_.num_shared_experts;
+    shape_.hidden_row_floats = Index(slots()) * ffn_padded(0) +
+                               Index(shared_experts()) * (shared_experts() ? ffn_padded(experts) : 0);
+    for (int e = 0; e < expert_count(); ++e) shape_.input_items += input_panels(e);
   }
 
   // ---- weights, in the PyTorch layout W[out][in]; packed (copied) on the call ----
@@ -138,6 +157,7 @@ public:
   // The router's linear layer: num_experts x hidden_size (no bias, as in every supported model).
   void set_router(const WeightView& weight) {
     check_view(weight, config_.num_experts, config_.hidden_size, "set_router", "router weight");
+    for (int e = 0; e < config_.num_experts; ++e) check_router_row(e, weight.data + e * weight.stride);
     for (int e = 0; e < config_.num_experts; ++e) set_router_row(e, weight.data + e * weight.stride);
   }
   void set_router(const WeightRef& weight) { set_router(view(weight)); }
@@ -187,6 +207,7 @@ public:
                   "this layer was configured without shared_expert_gate");
     check_index(s, config_.num_shared_experts, "set_shared_expert_gate", "shared expert");
     check_view(weight, 1, config_.hidden_size, "set_shared_expert_gate", "shared expert gate");
+    check_router_row(config_.num_experts + s, weight.data);
     set_router_row(config_.num_experts + s, weight.data);
   }
   void set_shared_expert_gate(int s, const WeightRef& weight) { set_shared_expert_gate(s, view(weight)); }
@@ -198,8 +219,8 @@ public:
   Index hidden_size() const { return config_.hidden_size; }
   Index ffn_size() const { return config_.ffn_size; }
   int experts() const { return config_.num_experts; }
+  // Experts each token visits (num_experts under a dense policy).
   int top_k() const { return config_.top_k; }
-  int slots() const { return config_.top_k; }
   int shared_experts() const { return config_.num_shared_experts; }
   // Bytes of packed weights one routed expert streams when it runs.
   double expert_bytes() const { return experts_.front().bytes(); }
@@ -207,18 +228,17 @@ public:
   // Scratch for passes of up to max_tokens tokens, with `threads` threads (0: OpenMP's default).
   Workspace workspace(Index max_tokens, int threads = 0) const {
     MOE_CHECK(max_tokens >= 1, "Layer::workspace", "max_tokens must be >= 1, got " + std::to_string(max_tokens));
-    const Index pairs = max_tokens * (slots() + shared_experts());
-    MOE_CHECK(pairs < Index(1) << 30, "Layer::workspace",
-                  "max_tokens x experts per token is too large: " + std::to_string(pairs));
+    // (token, expert) pairs are counted in int.
+    const Index per_token = slots() + shared_experts();
+    MOE_CHECK(max_tokens <= ((Index(1) << 30) - 1) / per_token, "Layer::workspace",
+              "max_tokens = " + std::to_string(max_tokens) + " times " + std::to_string(per_token) +
+                  " experts per token exceeds 2^30 (token, expert) pairs");
     Workspace ws;
     ws.set_threads(threads);
     ws.max_tokens_ = max_tokens;
-    ws.hidden_size_ = hidden_size();
-    ws.logits_width_ = logits_width();
-    ws.slots_ = slots();
-    ws.expert_count_ = expert_count();
-    ws.hidden_row_floats_ = hidden_row_floats();
-    ws.logits_.resize(max_tokens * ws.logits_width_);
+    ws.shape_ = shape_;
+    const Index pairs = max_tokens * per_token;
+    ws.logits_.resize(max_tokens * shape_.logits_width);
     ws.ids_.resize(max_tokens * slots());
     ws.weights_.resize(max_tokens * slots());
     ws.shared_weights_.resize(max_tokens * shared_experts());
@@ -228,10 +248,8 @@ public:
     ws.assigned_token_.resize(pairs);
     ws.assigned_weight_.resize(pairs);
     ws.hidden_offset_.resize(expert_count());
-    ws.hidden_.resize(max_tokens * ws.hidden_row_floats_);
-    Index items = 0;
-    for (int e = 0; e < expert_count(); ++e) items += input_panels(e);
-    ws.items_.resize(2 * items);
+    ws.hidden_.resize(max_tokens * shape_.hidden_row_floats);
+    ws.items_.resize(2 * shape_.input_items);
     return ws;
   }
 
@@ -246,6 +264,11 @@ public:
     kernels::with_activation(config_.ffn.activation, [&](auto activation) {
       compute_and_combine<decltype(activation)::value>(x, x_stride, y, y_stride, tokens, ws);
     });
+    // Finite inputs and weights can still overflow f32 inside an expert; say so rather than return Inf.
+    for (Index t = 0; t < tokens; ++t)
+      MOE_CHECK(kernels::all_finite(y + t * y_stride, hidden_size()), "Layer::forward",
+                "the output of token " + std::to_string(t) +
+                    " overflowed to Inf or NaN inside an expert (activations too large for f32)");
     return RoutingResult(tokens, slots(), experts(), ws.ids_.data(), ws.weights_.data(), ws.counts_.data());
   }
 
@@ -294,18 +317,19 @@ private:
   static WeightView view(const WeightRef& m) { return WeightView(m.data(), m.rows(), m.cols(), m.outerStride()); }
 
   int expert_count() const { return config_.num_experts + config_.num_shared_experts; }
+  int slots() const { return config_.top_k; }
   Expert& shared(int s) { return experts_[std::size_t(config_.num_experts + s)]; }
   Index ffn_of(int e) const { return e < experts() ? config_.ffn_size : config_.shared_ffn_size; }
   Index ffn_padded(int e) const { return Expert::ffn_padded(ffn_of(e), config_.ffn.gated); }
   Index input_panels(int e) const { return ffn_padded(e) / Expert::hidden_per_panel(config_.ffn.gated); }
-  Index logits_width() const { return router_.panels() * kPanel; }
-  Index hidden_row_floats() const {
-    return Index(slots()) * ffn_padded(0) + Index(shared_experts()) * (shared_experts() ? ffn_padded(experts()) : 0);
-  }
+  
 
-  void set_router_row(int row, const float* w) {
+  void check_router_row(int row, const float* w) const {
     MOE_CHECK(kernels::all_finite(w, config_.hidden_size), "Layer::set_router",
-                  "router row " + std::to_string(row) + " has NaN or Inf");
+              row < experts() ? "router row " + std::to_string(row) + " has NaN or Inf"
+                              : "shared expert gate " + std::to_string(row - experts()) + " has NaN or Inf");
+  }
+  void set_router_row(int row, const float* w) {
     router_.set_row(row, w, config_.hidden_size);
     router_row_loaded_[std::size_t(row)] = true;
   }
@@ -337,9 +361,7 @@ private:
     MOE_CHECK(ws.max_tokens_ > 0, where, "the workspace is empty: make it with Layer::workspace(max_tokens)");
     MOE_CHECK(tokens <= ws.max_tokens_, where,
                   std::to_string(tokens) + " tokens exceed the workspace's max_tokens = " + std::to_string(ws.max_tokens_));
-    MOE_CHECK(ws.hidden_size_ == hidden_size() && ws.logits_width_ == logits_width() && ws.slots_ == slots() &&
-                      ws.expert_count_ == expert_count() && ws.hidden_row_floats_ == hidden_row_floats(),
-                  where, "the workspace was made for a layer of another shape");
+    MOE_CHECK(ws.shape_ == shape_, where, "the workspace was made for a layer of another shape");
     for (int row = 0; row < router_rows_; ++row)
       MOE_CHECK(router_row_loaded_[std::size_t(row)], where,
                     row < experts() ? "router weights are not set (set_router)"
@@ -359,7 +381,7 @@ private:
 
   // Stage 1: router logits (and shared-expert gate logits) for every token, then the routing policy.
   void route(const float* x, Index x_stride, Index tokens, Workspace& ws) const {
-    const Index width = ws.logits_width_;
+    const Index width = shape_.logits_width;
     const Index panels = router_.panels();
     const Index blocks = (tokens + kRows - 1) / kRows;
     const int experts = this->experts();
@@ -388,8 +410,8 @@ private:
       for (Index t = 0; t < tokens; ++t) {
         const float* row = logits + t * width;
         if (!kernels::all_finite(row, router_rows_)) {
-          MOE_OMP(omp atomic write)
-          bad_token = t;
+          MOE_OMP(omp critical(moe_bad_token))
+          bad_token = bad_token < 0 ? t : std::min(bad_token, t);  // the first, whatever the schedule
           continue;
         }
         routing_.template route<kSlots>(row, experts, slots, ws.ids_.data() + t * slots, ws.weights_.data() + t * slots);
@@ -413,11 +435,24 @@ private:
     int* fill = ws.fill_.data();
     const int* ids = ws.ids_.data();
     std::fill(counts, counts + count, 0);
-    for (Index i = 0; i < tokens * slots; ++i) {
-      MOE_CHECK(ids[i] >= 0 && ids[i] < experts, "Layer::forward",
-                    std::string("the routing policy ") + Routing::kName + " chose expert " + std::to_string(ids[i]) +
-                        ", out of range [0, " + std::to_string(experts) + ")");
-      ++counts[ids[i]];
+    // A policy's output is checked before anything trusts it: ids in range, distinct per token (fill
+    // holds the last token that chose each expert), weights finite.
+    std::fill(fill, fill + count, -1);
+    for (Index t = 0; t < tokens; ++t) {
+      for (int j = 0; j < slots; ++j) {
+        const int e = ids[t * slots + j];
+        MOE_CHECK(e >= 0 && e < experts, "Layer::forward",
+                  std::string("the routing policy ") + Routing::kName + " chose expert " + std::to_string(e) +
+                      " for token " + std::to_string(t) + ", out of range [0, " + std::to_string(experts) + ")");
+        MOE_CHECK(fill[e] != int(t), "Layer::forward",
+                  std::string("the routing policy ") + Routing::kName + " chose expert " + std::to_string(e) +
+                      " twice for token " + std::to_string(t));
+        MOE_CHECK(std::isfinite(ws.weights_[t * slots + j]), "Layer::forward",
+                  std::string("the routing policy ") + Routing::kName + " gave token " + std::to_string(t) +
+                      " a non-finite weight");
+        fill[e] = int(t);
+        ++counts[e];
+      }
     }
     for (int s = 0; s < shared; ++s) counts[experts + s] = int(tokens);
     offsets[0] = 0;
@@ -544,6 +579,7 @@ private:
 
   LayerConfig config_;
   Routing routing_;
+  Workspace::Shape shape_;  // what a workspace for this layer holds
   std::vector<Expert> experts_;  // routed experts, then shared experts
   kernels::PanelMatrix<f32> router_;
   int router_rows_ = 0;

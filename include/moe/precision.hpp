@@ -1,22 +1,140 @@
-// moe/precision.hpp: weight storage precisions as tag types.
+// moe/precision.hpp: weight storage precisions as tag types, and their conversions from f32.
 //
-// A precision says how one weight is stored and how the kernels turn a run of stored weights back
-// into f32 lanes. The layer and the packing code only talk to these members, so adding a precision
-// (bf16, f16, int8, int4) means adding a tag here and its load in the kernels, not touching the layer.
+// A precision says how a weight is stored; the kernels (kernels/dequantize.hpp) turn a run of stored
+// weights back into f32 lanes in registers, never into a dequantised copy in memory. Conversions happen
+// once, when a layer packs its weights. Activations stay f32 at the API and in the kernels.
+//
+//   f32   4 bytes a weight, as is.
+//   bf16  2 bytes: the top half of the f32, rounded to nearest even (the format of most HF checkpoints).
+//   f16   2 bytes: IEEE binary16, rounded to nearest even; |w| > 65504 cannot be stored and is refused.
+//   q8    1 byte: symmetric int8 per output row, w = q * scale_row with scale_row = max|w_row| / 127 and
+//         q = round(w / scale_row) in [-127, 127]; one f32 scale per row.
+//   q4    half a byte: symmetric int4 in blocks of 32 consecutive inputs of one output row (the block
+//         shape of llama.cpp's q4_0), w = q * d with d = max|w_block| / 7 stored as f16 and
+//         q = clamp(round(w / d), -8, 7); 4.5 bits a weight with the scales.
+// Rounding is to nearest, ties to even, everywhere (std::nearbyint in the default rounding mode).
 #pragma once
 
-#include <cstddef>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "config.hpp"
 
 namespace moe {
+
+namespace detail {
+
+inline std::uint32_t float_bits(float x) {
+  std::uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  return u;
+}
+inline float bits_float(std::uint32_t u) {
+  float x;
+  std::memcpy(&x, &u, sizeof x);
+  return x;
+}
+
+inline std::uint16_t float_to_bf16(float x) {
+  std::uint32_t u = float_bits(x);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x40u);  // quiet NaN
+  u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even on the 16 bits dropped
+  return static_cast<std::uint16_t>(u >> 16);
+}
+inline float bf16_to_float(std::uint16_t h) { return bits_float(std::uint32_t(h) << 16); }
+
+inline std::uint16_t float_to_f16(float x) {
+  const std::uint32_t u = float_bits(x);
+  const std::uint32_t sign = (u >> 16) & 0x8000u;
+  const std::uint32_t magnitude = u & 0x7fffffffu;
+  if (magnitude >= 0x7f800000u) return static_cast<std::uint16_t>(sign | 0x7c00u | (magnitude > 0x7f800000u ? 0x200u : 0u));
+  if (magnitude >= 0x477ff000u) return static_cast<std::uint16_t>(sign | 0x7c00u);  // rounds past 65504
+  if (magnitude < 0x38800000u) {
+    // Below the smallest normal half (2^-14): a multiple of 2^-24, found exactly in float arithmetic.
+    const float steps = std::nearbyint(bits_float(magnitude) * 16777216.0f);
+    return static_cast<std::uint16_t>(sign | static_cast<std::uint32_t>(steps));
+  }
+  std::uint32_t r = magnitude - 0x38000000u;  // rebias the exponent from 127 to 15
+  r += 0xfffu + ((r >> 13) & 1u);             // round the 13 dropped mantissa bits to nearest even
+  return static_cast<std::uint16_t>(sign | (r >> 13));
+}
+inline float f16_to_float(std::uint16_t h) {
+  const std::uint32_t sign = std::uint32_t(h & 0x8000u) << 16;
+  const std::uint32_t exponent = (h >> 10) & 0x1fu;
+  const std::uint32_t mantissa = h & 0x3ffu;
+  if (exponent == 0) return bits_float(sign | float_bits(float(mantissa) * 5.9604644775390625e-8f));  // * 2^-24
+  if (exponent == 31) return bits_float(sign | 0x7f800000u | (mantissa << 13));
+  return bits_float(sign | ((exponent + 112u) << 23) | (mantissa << 13));
+}
+
+}  // namespace detail
 
 // f32 storage: 4 bytes a weight, loaded as is.
 struct f32 {
   using Storage = float;
   static constexpr const char* kName = "f32";
-  static constexpr double kBytesPerWeight = 4.0;
+  static constexpr double kBitsPerWeight = 32.0;
+  static Storage encode(float value) { return value; }
+  static float decode(Storage stored) { return stored; }
+};
 
-  static constexpr Storage encode(float value) { return value; }
-  static constexpr float decode(Storage stored) { return stored; }
+struct bf16 {
+  using Storage = std::uint16_t;
+  static constexpr const char* kName = "bf16";
+  static constexpr double kBitsPerWeight = 16.0;
+  static Storage encode(float value) { return detail::float_to_bf16(value); }
+  static float decode(Storage stored) { return detail::bf16_to_float(stored); }
+};
+
+struct f16 {
+  using Storage = std::uint16_t;
+  static constexpr const char* kName = "f16";
+  static constexpr double kBitsPerWeight = 16.0;
+  static constexpr float kMaxMagnitude = 65504.0f;
+  static Storage encode(float value) { return detail::float_to_f16(value); }
+  static float decode(Storage stored) { return detail::f16_to_float(stored); }
+};
+
+struct q8 {
+  using Storage = std::int8_t;
+  static constexpr const char* kName = "q8";
+  static constexpr double kBitsPerWeight = 8.0;  // plus one f32 scale per output row
+
+  // Quantises one output row of n weights; returns its scale.
+  static float quantize(const float* w, Index n, Storage* q) {
+    float largest = 0.0f;
+    for (Index i = 0; i < n; ++i) largest = std::fmax(largest, std::fabs(w[i]));
+    const float scale = largest > 0.0f ? largest / 127.0f : 1.0f;
+    for (Index i = 0; i < n; ++i) {
+      const float r = std::nearbyint(w[i] / scale);
+      q[i] = static_cast<Storage>(r > 127.0f ? 127.0f : (r < -127.0f ? -127.0f : r));
+    }
+    return scale;
+  }
+};
+
+struct q4 {
+  using Storage = std::uint8_t;  // two weights a byte
+  static constexpr const char* kName = "q4";
+  static constexpr int kBlock = 32;
+  static constexpr double kBitsPerWeight = 4.5;  // with one f16 scale per 32 weights
+
+  // Quantises one block of n <= kBlock weights of a row into q[i] in [-8, 7]; returns the f16 scale d.
+  // The values are rounded with the f16 d itself, so q * decode(d) is what the kernels compute.
+  static std::uint16_t quantize(const float* w, int n, std::int8_t* q) {
+    float largest = 0.0f;
+    for (int i = 0; i < n; ++i) largest = std::fmax(largest, std::fabs(w[i]));
+    const std::uint16_t d_bits = detail::float_to_f16(largest / 7.0f);
+    const float d = detail::f16_to_float(d_bits);
+    for (int i = 0; i < n; ++i) {
+      const float r = d > 0.0f ? std::nearbyint(w[i] / d) : 0.0f;
+      q[i] = static_cast<std::int8_t>(r > 7.0f ? 7.0f : (r < -8.0f ? -8.0f : r));
+    }
+    return d_bits;
+  }
 };
 
 // The precision's name, for logs, benchmarks and the CLI.
@@ -25,13 +143,36 @@ constexpr const char* TypeName() {
   return Precision::kName;
 }
 
+// The values the kernels compute with after storing row-major w (rows x cols) in Precision: what a
+// reference implementation should use to compare with a quantised layer, and the round trip of each
+// precision. out may be w.
+template <class Precision>
+void round_trip(const float* w, Index rows, Index cols, Index stride, float* out) {
+  for (Index r = 0; r < rows; ++r) {
+    const float* row = w + r * stride;
+    float* dst = out + r * stride;
+    if constexpr (std::is_same<Precision, q8>::value) {
+      std::vector<std::int8_t> q(static_cast<std::size_t>(cols));
+      const float scale = q8::quantize(row, cols, q.data());
+      for (Index c = 0; c < cols; ++c) dst[c] = float(q[std::size_t(c)]) * scale;
+    } else if constexpr (std::is_same<Precision, q4>::value) {
+      for (Index c0 = 0; c0 < cols; c0 += q4::kBlock) {
+        const int n = int(cols - c0 < q4::kBlock ? cols - c0 : q4::kBlock);
+        std::int8_t q[q4::kBlock];
+        const float d = detail::f16_to_float(q4::quantize(row + c0, n, q));
+        for (int i = 0; i < n; ++i) dst[c0 + i] = float(q[i]) * d;
+      }
+    } else {
+      for (Index c = 0; c < cols; ++c) dst[c] = Precision::decode(Precision::encode(row[c]));
+    }
+  }
+}
+
 template <class Precision>
 struct is_supported_precision {
-  static constexpr bool value = false;
-};
-template <>
-struct is_supported_precision<f32> {
-  static constexpr bool value = true;
+  static constexpr bool value = std::is_same<Precision, f32>::value || std::is_same<Precision, bf16>::value ||
+                                std::is_same<Precision, f16>::value || std::is_same<Precision, q8>::value ||
+                                std::is_same<Precision, q4>::value;
 };
 
 }  // namespace moe

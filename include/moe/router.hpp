@@ -7,8 +7,10 @@
 // The interface a policy provides:
 //   static constexpr bool kSelectsAll;   // every expert runs for every token (dense MoE): slots = experts
 //   static constexpr const char* kName;
-//   template <int K> void route(const float* logits, int experts, int k, int* ids, float* weights) const;
-// route() writes `slots` pairs (slots = experts when kSelectsAll, else k), in any order; ids must be distinct.
+//   template <int K> void route(const float* logits, int experts, int k, int* ids, float* weights) const noexcept;
+// route() writes `slots` pairs (slots = experts when kSelectsAll, else k), in any order; ids must be
+// distinct and in [0, experts), weights finite. It runs inside an OpenMP region, hence noexcept; the layer
+// checks what it wrote and reports a broken policy by name.
 #pragma once
 
 #include <cmath>
@@ -36,7 +38,7 @@ struct SoftmaxTopK {
   explicit SoftmaxTopK(bool renormalize_weights) : renormalize(renormalize_weights) {}
 
   template <int K = Dynamic>
-  void route(const float* logits, int experts, int k, int* ids, float* weights) const {
+  void route(const float* logits, int experts, int k, int* ids, float* weights) const noexcept {
     // Softmax is monotonic, so select on the logits and exponentiate only what is needed.
     kernels::top_k<K>(logits, experts, k, ids, weights);
     const float shift = weights[0];
@@ -58,7 +60,7 @@ struct DenseSoftmax {
   static constexpr const char* kName = "dense_softmax";
 
   template <int K = Dynamic>
-  void route(const float* logits, int experts, int /*k*/, int* ids, float* weights) const {
+  void route(const float* logits, int experts, int /*k*/, int* ids, float* weights) const noexcept {
     kernels::softmax(logits, weights, experts);
     for (int e = 0; e < experts; ++e) ids[e] = e;
   }

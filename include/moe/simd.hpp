@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 
 #include "config.hpp"
 
@@ -102,13 +103,14 @@ MOE_ALWAYS_INLINE float reduce_max(Vec v) { return v; }
 
 #endif
 
-// A hint to fetch the cache line at p for reading, with no expectation of reuse. Never faults, so it
-// may point past the end of a buffer.
-MOE_ALWAYS_INLINE void prefetch(const void* p) {
+// A hint to fetch the cache line at `address` for reading, with no expectation of reuse. An address,
+// not a pointer: it may lie past the end of a buffer (a prefetch never faults), where forming a pointer
+// would be undefined.
+MOE_ALWAYS_INLINE void prefetch(std::uintptr_t address) {
 #if defined(__GNUC__) || defined(__clang__)
-  __builtin_prefetch(p, 0, 0);
+  __builtin_prefetch(reinterpret_cast<const void*>(address), 0, 0);
 #else
-  (void)p;
+  (void)address;
 #endif
 }
 

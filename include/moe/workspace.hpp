@@ -52,13 +52,24 @@ private:
   template <int, int, class, class>
   friend class Layer;
 
-  // What the workspace was sized for; a forward pass checks its layer fits.
+  // The layer shape the buffers were sized for; a forward pass checks that its layer has the same.
+  struct Shape {
+    Index hidden_size = 0;
+    Index logits_width = 0;       // router columns, padded to whole panels
+    Index hidden_row_floats = 0;  // hidden activations of one token over all its experts
+    int slots = 0;                // routed experts per token
+    int experts = 0;
+    int shared_experts = 0;
+    Index input_items = 0;        // (expert, panel) items when every expert is busy
+    bool operator==(const Shape& o) const {
+      return hidden_size == o.hidden_size && logits_width == o.logits_width &&
+             hidden_row_floats == o.hidden_row_floats && slots == o.slots && experts == o.experts &&
+             shared_experts == o.shared_experts && input_items == o.input_items;
+    }
+  };
+
+  Shape shape_;
   Index max_tokens_ = 0;
-  Index hidden_size_ = 0;
-  Index logits_width_ = 0;
-  int slots_ = 0;
-  int expert_count_ = 0;  // routed + shared
-  Index hidden_row_floats_ = 0;
   int threads_ = 0;
   int item_count_ = 0;  // input-projection work items of the current pass
 

@@ -3,6 +3,7 @@
 
 #include <cstring>
 #include <new>
+#include <string>
 #include <type_traits>
 #include <utility>
 
@@ -35,6 +36,7 @@ public:
 
   // Discards the contents; the new elements are zero.
   void resize(Index size) {
+    MOE_CHECK(size >= 0, "AlignedBuffer::resize", "negative size " + std::to_string(size));
     if (size != size_) {
       release();
       if (size > 0) data_ = static_cast<T*>(::operator new(sizeof(T) * static_cast<std::size_t>(size),

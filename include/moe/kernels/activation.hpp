@@ -11,7 +11,7 @@ namespace moe {
 // GELUTanh is the tanh approximation (HF "gelu_new" / "gelu_pytorch_tanh").
 enum class Activation { SiLU, GELU, GELUTanh, ReLU };
 
-inline const char* name(Activation activation) {
+inline const char* activation_name(Activation activation) {
   switch (activation) {
     case Activation::SiLU: return "silu";
     case Activation::GELU: return "gelu";
