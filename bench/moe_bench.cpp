@@ -3,7 +3,7 @@
 // Families, each over two shapes (shape:0 "mixtral": hidden 1024, FFN 3584, 8 experts, top-2; shape:1
 // "finegrained": hidden 1024, FFN 512, 64 experts, top-8; both SwiGLU with renormalised softmax top-k)
 // and a token count (1 and 8 are decode, 64 and 512 prefill):
-//   BM_Fused           the library's Layer::forward;
+//   BM_Fused<P>        the library's Layer::forward with weights stored in P (moe::f32, bf16, f16, q8, q4);
 //   BM_EigenPerExpert  the same layer written as Eigen GEMMs, one gathered batch per expert (what a PyTorch
 //                      eager MoE does), on the same weights;
 //   BM_Naive           the same layer as plain scalar loops, one token at a time, selected experts only;
@@ -17,7 +17,7 @@
 // Run (a full run holds ~5 GiB: weight copies, the bandwidth buffer, the token batches; with
 // --benchmark_repetitions=3 it took 70 s on the 2-core Zen 5 machine, setup included):
 //   ./moe-bench --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
-//   ./moe-bench --benchmark_filter='BM_Fused/shape:1' --benchmark_min_time=0.2
+//   ./moe-bench --benchmark_filter='BM_Fused<moe::q4>/shape:1' --benchmark_min_time=0.2
 // MOE_BENCH_LLC_MIB overrides the last-level cache size the cold-weight rotation is sized for (32 MiB).
 // On a shared machine, run when it is idle: another process's threads halve every figure here.
 //
@@ -29,8 +29,9 @@
 // a decode pass), so ratios of counters are ratios of times.
 //
 // The ratios in docs/PERFORMANCE.md, from the medians of --benchmark_repetitions=3, same shape and tokens:
-//   vs plain code      BM_Naive time / BM_Fused time (1 and 8 tokens);
-//   vs Eigen           BM_EigenPerExpert time / BM_Fused time;
+//   vs plain code      BM_Naive time / BM_Fused<moe::f32> time (1 and 8 tokens);
+//   vs Eigen           BM_EigenPerExpert time / BM_Fused<moe::f32> time;
+//   vs f32             BM_Fused<moe::f32> time / BM_Fused<P> time: what a smaller weight buys;
 //   bandwidth use      BM_Fused GB/s / BM_ReadBandwidth GB/s: the figure of merit for decode, where a pass
 //                      streams each selected expert once and the FMA units mostly wait;
 //   compute use        BM_Fused GFLOP/s / BM_FmaPeak GFLOP/s: the figure of merit for prefill.
@@ -92,7 +93,9 @@ namespace {
 
 using moe::Index;
 using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using FusedLayer = moe::Layer<moe::Dynamic, moe::Dynamic>;
+template <class Precision>
+using FusedLayerOf = moe::Layer<moe::Dynamic, moe::Dynamic, Precision>;
+using FusedLayer = FusedLayerOf<moe::f32>;
 
 // ---- shapes and the cold-weight rotation ----------------------------------------------------------
 
@@ -111,7 +114,7 @@ constexpr int kShapeCount = int(sizeof(kShapes) / sizeof(kShapes[0]));
 
 constexpr int kBatches = 64;          // token batches a benchmark rotates over
 constexpr double kColdFactor = 4.0;   // rotation / last-level cache
-constexpr double kWeightBudget = 4.5 * 1024 * 1024 * 1024;
+constexpr double kWeightBudget = 10.0 * 1024 * 1024 * 1024;  // f32 and raw copies, plus each precision's
 constexpr double kGiga = 1e9;
 
 moe::LayerConfig config_of(const Shape& s) {
@@ -184,10 +187,11 @@ void build_rotation(Rotation<Copy>& rotation, const Shape& shape, Make&& make) {
   }
 }
 
-Rotation<FusedLayer>& fused_rotation(int s) {
-  static Rotation<FusedLayer> rotations[kShapeCount];
+template <class Precision = moe::f32>
+Rotation<FusedLayerOf<Precision>>& fused_rotation(int s) {
+  static Rotation<FusedLayerOf<Precision>> rotations[kShapeCount];
   build_rotation(rotations[s], kShapes[s], [s](int i) {
-    auto layer = std::make_unique<FusedLayer>(config_of(kShapes[s]), moe::SoftmaxTopK(true));
+    auto layer = std::make_unique<FusedLayerOf<Precision>>(config_of(kShapes[s]), moe::SoftmaxTopK(true));
     synthetic::fill(*layer, weight_seed(s, i));
     return layer;
   });
@@ -486,11 +490,14 @@ void report(benchmark::State& state, double weight_bytes, double flops, Index to
 
 // ---- the layer benchmarks ------------------------------------------------------------------------
 
+// Precision: the weights' storage; f32 is the one the other formulations are checked against at start-up.
+// The others compute with their own (rounded) weights, checked by the tests, so only their speed is here.
+template <class Precision>
 void BM_Fused(benchmark::State& state) {
   const int s = int(state.range(0));
   const Index tokens = state.range(1);
   const Shape& shape = kShapes[s];
-  const Rotation<FusedLayer>& rotation = fused_rotation(s);
+  const Rotation<FusedLayerOf<Precision>>& rotation = fused_rotation<Precision>(s);
   if (!ready(state, s)) return;
   const float* batches = token_batches(s, tokens).data();
   moe::Workspace ws = rotation[0].workspace(tokens);
@@ -498,7 +505,7 @@ void BM_Fused(benchmark::State& state) {
   double bytes = 0, flops = 0;
   std::size_t i = 0;
   for (auto _ : state) {
-    const FusedLayer& layer = rotation[i];
+    const FusedLayerOf<Precision>& layer = rotation[i];
     const float* x = batches + Index(i % kBatches) * tokens * shape.hidden;
     const moe::ForwardCost cost = layer.cost(layer.forward(x, shape.hidden, y.data(), shape.hidden, tokens, ws));
     benchmark::DoNotOptimize(y.data());
@@ -507,7 +514,7 @@ void BM_Fused(benchmark::State& state) {
     flops += cost.flops;
     ++i;
   }
-  report(state, bytes, flops, tokens, rotation.label(shape));
+  report(state, bytes, flops, tokens, std::string(moe::TypeName<Precision>()) + ", " + rotation.label(shape));
 }
 
 void BM_EigenPerExpert(benchmark::State& state) {
@@ -637,11 +644,17 @@ void BM_FmaPeak(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(BM_Fused)
-    ->ArgNames({"shape", "tokens"})
-    ->ArgsProduct({{0, 1}, {1, 8, 64, 512}})
-    ->UseRealTime()
-    ->Unit(benchmark::kMillisecond);
+#define MOE_BENCH_FUSED(PRECISION)         \
+  BENCHMARK_TEMPLATE(BM_Fused, PRECISION)  \
+      ->ArgNames({"shape", "tokens"})      \
+      ->ArgsProduct({{0, 1}, {1, 8, 64, 512}}) \
+      ->UseRealTime()                      \
+      ->Unit(benchmark::kMillisecond)
+MOE_BENCH_FUSED(moe::f32);
+MOE_BENCH_FUSED(moe::bf16);
+MOE_BENCH_FUSED(moe::f16);
+MOE_BENCH_FUSED(moe::q8);
+MOE_BENCH_FUSED(moe::q4);
 BENCHMARK(BM_EigenPerExpert)
     ->ArgNames({"shape", "tokens"})
     ->ArgsProduct({{0, 1}, {1, 8, 64, 512}})

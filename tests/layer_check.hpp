@@ -15,6 +15,23 @@
 
 namespace check {
 
+// Replaces every expert weight by the value the layer's precision stores (q8 scales and q4 blocks run
+// along each output row, so each matrix goes through with its own shape); the router stays f32.
+template <class Precision>
+void round_trip_experts(const moe::LayerConfig& c, reference::Weights& w) {
+  const moe::Index H = c.hidden_size, F = c.ffn_size, Fs = c.shared_ffn_size ? c.shared_ffn_size : c.ffn_size;
+  auto each = [](std::vector<reference::Matrix>& matrices, moe::Index rows, moe::Index cols) {
+    for (reference::Matrix& m : matrices)
+      if (!m.empty()) moe::round_trip<Precision>(m.data(), rows, cols, cols, m.data());
+  };
+  each(w.gate, F, H);
+  each(w.up, F, H);
+  each(w.down, H, F);
+  each(w.shared_gate_proj, Fs, H);
+  each(w.shared_up, Fs, H);
+  each(w.shared_down, H, Fs);
+}
+
 struct Result {
   std::vector<float> y;
   std::vector<int> ids;
@@ -30,9 +47,11 @@ inline reference::Gating gating_of(const moe::DenseSoftmax&) { return reference:
 template <class Layer, class Routing>
 Result against_reference(const moe::LayerConfig& config, const Routing& routing, moe::Index tokens, unsigned seed,
                          int threads = 0) {
-  const reference::Weights w = reference::random_weights(config, seed, 4.0f);
+  reference::Weights w = reference::random_weights(config, seed, 4.0f);
   Layer layer(config, routing);
   reference::load(layer, w);
+  // The reference computes with the values the layer's precision stores (the router stays f32).
+  round_trip_experts<typename Layer::WeightPrecision>(config, w);
   const std::vector<float> x = synthetic::tokens(tokens, config.hidden_size, seed + 1);
   Result result;
   result.y.assign(x.size(), std::nanf(""));  // the pass must overwrite every element

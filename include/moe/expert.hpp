@@ -1,6 +1,7 @@
 // moe/expert.hpp: an expert's feed-forward network and its weights, packed for the kernels.
 #pragma once
 
+#include <cmath>
 #include <string>
 
 #include "config.hpp"
@@ -82,9 +83,15 @@ private:
                   what + " weight is " + std::to_string(w.rows) + " x " + std::to_string(w.cols) + ", expected " +
                       std::to_string(rows) + " x " + std::to_string(cols));
     MOE_CHECK(w.stride >= cols, "ExpertWeights::load", what + " weight has a row stride below its width");
-    for (Index r = 0; r < rows; ++r)
-      MOE_CHECK(kernels::all_finite(w.data + r * w.stride, cols), "ExpertWeights::load",
-                    what + " weight has NaN or Inf in row " + std::to_string(r));
+    for (Index r = 0; r < rows; ++r) {
+      const float* row = w.data + r * w.stride;
+      MOE_CHECK(kernels::all_finite(row, cols), "ExpertWeights::load",
+                what + " weight has NaN or Inf in row " + std::to_string(r));
+      for (Index c = 0; c < cols && max_magnitude<Precision>() < max_magnitude<f32>(); ++c)
+        MOE_CHECK(std::fabs(row[c]) <= max_magnitude<Precision>(), "ExpertWeights::load",
+                  what + " weight " + std::to_string(row[c]) + " at (" + std::to_string(r) + ", " +
+                      std::to_string(c) + ") is outside the range of " + TypeName<Precision>());
+    }
   }
 
   Panels input_;

@@ -100,6 +100,7 @@ class Layer {
 public:
   using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   using WeightRef = Eigen::Ref<const RowMatrix>;
+  using WeightPrecision = Precision;
   static constexpr int kExperts = Experts;
   // Experts each token visits: TopK, or every expert under a dense policy.
   static constexpr int kSlots = Routing::kSelectsAll ? Experts : TopK;
@@ -513,7 +514,7 @@ private:
     constexpr int kHalf = kernels::kTileVectors / 2;
     const bool gated = config_.ffn.gated;
     const Index ffn = ffn_padded(e);
-    const auto* panel = experts_[std::size_t(e)].input_projection().panel(p);
+    const auto panel = experts_[std::size_t(e)].input_projection().panel(p);
     float* hidden = ws.hidden_.data() + ws.hidden_offset_[e] + p * Expert::hidden_per_panel(gated);
     const int begin = ws.offsets_[e], end = ws.offsets_[e + 1];
     for (int first = begin; first < end; first += kRows) {
@@ -547,7 +548,7 @@ private:
       const int begin = ws.offsets_[e], end = ws.offsets_[e + 1];
       for (Index k0 = 0; k0 < ffn; k0 += kernels::kDepthBlock) {
         const Index depth = std::min(kernels::kDepthBlock, ffn - k0);
-        const auto* panel = experts_[std::size_t(e)].down_projection().panel(p) + k0 * kPanel;
+        const auto panel = experts_[std::size_t(e)].down_projection().panel(p, k0);
         for (int first = begin; first < end; first += kRows) {
           const int n = std::min(kRows, end - first);
           const float* rows[kRows];

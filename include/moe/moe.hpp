@@ -13,6 +13,7 @@
 #include "kernels/reduce.hpp"
 #include "kernels/softmax.hpp"
 #include "kernels/topk.hpp"
+#include "kernels/panel.hpp"
 #include "kernels/gemm.hpp"
 #include "router.hpp"
 #include "expert.hpp"

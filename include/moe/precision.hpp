@@ -93,7 +93,7 @@ struct f16 {
   using Storage = std::uint16_t;
   static constexpr const char* kName = "f16";
   static constexpr double kBitsPerWeight = 16.0;
-  static constexpr float kMaxMagnitude = 65504.0f;
+  
   static Storage encode(float value) { return detail::float_to_f16(value); }
   static float decode(Storage stored) { return detail::f16_to_float(stored); }
 };
@@ -136,6 +136,15 @@ struct q4 {
     return d_bits;
   }
 };
+
+// The largest |w| a precision can store: f16's largest finite value, and for q4 the largest whose block
+// scale (max|w| / 7) is still a finite f16.
+template <class Precision>
+constexpr float max_magnitude() {
+  if constexpr (std::is_same<Precision, f16>::value) return 65504.0f;
+  if constexpr (std::is_same<Precision, q4>::value) return 65504.0f * 7.0f;
+  return 3.4028234663852886e38f;
+}
 
 // The precision's name, for logs, benchmarks and the CLI.
 template <class Precision>

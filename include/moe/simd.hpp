@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "config.hpp"
+#include "precision.hpp"
 
 #if !defined(MOE_DONT_VECTORIZE)
 #include <xsimd/xsimd.hpp>
@@ -102,6 +103,69 @@ MOE_ALWAYS_INLINE float reduce_add(Vec v) { return v; }
 MOE_ALWAYS_INLINE float reduce_max(Vec v) { return v; }
 
 #endif
+
+// ---- stored weights to f32 lanes (precision.hpp): kWidth codes from p into one vector ----
+// AVX-512 and AVX2 widen with one or two instructions; every other target (SSE, NEON, the scalar path)
+// decodes lane by lane through the same conversions the packing used, which is correct everywhere.
+
+namespace detail_load {
+template <class Decode>
+MOE_ALWAYS_INLINE Vec by_lane(Decode decode) {
+  alignas(64) float lanes[kWidth];
+  for (int i = 0; i < kWidth; ++i) lanes[i] = decode(i);
+  return load(lanes);
+}
+}  // namespace detail_load
+
+MOE_ALWAYS_INLINE Vec load_bf16(const std::uint16_t* p) {
+#if MOE_SIMD_XSIMD && XSIMD_WITH_AVX512F
+  const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return Vec(_mm512_castsi512_ps(_mm512_slli_epi32(wide, 16)));
+#elif MOE_SIMD_XSIMD && XSIMD_WITH_AVX2
+  const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return Vec(_mm256_castsi256_ps(_mm256_slli_epi32(wide, 16)));
+#else
+  return detail_load::by_lane([p](int i) { return ::moe::detail::bf16_to_float(p[i]); });
+#endif
+}
+
+MOE_ALWAYS_INLINE Vec load_f16(const std::uint16_t* p) {
+#if MOE_SIMD_XSIMD && XSIMD_WITH_AVX512F
+  return Vec(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
+#elif MOE_SIMD_XSIMD && XSIMD_WITH_AVX2 && defined(__F16C__)
+  return Vec(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+#else
+  return detail_load::by_lane([p](int i) { return ::moe::detail::f16_to_float(p[i]); });
+#endif
+}
+
+MOE_ALWAYS_INLINE Vec load_i8(const std::int8_t* p) {
+#if MOE_SIMD_XSIMD && XSIMD_WITH_AVX512F
+  return Vec(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))));
+#elif MOE_SIMD_XSIMD && XSIMD_WITH_AVX2
+  return Vec(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)))));
+#else
+  return detail_load::by_lane([p](int i) { return float(p[i]); });
+#endif
+}
+
+// kWidth bytes of nibble pairs: low nibbles into `low`, high nibbles into `high`, each as nibble - 8.
+MOE_ALWAYS_INLINE void load_i4_pair(const std::uint8_t* p, Vec& low, Vec& high) {
+#if MOE_SIMD_XSIMD && XSIMD_WITH_AVX512F
+  const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  const __m512i eight = _mm512_set1_epi32(8);
+  low = Vec(_mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_and_si512(bytes, _mm512_set1_epi32(15)), eight)));
+  high = Vec(_mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_srli_epi32(bytes, 4), eight)));
+#elif MOE_SIMD_XSIMD && XSIMD_WITH_AVX2
+  const __m256i bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  const __m256i eight = _mm256_set1_epi32(8);
+  low = Vec(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(bytes, _mm256_set1_epi32(15)), eight)));
+  high = Vec(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(bytes, 4), eight)));
+#else
+  low = detail_load::by_lane([p](int i) { return float(int(p[i] & 15) - 8); });
+  high = detail_load::by_lane([p](int i) { return float(int(p[i] >> 4) - 8); });
+#endif
+}
 
 // A hint to fetch the cache line at `address` for reading, with no expectation of reuse. An address,
 // not a pointer: it may lie past the end of a buffer (a prefetch never faults), where forming a pointer

@@ -1,0 +1,175 @@
+// moe/kernels/panel.hpp: weights packed into column panels, in any storage precision.
+//
+// A linear layer's weight comes in the Hugging Face / PyTorch layout W[out][in]. We repack it once, at
+// load time, into panels of kPanelColumns output features: panel p, depth row k holds the codes of
+// W[p * kPanelColumns + c][k] for c in [0, kPanelColumns), zero past the last output. A forward pass then
+// streams each panel front to back, the access pattern hardware prefetchers like best, and the output
+// tail is padding in the weights rather than a tail loop in the kernel.
+//
+// Per precision (precision.hpp), a depth row of a panel holds:
+//   f32, bf16, f16  kPanelColumns values;
+//   q8              kPanelColumns int8 codes; the panel has one f32 scale per column (output row);
+//   q4              kPanelColumns / 2 bytes: byte v * kWidth + l holds lane l of vector v in its low
+//                   nibble and lane l of vector v + kTileVectors / 2 in its high nibble, each as q + 8;
+//                   every 32 depth rows have one f16 scale per column.
+// The layout of the scales follows their codes, so a kernel reads both front to back.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include "../config.hpp"
+#include "../detail/aligned_buffer.hpp"
+#include "../precision.hpp"
+#include "../simd.hpp"
+
+namespace moe {
+namespace kernels {
+
+// Tile geometry. Each depth step loads kTileVectors weight vectors and broadcasts one activation per
+// row, then issues kTileRows * kTileVectors independent FMAs. With 32 registers, 6 x 4 = 24 accumulators
+// leave room for the 4 weights and a broadcast, and 24 chains cover 2 FMA ports x 4 cycles latency three
+// times over; with 16 registers, 6 x 2 = 12 accumulators + 2 weights + 1 broadcast fill the file exactly
+// (BLIS's Haswell shape). kTileVectors is even: gated panels split it into gate and up halves, and q4
+// packs its two halves into the two nibbles of a byte.
+inline constexpr int kTileVectors = simd::kRegisters >= 32 ? 4 : 2;
+inline constexpr int kPanelColumns = kTileVectors * simd::kWidth;
+inline constexpr int kTileRows = 6;
+
+// What one depth row and the scales of a panel look like in each precision.
+template <class Precision>
+struct PanelFormat {
+  using Code = typename Precision::Storage;
+  using Scale = float;  // unused: no scales
+  static constexpr int kCodesPerRow = kPanelColumns;
+  static constexpr int kScaleRows = 0;  // depth rows one set of scales covers; 0: none
+};
+template <>
+struct PanelFormat<q8> {
+  using Code = std::int8_t;
+  using Scale = float;
+  static constexpr int kCodesPerRow = kPanelColumns;
+  static constexpr int kScaleRows = -1;  // one scale per column for the whole depth
+};
+template <>
+struct PanelFormat<q4> {
+  using Code = std::uint8_t;
+  using Scale = std::uint16_t;  // f16
+  static constexpr int kCodesPerRow = kPanelColumns / 2;
+  static constexpr int kScaleRows = q4::kBlock;
+};
+
+// Where a kernel starts reading a panel: its codes from some depth row on, and the matching scales.
+template <class Precision>
+struct PanelRef {
+  const typename PanelFormat<Precision>::Code* codes;
+  const typename PanelFormat<Precision>::Scale* scales;
+};
+
+// A weight matrix W[out][in] packed as column panels (see the top of this file).
+template <class Precision>
+class PanelMatrix {
+public:
+  using Format = PanelFormat<Precision>;
+  using Code = typename Format::Code;
+  using Scale = typename Format::Scale;
+
+  PanelMatrix() = default;
+
+  // Allocates out_features x depth weights, all zero, to be filled by set_row.
+  void resize(Index out_features, Index depth) {
+    panels_ = (out_features + kPanelColumns - 1) / kPanelColumns;
+    depth_ = depth;
+    codes_.resize(panels_ * depth_ * Format::kCodesPerRow);
+    scales_.resize(panels_ * scale_sets() * kPanelColumns);
+    if constexpr (std::is_same<Precision, q8>::value)
+      std::fill_n(scales_.data(), scales_.size(), 1.0f);  // padding columns: code 0 times 1
+  }
+
+  // Stores W[o][0..in_features); depth rows past in_features stay zero.
+  void set_row(Index o, const float* w, Index in_features) {
+    set_column(o / kPanelColumns, o % kPanelColumns, w, in_features);
+  }
+
+  // Packs w (out_features x in_features, row stride w_stride) with depth_padded >= in_features depth
+  // rows; rows past in_features are zero, so a caller may feed activations of that padded width.
+  void pack(const float* w, Index out_features, Index in_features, Index w_stride, Index depth_padded) {
+    resize(out_features, depth_padded);
+    for (Index o = 0; o < out_features; ++o) set_row(o, w + o * w_stride, in_features);
+  }
+
+  // Packs a gated pair: each panel holds kPanelColumns/2 gate rows then the same kPanelColumns/2 up rows,
+  // so one tile yields both halves of a gated unit and its epilogue can apply act(gate) * up at once.
+  void pack_gated(const float* gate, const float* up, Index out_features, Index in_features, Index gate_stride,
+                  Index up_stride) {
+    constexpr Index half = kPanelColumns / 2;
+    resize(2 * simd::round_up(out_features, half), in_features);
+    for (Index o = 0; o < out_features; ++o) {
+      set_column(o / half, o % half, gate + o * gate_stride, in_features);
+      set_column(o / half, half + o % half, up + o * up_stride, in_features);
+    }
+  }
+
+  Index panels() const { return panels_; }
+  Index depth() const { return depth_; }
+  // Panel p from depth row k0 on; for q4, k0 is a multiple of q4::kBlock.
+  PanelRef<Precision> panel(Index p, Index k0 = 0) const {
+    const Code* codes = codes_.data() + (p * depth_ + k0) * Format::kCodesPerRow;
+    const Scale* scales = scales_.data() + p * scale_sets() * kPanelColumns;
+    if constexpr (Format::kScaleRows > 0) scales += k0 / Format::kScaleRows * kPanelColumns;
+    return {codes, scales};
+  }
+  // Bytes a pass streams to read the whole matrix: codes and scales.
+  double bytes() const {
+    return double(codes_.size()) * sizeof(Code) + (Format::kScaleRows != 0 ? double(scales_.size()) * sizeof(Scale) : 0.0);
+  }
+
+private:
+  Index scale_sets() const {
+    if constexpr (Format::kScaleRows > 0) return (depth_ + Format::kScaleRows - 1) / Format::kScaleRows;
+    return Format::kScaleRows == 0 ? 0 : 1;
+  }
+
+  // Stores one output row w[0..in) as column `column` of panel `panel`.
+  void set_column(Index panel, Index column, const float* w, Index in) {
+    Code* codes = codes_.data() + panel * depth_ * Format::kCodesPerRow;
+    Scale* scales = scales_.data() + panel * scale_sets() * kPanelColumns;
+    if constexpr (std::is_same<Precision, q8>::value) {
+      std::vector<std::int8_t> q(static_cast<std::size_t>(in));
+      scales[column] = q8::quantize(w, in, q.data());
+      for (Index k = 0; k < in; ++k) codes[k * kPanelColumns + column] = q[std::size_t(k)];
+    } else if constexpr (std::is_same<Precision, q4>::value) {
+      // Column c is lane c % kWidth of vector c / kWidth; the second half of the vectors use high nibbles.
+      constexpr int kHalfVectors = kTileVectors / 2;
+      const Index vector = column / simd::kWidth, lane = column % simd::kWidth;
+      const Index byte = (vector % kHalfVectors) * simd::kWidth + lane;
+      const int shift = vector < kHalfVectors ? 0 : 4;
+      for (Index k0 = 0; k0 < in; k0 += q4::kBlock) {
+        const int n = int(std::min<Index>(q4::kBlock, in - k0));
+        std::int8_t q[q4::kBlock];
+        scales[k0 / q4::kBlock * kPanelColumns + column] = q4::quantize(w + k0, n, q);
+        for (int i = 0; i < n; ++i) {
+          Code& c = codes[(k0 + i) * Format::kCodesPerRow + byte];
+          c = static_cast<Code>((c & (0xF0 >> shift)) | ((q[i] + 8) << shift));
+        }
+      }
+      // Depth rows past `in` (padding) must read as q = 0, i.e. nibble 8.
+      for (Index k = in; k < depth_; ++k) {
+        Code& c = codes[k * Format::kCodesPerRow + byte];
+        c = static_cast<Code>((c & (0xF0 >> shift)) | (8 << shift));
+      }
+    } else {
+      for (Index k = 0; k < in; ++k) codes[k * kPanelColumns + column] = Precision::encode(w[k]);
+    }
+  }
+
+  detail::AlignedBuffer<Code> codes_;
+  detail::AlignedBuffer<Scale> scales_;
+  Index panels_ = 0;
+  Index depth_ = 0;
+};
+
+}  // namespace kernels
+}  // namespace moe

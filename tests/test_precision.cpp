@@ -1,0 +1,151 @@
+// tests/test_precision.cpp: weight storage precisions: their conversions, their round trips, and the
+// layer computing with them against the reference on the same (dequantised) weights.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "layer_check.hpp"
+
+using moe::Dynamic;
+
+namespace {
+
+float bits_float(std::uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// f16 by its definition: sign, 5-bit exponent (bias 15), 10-bit fraction, subnormals below 2^-14.
+double f16_value(std::uint16_t h) {
+  const int sign = h >> 15, exponent = (h >> 10) & 31, fraction = h & 1023;
+  const double magnitude = exponent == 0 ? std::ldexp(fraction, -24) : std::ldexp(1024 + fraction, exponent - 25);
+  return sign ? -magnitude : magnitude;
+}
+
+std::vector<float> random_vector(std::size_t n, unsigned seed, float scale) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = normal(rng);
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("f16 decodes every code by its definition and re-encodes it exactly") {
+  for (std::uint32_t h = 0; h < 65536; ++h) {
+    const std::uint16_t code = std::uint16_t(h);
+    const float value = moe::f16::decode(code);
+    if (((h >> 10) & 31) == 31) {
+      CHECK(((h & 1023) ? std::isnan(value) : std::isinf(value)));
+      continue;
+    }
+    REQUIRE(double(value) == f16_value(code));
+    REQUIRE(moe::f16::encode(value) == code);
+  }
+}
+
+TEST_CASE("f16 rounds to nearest even, overflows to Inf, keeps subnormals") {
+  // 1 + 2^-11 lies halfway between 1 and 1 + 2^-10: ties go to the even code (1).
+  CHECK(moe::f16::encode(1.0f + std::ldexp(1.0f, -11)) == 0x3c00);
+  CHECK(moe::f16::encode(1.0f + 3 * std::ldexp(1.0f, -11)) == 0x3c02);  // tie to even upwards
+  CHECK(moe::f16::encode(1.0f + std::ldexp(1.0f, -11) + std::ldexp(1.0f, -20)) == 0x3c01);
+  CHECK(moe::f16::encode(65504.0f) == 0x7bff);
+  CHECK(moe::f16::encode(65519.0f) == 0x7bff);
+  CHECK(moe::f16::encode(65520.0f) == 0x7c00);
+  CHECK(moe::f16::encode(-1e9f) == 0xfc00);
+  CHECK(moe::f16::encode(std::ldexp(1.0f, -24)) == 0x0001);
+  CHECK(moe::f16::encode(std::ldexp(1.0f, -25)) == 0x0000);  // tie between 0 and the smallest: even
+  CHECK(moe::f16::encode(std::ldexp(3.0f, -25)) == 0x0002);
+  CHECK(std::isnan(moe::f16::decode(moe::f16::encode(std::nanf("")))));
+}
+
+TEST_CASE("bf16 keeps the top half of f32, rounded to nearest even") {
+  for (std::uint32_t h = 0; h < 65536; ++h) {
+    const float value = moe::bf16::decode(std::uint16_t(h));
+    if (std::isnan(value)) continue;
+    REQUIRE(moe::bf16::encode(value) == h);
+    REQUIRE(value == bits_float(h << 16));
+  }
+  CHECK(moe::bf16::encode(bits_float(0x3f808000u)) == 0x3f80);  // tie: even
+  CHECK(moe::bf16::encode(bits_float(0x3f818000u)) == 0x3f82);  // tie: even upwards
+  CHECK(moe::bf16::encode(bits_float(0x3f808001u)) == 0x3f81);
+  CHECK(std::isnan(moe::bf16::decode(moe::bf16::encode(std::nanf("")))));
+}
+
+TEST_CASE_TEMPLATE("a round trip stays within the precision's step", P, moe::bf16, moe::f16, moe::q8, moe::q4) {
+  const moe::Index rows = 5, cols = 77;  // 77: two whole q4 blocks and a partial one
+  std::vector<float> w = random_vector(std::size_t(rows * cols), 3, 0.7f);
+  w[10] = 0.0f;
+  w[11] = -3.5f;  // an outlier that sets row 0's scales
+  std::vector<float> out(w.size());
+  moe::round_trip<P>(w.data(), rows, cols, cols, out.data());
+  for (moe::Index r = 0; r < rows; ++r) {
+    for (moe::Index c = 0; c < cols; ++c) {
+      const float x = w[std::size_t(r * cols + c)], y = out[std::size_t(r * cols + c)];
+      float step;  // the largest error the format allows for x
+      if (std::is_same<P, moe::bf16>::value) {
+        step = std::ldexp(std::abs(x), -8);
+      } else if (std::is_same<P, moe::f16>::value) {
+        step = std::ldexp(std::abs(x), -11) + std::ldexp(1.0f, -25);
+      } else {
+        const moe::Index begin = std::is_same<P, moe::q4>::value ? c / 32 * 32 : 0;
+        const moe::Index end = std::is_same<P, moe::q4>::value ? std::min<moe::Index>(begin + 32, cols) : cols;
+        float largest = 0;
+        for (moe::Index i = begin; i < end; ++i) largest = std::max(largest, std::abs(w[std::size_t(r * cols + i)]));
+        // Half a quantisation step; for q4 also the f16 rounding of the scale (7 steps of 2^-11 each).
+        step = std::is_same<P, moe::q8>::value ? largest / 254.0f * 1.0001f : largest / 7.0f * (0.5f + 8 * std::ldexp(1.0f, -11));
+      }
+      INFO("row " << r << " column " << c << ": " << x << " -> " << y);
+      REQUIRE(std::abs(y - x) <= step);
+    }
+  }
+  // Zero stays zero, and a round trip of a round trip changes nothing.
+  CHECK(out[10] == 0.0f);
+  std::vector<float> again(out.size());
+  moe::round_trip<P>(out.data(), rows, cols, cols, again.data());
+  CHECK(again == out);
+}
+
+TEST_CASE_TEMPLATE("the layer computes with stored weights like the reference does", P, moe::f32, moe::bf16, moe::f16,
+                   moe::q8, moe::q4) {
+  using Layer = moe::Layer<Dynamic, Dynamic, P>;
+  SUBCASE("gated experts, sizes off every block, tokens over several tiles") {
+    check::against_reference<Layer>(check::config(77, 45, 5, 2), moe::SoftmaxTopK(true), 23, 201);
+  }
+  SUBCASE("one token") { check::against_reference<Layer>(check::config(40, 30, 4, 2), moe::SoftmaxTopK(false), 1, 202); }
+  SUBCASE("an FFN wider than a depth block, a plain MLP, a shared expert") {
+    auto c = check::config(33, 530, 3, 1, moe::ReluMLP);
+    c.num_shared_experts = 1;
+    c.shared_ffn_size = 70;
+    check::against_reference<Layer>(c, moe::SoftmaxTopK(true), 7, 203);
+  }
+}
+
+TEST_CASE_TEMPLATE("stored precisions give the same bits on one and two threads", P, moe::bf16, moe::q4) {
+  const auto c = check::config(64, 96, 6, 2);
+  const auto one = check::against_reference<moe::Layer<6, 2, P>>(c, moe::SoftmaxTopK(true), 13, 211, 1);
+  const auto two = check::against_reference<moe::Layer<6, 2, P>>(c, moe::SoftmaxTopK(true), 13, 211, 2);
+  CHECK(std::memcmp(one.y.data(), two.y.data(), one.y.size() * sizeof(float)) == 0);
+}
+
+TEST_CASE("weights a precision cannot hold are refused with their place") {
+  const auto c = check::config(8, 4, 2, 1);
+  moe::Layer<Dynamic, Dynamic, moe::f16> layer(c);
+  std::vector<float> a(4 * 8, 0.5f), b(8 * 4, 0.5f);
+  a[9] = 1e5f;
+  CHECK_THROWS_WITH_AS(layer.set_expert(0, moe::WeightView(a.data(), 4, 8), moe::WeightView(b.data(), 4, 8), moe::WeightView(b.data(), 8, 4)),
+                       doctest::Contains("expert 0 gate weight 100000.000000 at (1, 1) is outside the range of f16"), moe::Error);
+  moe::Layer<Dynamic, Dynamic, moe::q4> small(c);
+  a[9] = 1e5f;  // representable as a q4 block scale: 1e5 / 7 < 65504
+  CHECK_NOTHROW(small.set_expert(0, moe::WeightView(a.data(), 4, 8), moe::WeightView(b.data(), 4, 8), moe::WeightView(b.data(), 8, 4)));
+  a[9] = 1e6f;
+  CHECK_THROWS_WITH_AS(small.set_expert(0, moe::WeightView(a.data(), 4, 8), moe::WeightView(b.data(), 4, 8), moe::WeightView(b.data(), 8, 4)),
+                       doctest::Contains("outside the range of q4"), moe::Error);
+}
