@@ -45,6 +45,11 @@ MOE_ALWAYS_INLINE void accumulate_rows(const float* const* rows, const typename 
                                        Index k_begin, Index k_end, const simd::Vec* block_scale,
                                        simd::Vec (&acc)[kTileRows][kTileVectors]) {
   constexpr int kRowBytes = PanelFormat<Precision>::kCodesPerRow * int(sizeof(typename PanelFormat<Precision>::Code));
+  // A local copy of the accumulators: GCC keeps a by-reference array in memory across the loop (a store
+  // and a reload per FMA, measured 2x slower at decode), but a local one entirely in registers.
+  simd::Vec sum[Rows][kTileVectors];
+  for (int r = 0; r < Rows; ++r)
+    for (int v = 0; v < kTileVectors; ++v) sum[r][v] = acc[r][v];
   for (Index k = k_begin; k < k_end; ++k) {
     const auto* row = codes + k * PanelFormat<Precision>::kCodesPerRow;
     // With one or two token rows a tile is bound by memory, not FMAs: ask for the weights a few depth
@@ -62,9 +67,11 @@ MOE_ALWAYS_INLINE void accumulate_rows(const float* const* rows, const typename 
     }
     for (int r = 0; r < Rows; ++r) {
       const simd::Vec x = simd::broadcast(rows[r][k]);
-      for (int v = 0; v < kTileVectors; ++v) acc[r][v] = simd::fma(x, w[v], acc[r][v]);
+      for (int v = 0; v < kTileVectors; ++v) sum[r][v] = simd::fma(x, w[v], sum[r][v]);
     }
   }
+  for (int r = 0; r < Rows; ++r)
+    for (int v = 0; v < kTileVectors; ++v) acc[r][v] = sum[r][v];
 }
 
 // acc[r][v] = sum_k rows[r][k] * W[k][v-th vector] for Rows token rows and `depth` rows of the panel.
