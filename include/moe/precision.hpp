@@ -1,23 +1,27 @@
 // moe/precision.hpp: weight storage precisions as tag types, and their conversions from f32.
 //
-// A precision says how a weight is stored; the kernels (kernels/dequantize.hpp) turn a run of stored
-// weights back into f32 lanes in registers, never into a dequantised copy in memory. Conversions happen
-// once, when a layer packs its weights. Activations stay f32 at the API and in the kernels.
+// A precision says how a weight is stored; the kernels (simd.hpp's loads, kernels/gemm.hpp) turn a run
+// of stored weights back into f32 lanes in registers, never into a dequantised copy of a matrix.
+// Conversions happen once, when a layer packs its weights. Activations stay f32 at the API and in the
+// kernels.
 //
 //   f32   4 bytes a weight, as is.
 //   bf16  2 bytes: the top half of the f32, rounded to nearest even (the format of most HF checkpoints).
-//   f16   2 bytes: IEEE binary16, rounded to nearest even; |w| > 65504 cannot be stored and is refused.
+//   f16   2 bytes: IEEE binary16, rounded to nearest even; a layer refuses |w| > 65504 (encode alone
+//         rounds it to 65504 or Inf).
 //   q8    1 byte: symmetric int8 per output row, w = q * scale_row with scale_row = max|w_row| / 127 and
 //         q = round(w / scale_row) in [-127, 127]; one f32 scale per row.
 //   q4    half a byte: symmetric int4 in blocks of 32 consecutive inputs of one output row (the block
 //         shape of llama.cpp's q4_0), w = q * d with d = max|w_block| / 7 stored as f16 and
 //         q = clamp(round(w / d), -8, 7); 4.5 bits a weight with the scales.
-// Rounding is to nearest, ties to even, everywhere (std::nearbyint in the default rounding mode).
+// Rounding is to nearest, ties to even, everywhere (std::nearbyint of the f32 quotient w / scale, in the
+// default rounding mode). Rows or blocks whose largest |w| is below FLT_MIN are stored as zeros.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -107,9 +111,11 @@ struct q8 {
   static float quantize(const float* w, Index n, Storage* q) {
     float largest = 0.0f;
     for (Index i = 0; i < n; ++i) largest = std::fmax(largest, std::fabs(w[i]));
-    const float scale = largest > 0.0f ? largest / 127.0f : 1.0f;
+    // Below FLT_MIN the scale would underflow to 0 (and w / 0 is NaN): such a row is stored as zeros.
+    const float scale = largest >= 1.1754943508222875e-38f ? largest / 127.0f : 1.0f;
+    if (!(largest >= 1.1754943508222875e-38f)) largest = 0.0f;
     for (Index i = 0; i < n; ++i) {
-      const float r = std::nearbyint(w[i] / scale);
+      const float r = largest > 0.0f ? std::nearbyint(w[i] / scale) : 0.0f;
       q[i] = static_cast<Storage>(r > 127.0f ? 127.0f : (r < -127.0f ? -127.0f : r));
     }
     return scale;
@@ -152,13 +158,17 @@ constexpr const char* TypeName() {
   return Precision::kName;
 }
 
-// The values the kernels compute with after storing row-major w (rows x cols) in Precision: what a
-// reference implementation should use to compare with a quantised layer, and the round trip of each
-// precision. out may be w.
+// The weights a layer stores for row-major w (rows x cols) in Precision, decoded back to f32: what a
+// reference implementation should compute with to compare with a quantised layer (exactly the values
+// for bf16, f16 and q4; q8's kernels apply the row scale to the finished sum, one rounding apart), and the
+// round trip of each precision. out may be w. w must be finite.
 template <class Precision>
 void round_trip(const float* w, Index rows, Index cols, Index stride, float* out) {
   for (Index r = 0; r < rows; ++r) {
     const float* row = w + r * stride;
+    for (Index c = 0; c < cols; ++c)
+      MOE_CHECK(std::isfinite(row[c]), "round_trip", "w has NaN or Inf at (" + std::to_string(r) + ", " +
+                                                         std::to_string(c) + ")");
     float* dst = out + r * stride;
     if constexpr (std::is_same<Precision, q8>::value) {
       std::vector<std::int8_t> q(static_cast<std::size_t>(cols));

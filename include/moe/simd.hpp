@@ -104,9 +104,10 @@ MOE_ALWAYS_INLINE float reduce_max(Vec v) { return v; }
 
 #endif
 
-// ---- stored weights to f32 lanes (precision.hpp): kWidth codes from p into one vector ----
-// AVX-512 and AVX2 widen with one or two instructions; every other target (SSE, NEON, the scalar path)
-// decodes lane by lane through the same conversions the packing used, which is correct everywhere.
+// ---- stored weights to f32 lanes (precision.hpp): kWidth values from p into one vector ----
+// AVX-512 and AVX2 (f16 also needs F16C) widen with a few instructions; every other target (SSE, NEON,
+// the scalar path) decodes lane by lane, through a small stack array, with the same conversions the
+// packing used. All give the same bits for every code packing produces.
 
 namespace detail_load {
 template <class Decode>
@@ -117,10 +118,16 @@ MOE_ALWAYS_INLINE Vec by_lane(Decode decode) {
 }
 }  // namespace detail_load
 
+#if MOE_SIMD_XSIMD && XSIMD_WITH_AVX512F
+// The zero-masked forms with every lane selected: the same instructions, but GCC 12's unmasked AVX-512
+// intrinsics pass _mm512_undefined_*() (`__m512 __Y = __Y;`), which trips -Wuninitialized (GCC PR 105593).
+inline constexpr __mmask16 kAllLanes = 0xFFFF;
+#endif
+
 MOE_ALWAYS_INLINE Vec load_bf16(const std::uint16_t* p) {
 #if MOE_SIMD_XSIMD && XSIMD_WITH_AVX512F
-  const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-  return Vec(_mm512_castsi512_ps(_mm512_slli_epi32(wide, 16)));
+  const __m512i wide = _mm512_maskz_cvtepu16_epi32(kAllLanes, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return Vec(_mm512_castsi512_ps(_mm512_maskz_slli_epi32(kAllLanes, wide, 16)));
 #elif MOE_SIMD_XSIMD && XSIMD_WITH_AVX2
   const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   return Vec(_mm256_castsi256_ps(_mm256_slli_epi32(wide, 16)));
@@ -131,7 +138,7 @@ MOE_ALWAYS_INLINE Vec load_bf16(const std::uint16_t* p) {
 
 MOE_ALWAYS_INLINE Vec load_f16(const std::uint16_t* p) {
 #if MOE_SIMD_XSIMD && XSIMD_WITH_AVX512F
-  return Vec(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
+  return Vec(_mm512_maskz_cvtph_ps(kAllLanes, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
 #elif MOE_SIMD_XSIMD && XSIMD_WITH_AVX2 && defined(__F16C__)
   return Vec(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
 #else
@@ -141,7 +148,7 @@ MOE_ALWAYS_INLINE Vec load_f16(const std::uint16_t* p) {
 
 MOE_ALWAYS_INLINE Vec load_i8(const std::int8_t* p) {
 #if MOE_SIMD_XSIMD && XSIMD_WITH_AVX512F
-  return Vec(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))));
+  return Vec(_mm512_maskz_cvtepi32_ps(kAllLanes, _mm512_maskz_cvtepi8_epi32(kAllLanes, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))));
 #elif MOE_SIMD_XSIMD && XSIMD_WITH_AVX2
   return Vec(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)))));
 #else
@@ -149,13 +156,13 @@ MOE_ALWAYS_INLINE Vec load_i8(const std::int8_t* p) {
 #endif
 }
 
-// kWidth bytes of nibble pairs: low nibbles into `low`, high nibbles into `high`, each as nibble - 8.
+// kWidth bytes (2 * kWidth codes): low nibbles into `low`, high nibbles into `high`, each as nibble - 8.
 MOE_ALWAYS_INLINE void load_i4_pair(const std::uint8_t* p, Vec& low, Vec& high) {
 #if MOE_SIMD_XSIMD && XSIMD_WITH_AVX512F
-  const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  const __m512i bytes = _mm512_maskz_cvtepu8_epi32(kAllLanes, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   const __m512i eight = _mm512_set1_epi32(8);
-  low = Vec(_mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_and_si512(bytes, _mm512_set1_epi32(15)), eight)));
-  high = Vec(_mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_srli_epi32(bytes, 4), eight)));
+  low = Vec(_mm512_maskz_cvtepi32_ps(kAllLanes, _mm512_sub_epi32(_mm512_and_si512(bytes, _mm512_set1_epi32(15)), eight)));
+  high = Vec(_mm512_maskz_cvtepi32_ps(kAllLanes, _mm512_sub_epi32(_mm512_maskz_srli_epi32(kAllLanes, bytes, 4), eight)));
 #elif MOE_SIMD_XSIMD && XSIMD_WITH_AVX2
   const __m256i bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
   const __m256i eight = _mm256_set1_epi32(8);

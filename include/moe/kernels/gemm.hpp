@@ -19,6 +19,7 @@ namespace kernels {
 // every token tile would stream it from L3 again; 512 rows of 64 f32 columns are 128 KiB, which stay in
 // L2 (512 KiB to 2 MiB on current cores) while the tiles pass over them.
 inline constexpr Index kDepthBlock = 512;
+static_assert(kDepthBlock % q4::kBlock == 0, "a depth block must start on a q4 scale block");
 
 // How far ahead of the current depth row the decode tiles prefetch weights, in bytes.
 inline constexpr int kPrefetchBytes = 2048;

@@ -84,8 +84,9 @@ public:
     depth_ = depth;
     codes_.resize(panels_ * depth_ * Format::kCodesPerRow);
     scales_.resize(panels_ * scale_sets() * kPanelColumns);
-    if constexpr (std::is_same<Precision, q8>::value)
-      std::fill_n(scales_.data(), scales_.size(), 1.0f);  // padding columns: code 0 times 1
+    // Padding reads as zero: q8 padding columns are code 0 times scale 1; every q4 nibble starts at 8 (q = 0).
+    if constexpr (std::is_same<Precision, q8>::value) std::fill_n(scales_.data(), scales_.size(), 1.0f);
+    if constexpr (std::is_same<Precision, q4>::value) std::fill_n(codes_.data(), codes_.size(), Code(0x88));
   }
 
   // Stores W[o][0..in_features); depth rows past in_features stay zero.
@@ -155,11 +156,7 @@ private:
           c = static_cast<Code>((c & (0xF0 >> shift)) | ((q[i] + 8) << shift));
         }
       }
-      // Depth rows past `in` (padding) must read as q = 0, i.e. nibble 8.
-      for (Index k = in; k < depth_; ++k) {
-        Code& c = codes[k * Format::kCodesPerRow + byte];
-        c = static_cast<Code>((c & (0xF0 >> shift)) | (8 << shift));
-      }
+      
     } else {
       for (Index k = 0; k < in; ++k) codes[k * kPanelColumns + column] = Precision::encode(w[k]);
     }
