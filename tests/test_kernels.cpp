@@ -116,37 +116,3 @@ TEST_CASE("all_finite finds a NaN or Inf at any position") {
     }
   }
 }
-
-TEST_CASE("the panel micro-kernel multiplies 1..kTileRows rows by a packed matrix") {
-  using moe::kernels::kPanelColumns;
-  const moe::Index out = kPanelColumns + 5, in = 23;  // the last panel mostly padding
-  const std::vector<float> w = random_vector(std::size_t(out * in), 3);
-  moe::kernels::PanelMatrix<moe::f32> packed;
-  packed.pack(w.data(), out, in, in, in + 2);  // two rows of depth padding
-  REQUIRE(packed.panels() == (out + kPanelColumns - 1) / kPanelColumns);
-  const std::vector<float> a = random_vector(std::size_t(moe::kernels::kTileRows * (in + 2)), 4);
-  for (int rows = 1; rows <= moe::kernels::kTileRows; ++rows) {
-    CAPTURE(rows);
-    const float* row_ptr[moe::kernels::kTileRows];
-    for (int r = 0; r < rows; ++r) row_ptr[r] = a.data() + r * (in + 2);
-    for (moe::Index p = 0; p < packed.panels(); ++p) {
-      moe::kernels::multiply_rows(row_ptr, rows, packed.panel(p), packed.depth(), [&](auto& acc, int n) {
-        REQUIRE(n == rows);
-        for (int r = 0; r < n; ++r) {
-          float lanes[kPanelColumns];
-          for (int v = 0; v < moe::kernels::kTileVectors; ++v) moe::simd::store(lanes + v * moe::simd::kWidth, acc[r][v]);
-          for (int c = 0; c < kPanelColumns; ++c) {
-            const moe::Index o = p * kPanelColumns + c;
-            double expected = 0, magnitude = 0;
-            for (moe::Index k = 0; o < out && k < in; ++k) {
-              expected += double(w[std::size_t(o * in + k)]) * row_ptr[r][k];
-              magnitude += std::abs(double(w[std::size_t(o * in + k)]) * row_ptr[r][k]);
-            }
-            // Padding columns and padding depth rows must contribute exactly zero.
-            CHECK(std::abs(lanes[c] - expected) <= in * std::numeric_limits<float>::epsilon() * magnitude);
-          }
-        }
-      });
-    }
-  }
-}

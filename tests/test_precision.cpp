@@ -204,14 +204,18 @@ TEST_CASE_TEMPLATE("the micro-kernel multiplies by packed panels of every precis
   moe::kernels::PanelMatrix<P> packed;
   packed.pack(w.data(), out, in, in, depth);
   moe::round_trip<P>(w.data(), out, in, in, w.data());  // what the panels hold
-  const std::vector<float> a = random_vector(std::size_t(3 * depth), 6, 1.0f);
-  const float* rows[moe::kernels::kTileRows] = {a.data(), a.data() + depth, a.data() + 2 * depth};
+  constexpr int kRows = moe::kernels::kTileRows;
+  const std::vector<float> a = random_vector(std::size_t(kRows * depth), 6, 1.0f);
+  const float* rows[kRows];
+  for (int r = 0; r < kRows; ++r) rows[r] = a.data() + r * depth;
+  for (int count = 1; count <= kRows; ++count)
   for (moe::Index p = 0; p < packed.panels(); ++p) {
     for (moe::Index k0 : {moe::Index(0), moe::kernels::kDepthBlock}) {
       const moe::Index span = k0 == 0 ? moe::kernels::kDepthBlock : depth - k0;
-      const float* shifted[moe::kernels::kTileRows] = {rows[0] + k0, rows[1] + k0, rows[2] + k0};
-      moe::kernels::multiply_rows(shifted, 3, packed.panel(p, k0), span, [&](auto& acc, int n) {
-        REQUIRE(n == 3);
+      const float* shifted[kRows];
+      for (int r = 0; r < kRows; ++r) shifted[r] = rows[r] + k0;
+      moe::kernels::multiply_rows(shifted, count, packed.panel(p, k0), span, [&](auto& acc, int n) {
+        REQUIRE(n == count);
         for (int r = 0; r < n; ++r) {
           float lanes[kPanelColumns];
           for (int v = 0; v < moe::kernels::kTileVectors; ++v) moe::simd::store(lanes + v * moe::simd::kWidth, acc[r][v]);

@@ -1,4 +1,4 @@
-// A consumer of the installed package: find_package(moe) and one forward pass of a tiny layer.
+// A consumer project's program (both tests/consumer projects build it): one forward pass of a tiny layer.
 #include <cmath>
 #include <cstdio>
 #include <vector>
