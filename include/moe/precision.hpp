@@ -23,7 +23,6 @@
 #include <cstring>
 #include <string>
 #include <type_traits>
-#include <vector>
 
 #include "config.hpp"
 
@@ -107,18 +106,16 @@ struct q8 {
   static constexpr const char* kName = "q8";
   static constexpr double kBitsPerWeight = 8.0;  // plus one f32 scale per output row
 
-  // Quantises one output row of n weights; returns its scale.
-  static float quantize(const float* w, Index n, Storage* q) {
+  // The scale of a row: max|w| / 127, or 0 when max|w| is below FLT_MIN (the scale would underflow and
+  // w / scale be NaN), in which case the row is stored as zeros.
+  static float row_scale(const float* w, Index n) {
     float largest = 0.0f;
     for (Index i = 0; i < n; ++i) largest = std::fmax(largest, std::fabs(w[i]));
-    // Below FLT_MIN the scale would underflow to 0 (and w / 0 is NaN): such a row is stored as zeros.
-    const float scale = largest >= 1.1754943508222875e-38f ? largest / 127.0f : 1.0f;
-    if (!(largest >= 1.1754943508222875e-38f)) largest = 0.0f;
-    for (Index i = 0; i < n; ++i) {
-      const float r = largest > 0.0f ? std::nearbyint(w[i] / scale) : 0.0f;
-      q[i] = static_cast<Storage>(r > 127.0f ? 127.0f : (r < -127.0f ? -127.0f : r));
-    }
-    return scale;
+    return largest >= 1.1754943508222875e-38f ? largest / 127.0f : 0.0f;
+  }
+  static Storage code(float w, float scale) {
+    const float r = scale > 0.0f ? std::nearbyint(w / scale) : 0.0f;
+    return static_cast<Storage>(r > 127.0f ? 127.0f : (r < -127.0f ? -127.0f : r));
   }
 };
 
@@ -171,9 +168,8 @@ void round_trip(const float* w, Index rows, Index cols, Index stride, float* out
                                                          std::to_string(c) + ")");
     float* dst = out + r * stride;
     if constexpr (std::is_same<Precision, q8>::value) {
-      std::vector<std::int8_t> q(static_cast<std::size_t>(cols));
-      const float scale = q8::quantize(row, cols, q.data());
-      for (Index c = 0; c < cols; ++c) dst[c] = float(q[std::size_t(c)]) * scale;
+      const float scale = q8::row_scale(row, cols);
+      for (Index c = 0; c < cols; ++c) dst[c] = float(q8::code(row[c], scale)) * scale;
     } else if constexpr (std::is_same<Precision, q4>::value) {
       for (Index c0 = 0; c0 < cols; c0 += q4::kBlock) {
         const int n = int(cols - c0 < q4::kBlock ? cols - c0 : q4::kBlock);

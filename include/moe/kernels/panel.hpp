@@ -18,7 +18,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
-#include <vector>
 
 #include "../config.hpp"
 #include "../detail/aligned_buffer.hpp"
@@ -138,9 +137,9 @@ private:
     Code* codes = codes_.data() + panel * depth_ * Format::kCodesPerRow;
     Scale* scales = scales_.data() + panel * scale_sets() * kPanelColumns;
     if constexpr (std::is_same<Precision, q8>::value) {
-      std::vector<std::int8_t> q(static_cast<std::size_t>(in));
-      scales[column] = q8::quantize(w, in, q.data());
-      for (Index k = 0; k < in; ++k) codes[k * kPanelColumns + column] = q[std::size_t(k)];
+      const float scale = q8::row_scale(w, in);
+      for (Index k = 0; k < in; ++k) codes[k * kPanelColumns + column] = q8::code(w[k], scale);
+      scales[column] = scale > 0.0f ? scale : 1.0f;
     } else if constexpr (std::is_same<Precision, q4>::value) {
       // Column c is lane c % kWidth of vector c / kWidth; the second half of the vectors use high nibbles.
       constexpr int kHalfVectors = kTileVectors / 2;
