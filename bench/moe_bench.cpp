@@ -112,8 +112,8 @@ constexpr Shape kShapes[] = {
 };
 constexpr int kShapeCount = int(sizeof(kShapes) / sizeof(kShapes[0]));
 
-constexpr int kBatches = 64;          // token batches a benchmark rotates over
-constexpr double kColdFactor = 4.0;   // rotation / last-level cache
+constexpr int kBatches = 64;                                 // token batches a benchmark rotates over
+constexpr double kColdFactor = 4.0;                          // rotation / last-level cache
 constexpr double kWeightBudget = 10.0 * 1024 * 1024 * 1024;  // f32 and raw copies, plus each precision's
 constexpr double kGiga = 1e9;
 
@@ -178,8 +178,7 @@ void build_rotation(Rotation<Copy>& rotation, const Shape& shape, Make&& make) {
   const Copy& first = *rotation.copies.front();
   const double copy_bytes = first.expert_bytes() * shape.experts;
   rotation.min_pass_bytes = first.expert_bytes() * shape.top_k;
-  rotation.wanted =
-      std::max(1, int(std::ceil(kColdFactor * last_level_cache_bytes() / rotation.min_pass_bytes)));
+  rotation.wanted = std::max(1, int(std::ceil(kColdFactor * last_level_cache_bytes() / rotation.min_pass_bytes)));
   g_weight_bytes_held += copy_bytes;
   while (int(rotation.copies.size()) < rotation.wanted && g_weight_bytes_held + copy_bytes <= kWeightBudget) {
     rotation.copies.push_back(make(int(rotation.copies.size())));
@@ -224,8 +223,8 @@ public:
   void set_shared_expert(int, const moe::WeightView&, const moe::WeightView&) { unsupported(); }
   void set_shared_expert_gate(int, const moe::WeightView&) { unsupported(); }
 
-  RowMatrix router;                        // experts x hidden
-  std::vector<RowMatrix> gate, up, down;   // ffn x hidden, ffn x hidden, hidden x ffn
+  RowMatrix router;                       // experts x hidden
+  std::vector<RowMatrix> gate, up, down;  // ffn x hidden, ffn x hidden, hidden x ffn
 
 private:
   static RowMatrix map(const moe::WeightView& w) {
@@ -339,8 +338,7 @@ public:
       U.noalias() = Xe * w.up[e].transpose();
       H.array() = G.array() / (1.0f + (-G.array()).exp()) * U.array();
       Ye.noalias() = H * w.down[e].transpose();
-      for (Index i = 0; i < n; ++i)
-        Y.row(token_of_[first + i]) += weight_of_[first + i] * Ye.row(i);
+      for (Index i = 0; i < n; ++i) Y.row(token_of_[first + i]) += weight_of_[first + i] * Ye.row(i);
       cost.weight_bytes += w.expert_bytes();
       cost.flops += 2.0 * double(n) * double(hidden) * double(ffn) * 3.0;
     }
@@ -364,11 +362,7 @@ private:
 class NaiveMoe {
 public:
   explicit NaiveMoe(const Shape& shape)
-      : logits_(shape.experts),
-        chosen_(shape.top_k),
-        weight_(shape.top_k),
-        hidden_(shape.ffn),
-        used_(shape.experts) {}
+      : logits_(shape.experts), chosen_(shape.top_k), weight_(shape.top_k), hidden_(shape.ffn), used_(shape.experts) {}
 
   moe::ForwardCost forward(const RawLayer& w, const float* x, float* y, Index tokens) {
     const Index H = w.config().hidden_size, F = w.config().ffn_size;
@@ -464,9 +458,10 @@ const std::string& agreement(int s) {
   }
   const bool agree = fused_error <= 1e-4f * scale && eigen_error <= 1e-4f * scale;
   char text[200];
-  std::snprintf(text, sizeof text, "%s: fused, Eigen and naive outputs %s (max |y| %.3g, max |fused - naive| %.3g, "
-                "max |eigen - naive| %.3g)", shape.name, agree ? "agree" : "DISAGREE", double(scale),
-                double(fused_error), double(eigen_error));
+  std::snprintf(text, sizeof text,
+                "%s: fused, Eigen and naive outputs %s (max |y| %.3g, max |fused - naive| %.3g, "
+                "max |eigen - naive| %.3g)",
+                shape.name, agree ? "agree" : "DISAGREE", double(scale), double(fused_error), double(eigen_error));
   std::fprintf(stderr, "moe-bench: %s\n", text);
   if (!agree) result[s] = text;
   return result[s];
@@ -590,8 +585,7 @@ void BM_ReadBandwidth(benchmark::State& state) {
   const float* data = buffer.get();
   for (auto _ : state) {
     float total = 0;
-    BENCH_OMP(omp parallel num_threads(threads) reduction(+ : total))
-    {
+    BENCH_OMP(omp parallel num_threads(threads) reduction(+ : total)) {
 #ifdef _OPENMP
       const int thread = omp_get_thread_num();
 #else
@@ -623,8 +617,7 @@ void BM_FmaPeak(benchmark::State& state) {
   const float a_value = factor, b_value = offset;
   for (auto _ : state) {
     float sink = 0;
-    BENCH_OMP(omp parallel num_threads(threads) reduction(+ : sink))
-    {
+    BENCH_OMP(omp parallel num_threads(threads) reduction(+ : sink)) {
       const moe::simd::Vec a = moe::simd::broadcast(a_value), b = moe::simd::broadcast(b_value);
       moe::simd::Vec acc[kChains];
       for (int c = 0; c < kChains; ++c) acc[c] = moe::simd::broadcast(float(c));
@@ -644,11 +637,11 @@ void BM_FmaPeak(benchmark::State& state) {
 
 }  // namespace
 
-#define MOE_BENCH_FUSED(PRECISION)         \
-  BENCHMARK_TEMPLATE(BM_Fused, PRECISION)  \
-      ->ArgNames({"shape", "tokens"})      \
+#define MOE_BENCH_FUSED(PRECISION)             \
+  BENCHMARK_TEMPLATE(BM_Fused, PRECISION)      \
+      ->ArgNames({"shape", "tokens"})          \
       ->ArgsProduct({{0, 1}, {1, 8, 64, 512}}) \
-      ->UseRealTime()                      \
+      ->UseRealTime()                          \
       ->Unit(benchmark::kMillisecond)
 MOE_BENCH_FUSED(moe::f32);
 MOE_BENCH_FUSED(moe::bf16);

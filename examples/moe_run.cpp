@@ -176,8 +176,8 @@ int run(const Options& o) {
               static_cast<long long>(o.tokens), o.repeat);
   std::printf("latency     median %.3f ms   min %.3f ms\n", med * 1e3, best * 1e3);
   // Rates of the median pass, so one slow pass (another process, a page fault) does not skew them.
-  std::printf("throughput  %.1f tokens/s   %.2f GB/s weights   %.2f GFLOP/s   (median pass)\n",
-              double(o.tokens) / med, total.weight_bytes / o.repeat / med / 1e9, total.flops / o.repeat / med / 1e9);
+  std::printf("throughput  %.1f tokens/s   %.2f GB/s weights   %.2f GFLOP/s   (median pass)\n", double(o.tokens) / med,
+              total.weight_bytes / o.repeat / med / 1e9, total.flops / o.repeat / med / 1e9);
   std::printf("output checksum %.6g\n", checksum);
 
   long long routed_total = 0, most = 0;

@@ -16,9 +16,9 @@ int main() {
   using Matrix = moe::Layer<8, 2>::RowMatrix;
   layer.set_router(Matrix::Random(8, 256) * 0.1f);
   for (int e = 0; e < 8; ++e)
-    layer.set_expert(e, Matrix::Random(512, 256) * 0.06f,   // gate_proj (w1)
-                     Matrix::Random(512, 256) * 0.06f,      // up_proj   (w3)
-                     Matrix::Random(256, 512) * 0.04f);     // down_proj (w2)
+    layer.set_expert(e, Matrix::Random(512, 256) * 0.06f,  // gate_proj (w1)
+                     Matrix::Random(512, 256) * 0.06f,     // up_proj   (w3)
+                     Matrix::Random(256, 512) * 0.04f);    // down_proj (w2)
 
   // Scratch for up to 32 tokens: forward passes after this allocate nothing.
   moe::Workspace workspace = layer.workspace(32);
@@ -26,8 +26,7 @@ int main() {
   Matrix x = Matrix::Random(32, 256), y(32, 256);  // tokens x hidden
   const moe::RoutingResult routed = layer.forward(x, y, workspace);
 
-  std::cout << "token 0 went to experts " << routed.expert_ids().row(0) << " with weights "
-            << routed.weights().row(0) << "\ntokens per expert: " << routed.tokens_per_expert()
-            << "\n|y| = " << y.norm() << "\n";
+  std::cout << "token 0 went to experts " << routed.expert_ids().row(0) << " with weights " << routed.weights().row(0)
+            << "\ntokens per expert: " << routed.tokens_per_expert() << "\n|y| = " << y.norm() << "\n";
   return y.allFinite() ? 0 : 1;
 }

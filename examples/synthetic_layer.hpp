@@ -63,11 +63,17 @@ void fill(Layer& layer, std::uint64_t seed, float router_stddev_scale = 4.0f) {
   };
   for (int e = 0; e < c.num_experts; ++e)
     load(c.ffn_size, [&](auto g, auto u, auto d) {
-      if (c.ffn.gated) layer.set_expert(e, g, u, d); else layer.set_expert(e, u, d);
+      if (c.ffn.gated)
+        layer.set_expert(e, g, u, d);
+      else
+        layer.set_expert(e, u, d);
     });
   for (int s = 0; s < c.num_shared_experts; ++s) {
     load(c.shared_ffn_size, [&](auto g, auto u, auto d) {
-      if (c.ffn.gated) layer.set_shared_expert(s, g, u, d); else layer.set_shared_expert(s, u, d);
+      if (c.ffn.gated)
+        layer.set_shared_expert(s, g, u, d);
+      else
+        layer.set_shared_expert(s, u, d);
     });
     if (c.shared_expert_gate) {
       const auto gate = matrix(rng, 1, H, in);

@@ -56,8 +56,8 @@ Result against_reference(const moe::LayerConfig& config, const Routing& routing,
   Result result;
   result.y.assign(x.size(), std::nanf(""));  // the pass must overwrite every element
   moe::Workspace ws = layer.workspace(tokens + 3, threads);
-  const moe::RoutingResult routed = layer.forward(x.data(), config.hidden_size, result.y.data(), config.hidden_size,
-                                                  tokens, ws);
+  const moe::RoutingResult routed =
+      layer.forward(x.data(), config.hidden_size, result.y.data(), config.hidden_size, tokens, ws);
   const reference::Output ref = reference::forward(layer.config(), w, check::gating_of(routing), x.data(), tokens);
 
   const moe::Index H = config.hidden_size;
@@ -66,8 +66,8 @@ Result against_reference(const moe::LayerConfig& config, const Routing& routing,
     const double error = std::abs(double(result.y[i]) - ref.y[i]);
     if (!(error <= ref.error_bound[i])) {
       ++bad;
-      INFO("token " << i / H << " column " << i % H << ": moe " << result.y[i] << " reference " << ref.y[i]
-                    << " error " << error << " bound " << ref.error_bound[i]);
+      INFO("token " << i / H << " column " << i % H << ": moe " << result.y[i] << " reference " << ref.y[i] << " error "
+                    << error << " bound " << ref.error_bound[i]);
       CHECK(error <= ref.error_bound[i]);
     }
   }

@@ -18,10 +18,10 @@ namespace reference {
 using Matrix = std::vector<float>;  // row-major, PyTorch layout W[out][in]
 
 struct Weights {
-  Matrix router;                         // E x H
-  std::vector<Matrix> gate, up, down;    // per routed expert: F x H, F x H, H x F
+  Matrix router;                                                 // E x H
+  std::vector<Matrix> gate, up, down;                            // per routed expert: F x H, F x H, H x F
   std::vector<Matrix> shared_gate_proj, shared_up, shared_down;  // per shared expert
-  std::vector<Matrix> shared_gate;       // per shared expert: 1 x H (when gated)
+  std::vector<Matrix> shared_gate;                               // per shared expert: 1 x H (when gated)
 };
 
 inline Matrix random_matrix(std::mt19937& rng, std::int64_t rows, std::int64_t cols, float scale) {
@@ -69,7 +69,8 @@ void load(Layer& layer, const Weights& w) {
   for (int s = 0; s < c.num_shared_experts; ++s) {
     if (c.ffn.gated)
       layer.set_shared_expert(s, moe::WeightView(w.shared_gate_proj[s].data(), Fs, H),
-                              moe::WeightView(w.shared_up[s].data(), Fs, H), moe::WeightView(w.shared_down[s].data(), H, Fs));
+                              moe::WeightView(w.shared_up[s].data(), Fs, H),
+                              moe::WeightView(w.shared_down[s].data(), H, Fs));
     else
       layer.set_shared_expert(s, moe::WeightView(w.shared_up[s].data(), Fs, H),
                               moe::WeightView(w.shared_down[s].data(), H, Fs));
@@ -79,11 +80,14 @@ void load(Layer& layer, const Weights& w) {
 
 inline double activate(moe::Activation a, double x) {
   switch (a) {
-    case moe::Activation::SiLU: return x / (1.0 + std::exp(-x));
-    case moe::Activation::GELU: return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
+    case moe::Activation::SiLU:
+      return x / (1.0 + std::exp(-x));
+    case moe::Activation::GELU:
+      return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
     case moe::Activation::GELUTanh:
       return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
-    case moe::Activation::ReLU: return x > 0 ? x : 0.0;
+    case moe::Activation::ReLU:
+      return x > 0 ? x : 0.0;
   }
   return 0.0;
 }
@@ -155,7 +159,8 @@ inline std::vector<double> routing_weights(Gating gating, const std::vector<doub
   std::vector<double> w(E, 0.0);
   double chosen = 0;
   for (int j = 0; j < k; ++j) chosen += p[order[j]];
-  for (int j = 0; j < k; ++j) w[order[j]] = gating == Gating::SoftmaxTopKRenormalized ? p[order[j]] / chosen : p[order[j]];
+  for (int j = 0; j < k; ++j)
+    w[order[j]] = gating == Gating::SoftmaxTopKRenormalized ? p[order[j]] / chosen : p[order[j]];
   return w;
 }
 

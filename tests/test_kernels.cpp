@@ -76,7 +76,8 @@ TEST_CASE("softmax, row_max and sum_exp match double precision") {
     CHECK(moe::kernels::sum_exp(x.data(), n, float(top)) == doctest::Approx(sum).epsilon(n * 4e-7));
     std::vector<float> p(static_cast<std::size_t>(n));
     moe::kernels::softmax(x.data(), p.data(), n);
-    for (int i = 0; i < n; ++i) CHECK(p[std::size_t(i)] == doctest::Approx(std::exp(double(x[std::size_t(i)]) - top) / sum).epsilon(n * 4e-7));
+    for (int i = 0; i < n; ++i)
+      CHECK(p[std::size_t(i)] == doctest::Approx(std::exp(double(x[std::size_t(i)]) - top) / sum).epsilon(n * 4e-7));
   }
 }
 

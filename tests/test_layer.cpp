@@ -31,7 +31,10 @@ TEST_CASE("forward matches the reference: many experts, many tokens per expert")
 }
 
 TEST_CASE("forward matches the reference for every expert kind") {
-  const moe::FfnType kinds[] = {moe::SwiGLU, moe::GeGLU, moe::GeluMLP, moe::ReluMLP,
+  const moe::FfnType kinds[] = {moe::SwiGLU,
+                                moe::GeGLU,
+                                moe::GeluMLP,
+                                moe::ReluMLP,
                                 moe::FfnType{moe::Activation::GELUTanh, true},
                                 moe::FfnType{moe::Activation::SiLU, false}};
   unsigned seed = 40;
@@ -59,8 +62,8 @@ TEST_CASE("forward matches the reference with shared experts") {
 }
 
 TEST_CASE("dense MoE runs every expert weighted by the softmax") {
-  check::against_reference<moe::Layer<Dynamic, Dynamic, moe::f32, moe::DenseSoftmax>>(
-      check::config(70, 30, 5, 0), moe::DenseSoftmax(), 9, 61);
+  check::against_reference<moe::Layer<Dynamic, Dynamic, moe::f32, moe::DenseSoftmax>>(check::config(70, 30, 5, 0),
+                                                                                      moe::DenseSoftmax(), 9, 61);
   auto c = check::config(70, 30, 3, 3);
   c.num_shared_experts = 1;
   check::against_reference<moe::Layer<3, 3, moe::f32, moe::DenseSoftmax>>(c, moe::DenseSoftmax(), 4, 62);
@@ -89,7 +92,8 @@ TEST_CASE("the Eigen interface: matrices, maps, row blocks, and in-place") {
   RowMatrix y(6, 40);
   layer.forward(x, y, ws);
   const reference::Output ref = reference::forward(c, w, reference::Gating::SoftmaxTopKRenormalized, x.data(), 6);
-  for (Eigen::Index i = 0; i < y.size(); ++i) CHECK(std::abs(y.data()[i] - ref.y[std::size_t(i)]) <= ref.error_bound[std::size_t(i)]);
+  for (Eigen::Index i = 0; i < y.size(); ++i)
+    CHECK(std::abs(y.data()[i] - ref.y[std::size_t(i)]) <= ref.error_bound[std::size_t(i)]);
 
   SUBCASE("a block of rows of a wider matrix, both ways") {
     RowMatrix wide_in = RowMatrix::Zero(9, 50), wide_out = RowMatrix::Constant(9, 50, 7.0f);

@@ -100,7 +100,8 @@ TEST_CASE_TEMPLATE("a round trip stays within the precision's step", P, moe::bf1
         float largest = 0;
         for (moe::Index i = begin; i < end; ++i) largest = std::max(largest, std::abs(w[std::size_t(r * cols + i)]));
         // Half a quantisation step; for q4 also the f16 rounding of the scale (7 steps of 2^-11 each).
-        step = std::is_same<P, moe::q8>::value ? largest / 254.0f * 1.0001f : largest / 7.0f * (0.5f + 8 * std::ldexp(1.0f, -11));
+        step = std::is_same<P, moe::q8>::value ? largest / 254.0f * 1.0001f
+                                               : largest / 7.0f * (0.5f + 8 * std::ldexp(1.0f, -11));
       }
       INFO("row " << r << " column " << c << ": " << x << " -> " << y);
       REQUIRE(std::abs(y - x) <= step);
@@ -126,7 +127,9 @@ TEST_CASE_TEMPLATE("the layer computes with stored weights like the reference do
   SUBCASE("gated experts, sizes off every block, tokens over several tiles") {
     check::against_reference<Layer>(check::config(77, 45, 5, 2), moe::SoftmaxTopK(true), 23, 201);
   }
-  SUBCASE("one token") { check::against_reference<Layer>(check::config(40, 30, 4, 2), moe::SoftmaxTopK(false), 1, 202); }
+  SUBCASE("one token") {
+    check::against_reference<Layer>(check::config(40, 30, 4, 2), moe::SoftmaxTopK(false), 1, 202);
+  }
   SUBCASE("an FFN wider than a depth block, a plain MLP, a shared expert") {
     auto c = check::config(33, 530, 3, 1, moe::ReluMLP);
     c.num_shared_experts = 1;
@@ -147,13 +150,17 @@ TEST_CASE("weights a precision cannot hold are refused with their place") {
   moe::Layer<Dynamic, Dynamic, moe::f16> layer(c);
   std::vector<float> a(4 * 8, 0.5f), b(8 * 4, 0.5f);
   a[9] = 1e5f;
-  CHECK_THROWS_WITH_AS(layer.set_expert(0, moe::WeightView(a.data(), 4, 8), moe::WeightView(b.data(), 4, 8), moe::WeightView(b.data(), 8, 4)),
-                       doctest::Contains("expert 0 gate weight 100000.000000 at (1, 1) is outside the range of f16"), moe::Error);
+  CHECK_THROWS_WITH_AS(layer.set_expert(0, moe::WeightView(a.data(), 4, 8), moe::WeightView(b.data(), 4, 8),
+                                        moe::WeightView(b.data(), 8, 4)),
+                       doctest::Contains("expert 0 gate weight 100000.000000 at (1, 1) is outside the range of f16"),
+                       moe::Error);
   moe::Layer<Dynamic, Dynamic, moe::q4> small(c);
   a[9] = 1e5f;  // representable as a q4 block scale: 1e5 / 7 < 65504
-  CHECK_NOTHROW(small.set_expert(0, moe::WeightView(a.data(), 4, 8), moe::WeightView(b.data(), 4, 8), moe::WeightView(b.data(), 8, 4)));
+  CHECK_NOTHROW(small.set_expert(0, moe::WeightView(a.data(), 4, 8), moe::WeightView(b.data(), 4, 8),
+                                 moe::WeightView(b.data(), 8, 4)));
   a[9] = 1e6f;
-  CHECK_THROWS_WITH_AS(small.set_expert(0, moe::WeightView(a.data(), 4, 8), moe::WeightView(b.data(), 4, 8), moe::WeightView(b.data(), 8, 4)),
+  CHECK_THROWS_WITH_AS(small.set_expert(0, moe::WeightView(a.data(), 4, 8), moe::WeightView(b.data(), 4, 8),
+                                        moe::WeightView(b.data(), 8, 4)),
                        doctest::Contains("outside the range of q4"), moe::Error);
 }
 
@@ -209,28 +216,29 @@ TEST_CASE_TEMPLATE("the micro-kernel multiplies by packed panels of every precis
   const float* rows[kRows];
   for (int r = 0; r < kRows; ++r) rows[r] = a.data() + r * depth;
   for (int count = 1; count <= kRows; ++count)
-  for (moe::Index p = 0; p < packed.panels(); ++p) {
-    for (moe::Index k0 : {moe::Index(0), moe::kernels::kDepthBlock}) {
-      const moe::Index span = k0 == 0 ? moe::kernels::kDepthBlock : depth - k0;
-      const float* shifted[kRows];
-      for (int r = 0; r < kRows; ++r) shifted[r] = rows[r] + k0;
-      moe::kernels::multiply_rows(shifted, count, packed.panel(p, k0), span, [&](auto& acc, int n) {
-        REQUIRE(n == count);
-        for (int r = 0; r < n; ++r) {
-          float lanes[kPanelColumns];
-          for (int v = 0; v < moe::kernels::kTileVectors; ++v) moe::simd::store(lanes + v * moe::simd::kWidth, acc[r][v]);
-          for (int c = 0; c < kPanelColumns; ++c) {
-            const moe::Index o = p * kPanelColumns + c;
-            double expected = 0, magnitude = 0;
-            for (moe::Index k = k0; o < out && k < std::min(in, k0 + span); ++k) {
-              expected += double(w[std::size_t(o * in + k)]) * rows[r][k];
-              magnitude += std::abs(double(w[std::size_t(o * in + k)]) * rows[r][k]);
+    for (moe::Index p = 0; p < packed.panels(); ++p) {
+      for (moe::Index k0 : {moe::Index(0), moe::kernels::kDepthBlock}) {
+        const moe::Index span = k0 == 0 ? moe::kernels::kDepthBlock : depth - k0;
+        const float* shifted[kRows];
+        for (int r = 0; r < kRows; ++r) shifted[r] = rows[r] + k0;
+        moe::kernels::multiply_rows(shifted, count, packed.panel(p, k0), span, [&](auto& acc, int n) {
+          REQUIRE(n == count);
+          for (int r = 0; r < n; ++r) {
+            float lanes[kPanelColumns];
+            for (int v = 0; v < moe::kernels::kTileVectors; ++v)
+              moe::simd::store(lanes + v * moe::simd::kWidth, acc[r][v]);
+            for (int c = 0; c < kPanelColumns; ++c) {
+              const moe::Index o = p * kPanelColumns + c;
+              double expected = 0, magnitude = 0;
+              for (moe::Index k = k0; o < out && k < std::min(in, k0 + span); ++k) {
+                expected += double(w[std::size_t(o * in + k)]) * rows[r][k];
+                magnitude += std::abs(double(w[std::size_t(o * in + k)]) * rows[r][k]);
+              }
+              INFO("panel " << p << " k0 " << k0 << " row " << r << " column " << c);
+              CHECK(std::abs(lanes[c] - expected) <= 2 * in * std::numeric_limits<float>::epsilon() * magnitude);
             }
-            INFO("panel " << p << " k0 " << k0 << " row " << r << " column " << c);
-            CHECK(std::abs(lanes[c] - expected) <= 2 * in * std::numeric_limits<float>::epsilon() * magnitude);
           }
-        }
-      });
+        });
+      }
     }
-  }
 }

@@ -69,8 +69,7 @@ TEST_CASE("a steady-state forward pass allocates nothing") {
     moe::Workspace ws = layer.workspace(32, threads);
     layer.forward(x.data(), 64, y.data(), 64, 32, ws);  // warm-up: lets OpenMP start its thread pool
     const long before = allocations.load();
-    for (moe::Index tokens : {1, 7, 32, 2})
-      layer.forward(x.data(), 64, y.data(), 64, tokens, ws);
+    for (moe::Index tokens : {1, 7, 32, 2}) layer.forward(x.data(), 64, y.data(), 64, tokens, ws);
     using RowMatrix = moe::Layer<>::RowMatrix;
     Eigen::Map<const RowMatrix> xm(x.data(), 32, 64);
     Eigen::Map<RowMatrix> ym(y.data(), 32, 64);

@@ -42,9 +42,9 @@ static_assert(MOE_MAX_THREADS >= 1, "MOE_MAX_THREADS must be at least 1");
 
 // Throws moe::Error("moe::<where>: <problem>") unless `condition` holds. A macro so that the message, often
 // built with std::to_string, is only evaluated on failure: checks sit on paths that must not allocate.
-#define MOE_CHECK(condition, where, problem)                          \
-  do {                                                                \
-    if (!(condition)) ::moe::detail::fail((where), (problem));        \
+#define MOE_CHECK(condition, where, problem)                   \
+  do {                                                         \
+    if (!(condition)) ::moe::detail::fail((where), (problem)); \
   } while (false)
 
 namespace moe {

@@ -80,8 +80,8 @@ private:
   static void check_matrix(const WeightView& w, Index rows, Index cols, const std::string& what) {
     MOE_CHECK(w.data != nullptr, "ExpertWeights::load", what + " weight is null");
     MOE_CHECK(w.rows == rows && w.cols == cols, "ExpertWeights::load",
-                  what + " weight is " + std::to_string(w.rows) + " x " + std::to_string(w.cols) + ", expected " +
-                      std::to_string(rows) + " x " + std::to_string(cols));
+              what + " weight is " + std::to_string(w.rows) + " x " + std::to_string(w.cols) + ", expected " +
+                  std::to_string(rows) + " x " + std::to_string(cols));
     MOE_CHECK(w.stride >= cols, "ExpertWeights::load", what + " weight has a row stride below its width");
     for (Index r = 0; r < rows; ++r) {
       const float* row = w.data + r * w.stride;
@@ -89,8 +89,8 @@ private:
                 what + " weight has NaN or Inf in row " + std::to_string(r));
       for (Index c = 0; c < cols && max_magnitude<Precision>() < max_magnitude<f32>(); ++c)
         MOE_CHECK(std::fabs(row[c]) <= max_magnitude<Precision>(), "ExpertWeights::load",
-                  what + " weight " + std::to_string(row[c]) + " at (" + std::to_string(r) + ", " +
-                      std::to_string(c) + ") is outside the range of " + TypeName<Precision>());
+                  what + " weight " + std::to_string(row[c]) + " at (" + std::to_string(r) + ", " + std::to_string(c) +
+                      ") is outside the range of " + TypeName<Precision>());
     }
   }
 

@@ -93,9 +93,6 @@ class Layer {
   static_assert(!Routing::kSelectsAll || TopK == Dynamic || TopK == Experts,
                 "moe::Layer: a dense routing policy runs every expert: leave TopK Dynamic or equal to Experts");
   static_assert(is_supported_precision<Precision>::value, "moe::Layer: this weight precision is not implemented");
-  static_assert(noexcept(std::declval<const Routing&>().template route<Routing::kSelectsAll ? Experts : TopK>(
-                    nullptr, 0, 0, nullptr, nullptr)),
-                "moe::Layer: Routing::route must be noexcept (it runs inside an OpenMP parallel region)");
 
 public:
   using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -104,6 +101,8 @@ public:
   static constexpr int kExperts = Experts;
   // Experts each token visits: TopK, or every expert under a dense policy.
   static constexpr int kSlots = Routing::kSelectsAll ? Experts : TopK;
+  static_assert(noexcept(std::declval<const Routing&>().template route<kSlots>(nullptr, 0, 0, nullptr, nullptr)),
+                "moe::Layer: Routing::route must be noexcept (it runs inside an OpenMP parallel region)");
 
   explicit Layer(const LayerConfig& config, Routing routing = Routing{}) : config_(config), routing_(routing) {
     const char* where = "Layer";
@@ -111,22 +110,22 @@ public:
     MOE_CHECK(config.ffn_size > 0, where, "ffn_size must be positive, got " + std::to_string(config.ffn_size));
     if (Experts != Dynamic && config_.num_experts == 0) config_.num_experts = Experts;
     MOE_CHECK(Experts == Dynamic || config_.num_experts == Experts, where,
-                  "num_experts is " + std::to_string(config_.num_experts) + " but the Layer type fixes " +
-                      std::to_string(Experts));
+              "num_experts is " + std::to_string(config_.num_experts) + " but the Layer type fixes " +
+                  std::to_string(Experts));
     MOE_CHECK(config_.num_experts >= 1, where, "num_experts must be >= 1, got " + std::to_string(config_.num_experts));
     const int experts = config_.num_experts;
     if (Routing::kSelectsAll) {
       MOE_CHECK(config_.top_k == 0 || config_.top_k == experts, where,
-                    std::string(Routing::kName) + " runs every expert: top_k must be 0 or num_experts, got " +
-                        std::to_string(config_.top_k));
+                std::string(Routing::kName) + " runs every expert: top_k must be 0 or num_experts, got " +
+                    std::to_string(config_.top_k));
       config_.top_k = experts;
     } else {
       if (TopK != Dynamic && config_.top_k == 0) config_.top_k = TopK;
       MOE_CHECK(TopK == Dynamic || config_.top_k == TopK, where,
-                    "top_k is " + std::to_string(config_.top_k) + " but the Layer type fixes " + std::to_string(TopK));
-      MOE_CHECK(config_.top_k >= 1 && config_.top_k <= experts, where,
-                    "top_k must be in [1, num_experts = " + std::to_string(experts) + "], got " +
-                        std::to_string(config_.top_k));
+                "top_k is " + std::to_string(config_.top_k) + " but the Layer type fixes " + std::to_string(TopK));
+      MOE_CHECK(
+          config_.top_k >= 1 && config_.top_k <= experts, where,
+          "top_k must be in [1, num_experts = " + std::to_string(experts) + "], got " + std::to_string(config_.top_k));
     }
     MOE_CHECK(config_.num_shared_experts >= 0 && config_.num_shared_experts <= (1 << 16), where,
               "num_shared_experts must be in [0, 65536], got " + std::to_string(config_.num_shared_experts));
@@ -134,8 +133,13 @@ public:
     MOE_CHECK(config_.shared_ffn_size >= 0, where, "shared_ffn_size must be >= 0");
     if (config_.shared_ffn_size == 0) config_.shared_ffn_size = config_.ffn_size;
     switch (config_.ffn.activation) {
-      case Activation::SiLU: case Activation::GELU: case Activation::GELUTanh: case Activation::ReLU: break;
-      default: detail::fail(where, "unknown activation " + std::to_string(int(config_.ffn.activation)));
+      case Activation::SiLU:
+      case Activation::GELU:
+      case Activation::GELUTanh:
+      case Activation::ReLU:
+        break;
+      default:
+        detail::fail(where, "unknown activation " + std::to_string(int(config_.ffn.activation)));
     }
 
     experts_.resize(static_cast<std::size_t>(experts + config_.num_shared_experts));
@@ -148,8 +152,8 @@ public:
     shape_.slots = slots();
     shape_.experts = experts;
     shape_.shared_experts = config_.num_shared_experts;
-    shape_.hidden_row_floats = Index(slots()) * ffn_padded(0) +
-                               Index(shared_experts()) * (shared_experts() ? ffn_padded(experts) : 0);
+    shape_.hidden_row_floats =
+        Index(slots()) * ffn_padded(0) + Index(shared_experts()) * (shared_experts() ? ffn_padded(experts) : 0);
     for (int e = 0; e < expert_count(); ++e) shape_.input_items += input_panels(e);
   }
 
@@ -205,7 +209,7 @@ public:
   // The 1 x hidden_size gate of shared expert s (needs config.shared_expert_gate).
   void set_shared_expert_gate(int s, const WeightView& weight) {
     MOE_CHECK(config_.shared_expert_gate, "Layer::set_shared_expert_gate",
-                  "this layer was configured without shared_expert_gate");
+              "this layer was configured without shared_expert_gate");
     check_index(s, config_.num_shared_experts, "set_shared_expert_gate", "shared expert");
     check_view(weight, 1, config_.hidden_size, "set_shared_expert_gate", "shared expert gate");
     check_router_row(config_.num_experts + s, weight.data);
@@ -284,10 +288,11 @@ public:
                   "moe::Layer::forward: x must be row-major (tokens x hidden), to be read without a copy");
     MOE_CHECK(x.innerStride() == 1, "Layer::forward", "x must have unit inner stride");
     MOE_CHECK(x.rows() == y.rows() && x.cols() == y.cols(), "Layer::forward",
-                  "x is " + std::to_string(x.rows()) + " x " + std::to_string(x.cols()) + " but y is " +
-                      std::to_string(y.rows()) + " x " + std::to_string(y.cols()));
-    MOE_CHECK(x.cols() == hidden_size(), "Layer::forward",
-                  "x has " + std::to_string(x.cols()) + " columns, expected hidden_size = " + std::to_string(hidden_size()));
+              "x is " + std::to_string(x.rows()) + " x " + std::to_string(x.cols()) + " but y is " +
+                  std::to_string(y.rows()) + " x " + std::to_string(y.cols()));
+    MOE_CHECK(
+        x.cols() == hidden_size(), "Layer::forward",
+        "x has " + std::to_string(x.cols()) + " columns, expected hidden_size = " + std::to_string(hidden_size()));
     return forward(x.derived().data(), x.rows() == 1 ? x.cols() : x.outerStride(), y.data(),
                    y.rows() == 1 ? y.cols() : y.outerStride(), x.rows(), ws);
   }
@@ -323,7 +328,6 @@ private:
   Index ffn_of(int e) const { return e < experts() ? config_.ffn_size : config_.shared_ffn_size; }
   Index ffn_padded(int e) const { return Expert::ffn_padded(ffn_of(e), config_.ffn.gated); }
   Index input_panels(int e) const { return ffn_padded(e) / Expert::hidden_per_panel(config_.ffn.gated); }
-  
 
   void check_router_row(int row, const float* w) const {
     MOE_CHECK(kernels::all_finite(w, config_.hidden_size), "Layer::set_router",
@@ -338,18 +342,19 @@ private:
   static void check_view(const WeightView& w, Index rows, Index cols, const char* where, const char* what) {
     MOE_CHECK(w.data != nullptr, where, std::string(what) + " is null");
     MOE_CHECK(w.rows == rows && w.cols == cols, where,
-                  std::string(what) + " is " + std::to_string(w.rows) + " x " + std::to_string(w.cols) +
-                      ", expected " + std::to_string(rows) + " x " + std::to_string(cols));
+              std::string(what) + " is " + std::to_string(w.rows) + " x " + std::to_string(w.cols) + ", expected " +
+                  std::to_string(rows) + " x " + std::to_string(cols));
     MOE_CHECK(w.stride >= cols, where, std::string(what) + " has a row stride below its width");
   }
   static void check_index(int i, int count, const char* where, const char* what) {
-    MOE_CHECK(i >= 0 && i < count, where,
-                  std::string(what) + " index " + std::to_string(i) + " is out of range [0, " + std::to_string(count) + ")");
+    MOE_CHECK(
+        i >= 0 && i < count, where,
+        std::string(what) + " index " + std::to_string(i) + " is out of range [0, " + std::to_string(count) + ")");
   }
   void require_gated(bool gated, const char* where) const {
     MOE_CHECK(config_.ffn.gated == gated, where,
-                  gated ? "this layer's experts are plain MLPs: pass (up, down), not (gate, up, down)"
-                        : "this layer's experts are gated: pass (gate, up, down)");
+              gated ? "this layer's experts are plain MLPs: pass (up, down), not (gate, up, down)"
+                    : "this layer's experts are gated: pass (gate, up, down)");
   }
 
   void check_forward(const float* x, Index x_stride, const float* y, Index y_stride, Index tokens,
@@ -358,22 +363,22 @@ private:
     MOE_CHECK(tokens >= 0, where, "token count must be >= 0");
     MOE_CHECK(tokens == 0 || (x != nullptr && y != nullptr), where, "x or y is null");
     MOE_CHECK(x_stride >= hidden_size() && y_stride >= hidden_size(), where,
-                  "row strides must be >= hidden_size = " + std::to_string(hidden_size()));
+              "row strides must be >= hidden_size = " + std::to_string(hidden_size()));
     MOE_CHECK(ws.max_tokens_ > 0, where, "the workspace is empty: make it with Layer::workspace(max_tokens)");
     MOE_CHECK(tokens <= ws.max_tokens_, where,
-                  std::to_string(tokens) + " tokens exceed the workspace's max_tokens = " + std::to_string(ws.max_tokens_));
+              std::to_string(tokens) + " tokens exceed the workspace's max_tokens = " + std::to_string(ws.max_tokens_));
     MOE_CHECK(ws.shape_ == shape_, where, "the workspace was made for a layer of another shape");
     for (int row = 0; row < router_rows_; ++row)
       MOE_CHECK(router_row_loaded_[std::size_t(row)], where,
-                    row < experts() ? "router weights are not set (set_router)"
-                                    : "shared expert gate " + std::to_string(row - experts()) + " is not set");
+                row < experts() ? "router weights are not set (set_router)"
+                                : "shared expert gate " + std::to_string(row - experts()) + " is not set");
     for (int e = 0; e < expert_count(); ++e)
       MOE_CHECK(experts_[std::size_t(e)].loaded(), where,
-                    e < experts() ? "expert " + std::to_string(e) + " has no weights (set_expert)"
-                                  : "shared expert " + std::to_string(e - experts()) + " has no weights");
+                e < experts() ? "expert " + std::to_string(e) + " has no weights (set_expert)"
+                              : "shared expert " + std::to_string(e - experts()) + " has no weights");
     for (Index t = 0; t < tokens; ++t)
       MOE_CHECK(kernels::all_finite(x + t * x_stride, hidden_size()), where,
-                    "input token " + std::to_string(t) + " has NaN or Inf");
+                "input token " + std::to_string(t) + " has NaN or Inf");
   }
 
   static int thread_count(const Workspace& ws) {
@@ -392,8 +397,7 @@ private:
     Index bad_token = -1;
     const int threads = thread_count(ws);
     (void)threads;
-    MOE_OMP(omp parallel num_threads(threads))
-    {
+    MOE_OMP(omp parallel num_threads(threads)) {
       MOE_OMP(omp for schedule(static))
       for (Index item = 0; item < blocks * panels; ++item) {
         const Index first = item / panels * kRows;
@@ -415,14 +419,15 @@ private:
           bad_token = bad_token < 0 ? t : std::min(bad_token, t);  // the first, whatever the schedule
           continue;
         }
-        routing_.template route<kSlots>(row, experts, slots, ws.ids_.data() + t * slots, ws.weights_.data() + t * slots);
+        routing_.template route<kSlots>(row, experts, slots, ws.ids_.data() + t * slots,
+                                        ws.weights_.data() + t * slots);
         for (int s = 0; s < shared; ++s)
           ws.shared_weights_[t * shared + s] =
               config_.shared_expert_gate ? 1.0f / (1.0f + std::exp(-row[experts + s])) : 1.0f;
       }
     }
     MOE_CHECK(bad_token < 0, "Layer::forward",
-                  "router logits of token " + std::to_string(bad_token) + " overflowed to Inf or NaN");
+              "router logits of token " + std::to_string(bad_token) + " overflowed to Inf or NaN");
   }
 
   // Stage 2: counting sort of (token, expert) pairs by expert; tokens stay in increasing order.
@@ -498,10 +503,10 @@ private:
     const Index out_panels = (hidden_size() + kPanel - 1) / kPanel;
     const int threads = thread_count(ws);
     (void)threads;
-    MOE_OMP(omp parallel num_threads(threads))
-    {
+    MOE_OMP(omp parallel num_threads(threads)) {
       MOE_OMP(omp for schedule(dynamic))
-      for (int item = 0; item < items; ++item) compute<A>(ws.items_[2 * item], ws.items_[2 * item + 1], x, x_stride, ws);
+      for (int item = 0; item < items; ++item)
+        compute<A>(ws.items_[2 * item], ws.items_[2 * item + 1], x, x_stride, ws);
       MOE_OMP(omp for schedule(dynamic))
       for (Index p = 0; p < out_panels; ++p) combine(p, y, y_stride, tokens, ws);
     }
@@ -580,7 +585,7 @@ private:
 
   LayerConfig config_;
   Routing routing_;
-  Workspace::Shape shape_;  // what a workspace for this layer holds
+  Workspace::Shape shape_;       // what a workspace for this layer holds
   std::vector<Expert> experts_;  // routed experts, then shared experts
   kernels::PanelMatrix<f32> router_;
   int router_rows_ = 0;

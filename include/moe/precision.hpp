@@ -53,7 +53,8 @@ inline std::uint16_t float_to_f16(float x) {
   const std::uint32_t u = float_bits(x);
   const std::uint32_t sign = (u >> 16) & 0x8000u;
   const std::uint32_t magnitude = u & 0x7fffffffu;
-  if (magnitude >= 0x7f800000u) return static_cast<std::uint16_t>(sign | 0x7c00u | (magnitude > 0x7f800000u ? 0x200u : 0u));
+  if (magnitude >= 0x7f800000u)
+    return static_cast<std::uint16_t>(sign | 0x7c00u | (magnitude > 0x7f800000u ? 0x200u : 0u));
   if (magnitude >= 0x477ff000u) return static_cast<std::uint16_t>(sign | 0x7c00u);  // rounds past 65504
   if (magnitude < 0x38800000u) {
     // Below the smallest normal half (2^-14): a multiple of 2^-24, found exactly in float arithmetic.
@@ -96,7 +97,7 @@ struct f16 {
   using Storage = std::uint16_t;
   static constexpr const char* kName = "f16";
   static constexpr double kBitsPerWeight = 16.0;
-  
+
   static Storage encode(float value) { return detail::float_to_f16(value); }
   static float decode(Storage stored) { return detail::f16_to_float(stored); }
 };
@@ -164,8 +165,8 @@ void round_trip(const float* w, Index rows, Index cols, Index stride, float* out
   for (Index r = 0; r < rows; ++r) {
     const float* row = w + r * stride;
     for (Index c = 0; c < cols; ++c)
-      MOE_CHECK(std::isfinite(row[c]), "round_trip", "w has NaN or Inf at (" + std::to_string(r) + ", " +
-                                                         std::to_string(c) + ")");
+      MOE_CHECK(std::isfinite(row[c]), "round_trip",
+                "w has NaN or Inf at (" + std::to_string(r) + ", " + std::to_string(c) + ")");
     float* dst = out + r * stride;
     if constexpr (std::is_same<Precision, q8>::value) {
       const float scale = q8::row_scale(row, cols);

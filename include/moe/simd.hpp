@@ -148,7 +148,8 @@ MOE_ALWAYS_INLINE Vec load_f16(const std::uint16_t* p) {
 
 MOE_ALWAYS_INLINE Vec load_i8(const std::int8_t* p) {
 #if MOE_SIMD_XSIMD && XSIMD_WITH_AVX512F
-  return Vec(_mm512_maskz_cvtepi32_ps(kAllLanes, _mm512_maskz_cvtepi8_epi32(kAllLanes, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))));
+  return Vec(_mm512_maskz_cvtepi32_ps(
+      kAllLanes, _mm512_maskz_cvtepi8_epi32(kAllLanes, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))));
 #elif MOE_SIMD_XSIMD && XSIMD_WITH_AVX2
   return Vec(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)))));
 #else
@@ -161,8 +162,10 @@ MOE_ALWAYS_INLINE void load_i4_pair(const std::uint8_t* p, Vec& low, Vec& high) 
 #if MOE_SIMD_XSIMD && XSIMD_WITH_AVX512F
   const __m512i bytes = _mm512_maskz_cvtepu8_epi32(kAllLanes, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   const __m512i eight = _mm512_set1_epi32(8);
-  low = Vec(_mm512_maskz_cvtepi32_ps(kAllLanes, _mm512_sub_epi32(_mm512_and_si512(bytes, _mm512_set1_epi32(15)), eight)));
-  high = Vec(_mm512_maskz_cvtepi32_ps(kAllLanes, _mm512_sub_epi32(_mm512_maskz_srli_epi32(kAllLanes, bytes, 4), eight)));
+  low =
+      Vec(_mm512_maskz_cvtepi32_ps(kAllLanes, _mm512_sub_epi32(_mm512_and_si512(bytes, _mm512_set1_epi32(15)), eight)));
+  high =
+      Vec(_mm512_maskz_cvtepi32_ps(kAllLanes, _mm512_sub_epi32(_mm512_maskz_srli_epi32(kAllLanes, bytes, 4), eight)));
 #elif MOE_SIMD_XSIMD && XSIMD_WITH_AVX2
   const __m256i bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
   const __m256i eight = _mm256_set1_epi32(8);

@@ -43,8 +43,8 @@ public:
   Index bytes() const {
     return (logits_.size() + weights_.size() + shared_weights_.size() + assigned_weight_.size() + hidden_.size()) *
                Index(sizeof(float)) +
-           (ids_.size() + counts_.size() + offsets_.size() + fill_.size() + assigned_token_.size() +
-            items_.size()) * Index(sizeof(int)) +
+           (ids_.size() + counts_.size() + offsets_.size() + fill_.size() + assigned_token_.size() + items_.size()) *
+               Index(sizeof(int)) +
            hidden_offset_.size() * Index(sizeof(Index));
   }
 
@@ -60,7 +60,7 @@ private:
     int slots = 0;                // routed experts per token
     int experts = 0;
     int shared_experts = 0;
-    Index input_items = 0;        // (expert, panel) items when every expert is busy
+    Index input_items = 0;  // (expert, panel) items when every expert is busy
     bool operator==(const Shape& o) const {
       return hidden_size == o.hidden_size && logits_width == o.logits_width &&
              hidden_row_floats == o.hidden_row_floats && slots == o.slots && experts == o.experts &&
@@ -82,9 +82,9 @@ private:
   detail::AlignedBuffer<int> fill_;              // per expert: cursor while grouping
   detail::AlignedBuffer<int> assigned_token_;    // grouped (token, weight) pairs, expert by expert
   detail::AlignedBuffer<float> assigned_weight_;
-  detail::AlignedBuffer<Index> hidden_offset_;   // per expert: where its hidden rows start in hidden_
-  detail::AlignedBuffer<float> hidden_;          // hidden activations of every (token, expert) pair
-  detail::AlignedBuffer<int> items_;             // (expert, panel) work items of the input projections
+  detail::AlignedBuffer<Index> hidden_offset_;  // per expert: where its hidden rows start in hidden_
+  detail::AlignedBuffer<float> hidden_;         // hidden activations of every (token, expert) pair
+  detail::AlignedBuffer<int> items_;            // (expert, panel) work items of the input projections
 };
 
 }  // namespace moe

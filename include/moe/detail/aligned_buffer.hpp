@@ -39,8 +39,9 @@ public:
     MOE_CHECK(size >= 0, "AlignedBuffer::resize", "negative size " + std::to_string(size));
     if (size != size_) {
       release();
-      if (size > 0) data_ = static_cast<T*>(::operator new(sizeof(T) * static_cast<std::size_t>(size),
-                                                            std::align_val_t(kAlignment)));
+      if (size > 0)
+        data_ =
+            static_cast<T*>(::operator new(sizeof(T) * static_cast<std::size_t>(size), std::align_val_t(kAlignment)));
       size_ = size;
     }
     if (size_ > 0) std::memset(static_cast<void*>(data_), 0, bytes());

@@ -13,10 +13,14 @@ enum class Activation { SiLU, GELU, GELUTanh, ReLU };
 
 inline const char* activation_name(Activation activation) {
   switch (activation) {
-    case Activation::SiLU: return "silu";
-    case Activation::GELU: return "gelu";
-    case Activation::GELUTanh: return "gelu_tanh";
-    case Activation::ReLU: return "relu";
+    case Activation::SiLU:
+      return "silu";
+    case Activation::GELU:
+      return "gelu";
+    case Activation::GELUTanh:
+      return "gelu_tanh";
+    case Activation::ReLU:
+      return "relu";
   }
   return "unknown";
 }
@@ -46,10 +50,14 @@ MOE_ALWAYS_INLINE simd::Vec activate(const simd::Vec& x) {
 template <class F>
 decltype(auto) with_activation(Activation activation, F&& f) {
   switch (activation) {
-    case Activation::GELU: return f(std::integral_constant<Activation, Activation::GELU>{});
-    case Activation::GELUTanh: return f(std::integral_constant<Activation, Activation::GELUTanh>{});
-    case Activation::ReLU: return f(std::integral_constant<Activation, Activation::ReLU>{});
-    case Activation::SiLU: break;
+    case Activation::GELU:
+      return f(std::integral_constant<Activation, Activation::GELU>{});
+    case Activation::GELUTanh:
+      return f(std::integral_constant<Activation, Activation::GELUTanh>{});
+    case Activation::ReLU:
+      return f(std::integral_constant<Activation, Activation::ReLU>{});
+    case Activation::SiLU:
+      break;
   }
   return f(std::integral_constant<Activation, Activation::SiLU>{});
 }

@@ -28,10 +28,14 @@ inline constexpr int kPrefetchBytes = 2048;
 template <class Precision>
 MOE_ALWAYS_INLINE void load_weight_row(const typename PanelFormat<Precision>::Code* row, simd::Vec (&w)[kTileVectors]) {
   for (int v = 0; v < kTileVectors; ++v) {
-    if constexpr (std::is_same<Precision, f32>::value) w[v] = simd::load(row + v * simd::kWidth);
-    else if constexpr (std::is_same<Precision, bf16>::value) w[v] = simd::load_bf16(row + v * simd::kWidth);
-    else if constexpr (std::is_same<Precision, f16>::value) w[v] = simd::load_f16(row + v * simd::kWidth);
-    else if constexpr (std::is_same<Precision, q8>::value) w[v] = simd::load_i8(row + v * simd::kWidth);
+    if constexpr (std::is_same<Precision, f32>::value)
+      w[v] = simd::load(row + v * simd::kWidth);
+    else if constexpr (std::is_same<Precision, bf16>::value)
+      w[v] = simd::load_bf16(row + v * simd::kWidth);
+    else if constexpr (std::is_same<Precision, f16>::value)
+      w[v] = simd::load_f16(row + v * simd::kWidth);
+    else if constexpr (std::is_same<Precision, q8>::value)
+      w[v] = simd::load_i8(row + v * simd::kWidth);
   }
   if constexpr (std::is_same<Precision, q4>::value) {
     for (int v = 0; v < kTileVectors / 2; ++v)
@@ -89,7 +93,8 @@ MOE_ALWAYS_INLINE void multiply_tile(const float* const* rows, const PanelRef<Pr
       simd::Vec scale[kTileVectors];
       const std::uint16_t* block_scales = panel.scales + k0 / q4::kBlock * kPanelColumns;
       for (int v = 0; v < kTileVectors; ++v) scale[v] = simd::load_f16(block_scales + v * simd::kWidth);
-      accumulate_rows<Rows, Precision, true>(rows, panel.codes, k0, std::min<Index>(depth, k0 + q4::kBlock), scale, acc);
+      accumulate_rows<Rows, Precision, true>(rows, panel.codes, k0, std::min<Index>(depth, k0 + q4::kBlock), scale,
+                                             acc);
     }
   } else {
     accumulate_rows<Rows, Precision, false>(rows, panel.codes, 0, depth, nullptr, acc);

@@ -123,7 +123,8 @@ public:
   }
   // Bytes a pass streams to read the whole matrix: codes and scales.
   double bytes() const {
-    return double(codes_.size()) * sizeof(Code) + (Format::kScaleRows != 0 ? double(scales_.size()) * sizeof(Scale) : 0.0);
+    return double(codes_.size()) * sizeof(Code) +
+           (Format::kScaleRows != 0 ? double(scales_.size()) * sizeof(Scale) : 0.0);
   }
 
 private:
@@ -155,7 +156,7 @@ private:
           c = static_cast<Code>((c & (0xF0 >> shift)) | ((q[i] + 8) << shift));
         }
       }
-      
+
     } else {
       for (Index k = 0; k < in; ++k) codes[k * kPanelColumns + column] = Precision::encode(w[k]);
     }
