@@ -35,6 +35,19 @@ struct WeightView {
   WeightView(const float* d, Index r, Index c, Index s = 0) : data(d), rows(r), cols(c), stride(s ? s : c) {}
 };
 
+namespace detail {
+
+// A weight view has data, the expected shape, and rows at least as far apart as they are wide.
+inline void check_view(const WeightView& w, Index rows, Index cols, const char* where, const std::string& what) {
+  MOE_CHECK(w.data != nullptr, where, what + " is null");
+  MOE_CHECK(w.rows == rows && w.cols == cols, where,
+            what + " is " + std::to_string(w.rows) + " x " + std::to_string(w.cols) + ", expected " +
+                std::to_string(rows) + " x " + std::to_string(cols));
+  MOE_CHECK(w.stride >= cols, where, what + " has a row stride below its width");
+}
+
+}  // namespace detail
+
 // One expert's weights, packed: the input projection (gate and up interleaved when gated) and the down
 // projection, both as column panels. The hidden activation between them is ffn_padded() wide, a whole
 // number of panels, and the padding is zero in both projections, so it never changes a result.
@@ -51,12 +64,13 @@ public:
     return simd::round_up(ffn_size, hidden_per_panel(gated));
   }
 
-  // gate is ignored (may be empty) for a plain MLP. `what` names the expert in error messages.
+  // gate is ignored (may be empty) for a plain MLP. `where` and `what` name the caller and the expert in
+  // error messages.
   void load(const FfnType& type, Index hidden_size, Index ffn_size, const WeightView& gate, const WeightView& up,
-            const WeightView& down, const std::string& what) {
-    if (type.gated) check_matrix(gate, ffn_size, hidden_size, what + " gate");
-    check_matrix(up, ffn_size, hidden_size, what + " up");
-    check_matrix(down, hidden_size, ffn_size, what + " down");
+            const WeightView& down, const char* where, const std::string& what) {
+    if (type.gated) check_matrix(gate, ffn_size, hidden_size, where, what + " gate weight");
+    check_matrix(up, ffn_size, hidden_size, where, what + " up weight");
+    check_matrix(down, hidden_size, ffn_size, where, what + " down weight");
     const Index padded = ffn_padded(ffn_size, type.gated);
     ffn_padded_ = 0;  // not loaded until both projections are packed (packing may throw bad_alloc)
     if (type.gated)
@@ -77,19 +91,14 @@ public:
   double bytes() const { return input_.bytes() + down_.bytes(); }
 
 private:
-  static void check_matrix(const WeightView& w, Index rows, Index cols, const std::string& what) {
-    MOE_CHECK(w.data != nullptr, "ExpertWeights::load", what + " weight is null");
-    MOE_CHECK(w.rows == rows && w.cols == cols, "ExpertWeights::load",
-              what + " weight is " + std::to_string(w.rows) + " x " + std::to_string(w.cols) + ", expected " +
-                  std::to_string(rows) + " x " + std::to_string(cols));
-    MOE_CHECK(w.stride >= cols, "ExpertWeights::load", what + " weight has a row stride below its width");
+  static void check_matrix(const WeightView& w, Index rows, Index cols, const char* where, const std::string& what) {
+    detail::check_view(w, rows, cols, where, what);
     for (Index r = 0; r < rows; ++r) {
       const float* row = w.data + r * w.stride;
-      MOE_CHECK(kernels::all_finite(row, cols), "ExpertWeights::load",
-                what + " weight has NaN or Inf in row " + std::to_string(r));
+      MOE_CHECK(kernels::all_finite(row, cols), where, what + " has NaN or Inf in row " + std::to_string(r));
       for (Index c = 0; c < cols && max_magnitude<Precision>() < max_magnitude<f32>(); ++c)
-        MOE_CHECK(std::fabs(row[c]) <= max_magnitude<Precision>(), "ExpertWeights::load",
-                  what + " weight " + std::to_string(row[c]) + " at (" + std::to_string(r) + ", " + std::to_string(c) +
+        MOE_CHECK(std::fabs(row[c]) <= max_magnitude<Precision>(), where,
+                  what + " " + std::to_string(row[c]) + " at (" + std::to_string(r) + ", " + std::to_string(c) +
                       ") is outside the range of " + TypeName<Precision>());
     }
   }

@@ -161,7 +161,7 @@ public:
 
   // The router's linear layer: num_experts x hidden_size (no bias, as in every supported model).
   void set_router(const WeightView& weight) {
-    check_view(weight, config_.num_experts, config_.hidden_size, "set_router", "router weight");
+    detail::check_view(weight, config_.num_experts, config_.hidden_size, "Layer::set_router", "router weight");
     for (int e = 0; e < config_.num_experts; ++e) check_router_row(e, weight.data + e * weight.stride);
     for (int e = 0; e < config_.num_experts; ++e) set_router_row(e, weight.data + e * weight.stride);
   }
@@ -169,38 +169,38 @@ public:
 
   // Routed expert e in [0, num_experts): gate and up are ffn_size x hidden_size, down hidden_size x ffn_size.
   void set_expert(int e, const WeightView& gate, const WeightView& up, const WeightView& down) {
-    check_index(e, config_.num_experts, "set_expert", "expert");
-    require_gated(true, "set_expert");
+    check_index(e, config_.num_experts, "Layer::set_expert", "expert");
+    require_gated(true, "Layer::set_expert");
     experts_[std::size_t(e)].load(config_.ffn, config_.hidden_size, config_.ffn_size, gate, up, down,
-                                  "moe::Layer::set_expert: expert " + std::to_string(e));
+                                  "Layer::set_expert", "expert " + std::to_string(e));
   }
   void set_expert(int e, const WeightRef& gate, const WeightRef& up, const WeightRef& down) {
     set_expert(e, view(gate), view(up), view(down));
   }
   // A plain (ungated) MLP expert: up is ffn_size x hidden_size (Switch's wi), down hidden_size x ffn_size (wo).
   void set_expert(int e, const WeightView& up, const WeightView& down) {
-    check_index(e, config_.num_experts, "set_expert", "expert");
-    require_gated(false, "set_expert");
+    check_index(e, config_.num_experts, "Layer::set_expert", "expert");
+    require_gated(false, "Layer::set_expert");
     experts_[std::size_t(e)].load(config_.ffn, config_.hidden_size, config_.ffn_size, WeightView{}, up, down,
-                                  "moe::Layer::set_expert: expert " + std::to_string(e));
+                                  "Layer::set_expert", "expert " + std::to_string(e));
   }
   void set_expert(int e, const WeightRef& up, const WeightRef& down) { set_expert(e, view(up), view(down)); }
 
   // Shared expert s in [0, num_shared_experts), shaped like a routed one with shared_ffn_size.
   void set_shared_expert(int s, const WeightView& gate, const WeightView& up, const WeightView& down) {
-    check_index(s, config_.num_shared_experts, "set_shared_expert", "shared expert");
-    require_gated(true, "set_shared_expert");
+    check_index(s, config_.num_shared_experts, "Layer::set_shared_expert", "shared expert");
+    require_gated(true, "Layer::set_shared_expert");
     shared(s).load(config_.ffn, config_.hidden_size, config_.shared_ffn_size, gate, up, down,
-                   "moe::Layer::set_shared_expert: shared expert " + std::to_string(s));
+                   "Layer::set_shared_expert", "shared expert " + std::to_string(s));
   }
   void set_shared_expert(int s, const WeightRef& gate, const WeightRef& up, const WeightRef& down) {
     set_shared_expert(s, view(gate), view(up), view(down));
   }
   void set_shared_expert(int s, const WeightView& up, const WeightView& down) {
-    check_index(s, config_.num_shared_experts, "set_shared_expert", "shared expert");
-    require_gated(false, "set_shared_expert");
+    check_index(s, config_.num_shared_experts, "Layer::set_shared_expert", "shared expert");
+    require_gated(false, "Layer::set_shared_expert");
     shared(s).load(config_.ffn, config_.hidden_size, config_.shared_ffn_size, WeightView{}, up, down,
-                   "moe::Layer::set_shared_expert: shared expert " + std::to_string(s));
+                   "Layer::set_shared_expert", "shared expert " + std::to_string(s));
   }
   void set_shared_expert(int s, const WeightRef& up, const WeightRef& down) {
     set_shared_expert(s, view(up), view(down));
@@ -210,8 +210,8 @@ public:
   void set_shared_expert_gate(int s, const WeightView& weight) {
     MOE_CHECK(config_.shared_expert_gate, "Layer::set_shared_expert_gate",
               "this layer was configured without shared_expert_gate");
-    check_index(s, config_.num_shared_experts, "set_shared_expert_gate", "shared expert");
-    check_view(weight, 1, config_.hidden_size, "set_shared_expert_gate", "shared expert gate");
+    check_index(s, config_.num_shared_experts, "Layer::set_shared_expert_gate", "shared expert");
+    detail::check_view(weight, 1, config_.hidden_size, "Layer::set_shared_expert_gate", "shared expert gate");
     check_router_row(config_.num_experts + s, weight.data);
     set_router_row(config_.num_experts + s, weight.data);
   }
@@ -339,13 +339,6 @@ private:
     router_row_loaded_[std::size_t(row)] = true;
   }
 
-  static void check_view(const WeightView& w, Index rows, Index cols, const char* where, const char* what) {
-    MOE_CHECK(w.data != nullptr, where, std::string(what) + " is null");
-    MOE_CHECK(w.rows == rows && w.cols == cols, where,
-              std::string(what) + " is " + std::to_string(w.rows) + " x " + std::to_string(w.cols) + ", expected " +
-                  std::to_string(rows) + " x " + std::to_string(cols));
-    MOE_CHECK(w.stride >= cols, where, std::string(what) + " has a row stride below its width");
-  }
   static void check_index(int i, int count, const char* where, const char* what) {
     MOE_CHECK(
         i >= 0 && i < count, where,
