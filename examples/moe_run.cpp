@@ -47,8 +47,9 @@ options:
   --top-k K       experts per token (default 2)
   --shared S      always-on shared experts of FFN size F (default 0)
   --no-renormalize  keep the full-softmax weights of the chosen experts (Qwen2-MoE/OLMoE style)
-  --dtype T       expert weight storage: f32 (default), bf16, f16, q8 (int8, a scale per row) or
-                  q4 (int4, an f16 scale per 32 weights); the router stays f32
+  --dtype T       expert weight storage: f32 (default), bf16, f16, q8 (int8, a scale per row),
+                  q4 (int4, an f16 scale per 32 weights), or q8a8 / q4a8 (q8 / q4 weights with
+                  activations quantised to int8 per 32 values: int8 dot products); the router stays f32
   --seed N        seed of the synthetic weights and tokens (default 1)
   --help          this text
 )";
@@ -105,8 +106,9 @@ Options parse(int argc, char** argv) {
       if (value == nullptr) fail("--dtype needs a value");
       o.dtype = value;
       ++i;
-      if (o.dtype != "f32" && o.dtype != "bf16" && o.dtype != "f16" && o.dtype != "q8" && o.dtype != "q4")
-        fail("--dtype must be one of f32, bf16, f16, q8, q4, got '" + o.dtype + "'");
+      if (o.dtype != "f32" && o.dtype != "bf16" && o.dtype != "f16" && o.dtype != "q8" && o.dtype != "q4" &&
+          o.dtype != "q8a8" && o.dtype != "q4a8")
+        fail("--dtype must be one of f32, bf16, f16, q8, q4, q8a8, q4a8, got '" + o.dtype + "'");
     } else {
       fail("unknown option '" + arg + "'");
     }
@@ -207,6 +209,8 @@ int main(int argc, char** argv) {
     if (options.dtype == "f16") return run<moe::f16>(options);
     if (options.dtype == "q8") return run<moe::q8>(options);
     if (options.dtype == "q4") return run<moe::q4>(options);
+    if (options.dtype == "q8a8") return run<moe::q8a8>(options);
+    if (options.dtype == "q4a8") return run<moe::q4a8>(options);
     return run<moe::f32>(options);
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "moe-run: out of memory for this shape (try a smaller --hidden, --ffn or --experts)\n");

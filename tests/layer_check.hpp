@@ -58,7 +58,8 @@ Result against_reference(const moe::LayerConfig& config, const Routing& routing,
   moe::Workspace ws = layer.workspace(tokens + 3, threads);
   const moe::RoutingResult routed =
       layer.forward(x.data(), config.hidden_size, result.y.data(), config.hidden_size, tokens, ws);
-  const reference::Output ref = reference::forward(layer.config(), w, check::gating_of(routing), x.data(), tokens);
+  const reference::Output ref = reference::forward(layer.config(), w, check::gating_of(routing), x.data(), tokens,
+                                                   moe::int8_activations<typename Layer::WeightPrecision>::value);
 
   const moe::Index H = config.hidden_size;
   int bad = 0;

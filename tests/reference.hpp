@@ -101,32 +101,58 @@ struct ExpertOutput {
 // The largest |act'(x)| over the reals (SiLU 1.1, GELU 1.13, ReLU 1): how input errors can grow.
 inline double max_slope(moe::Activation a) { return a == moe::Activation::ReLU ? 1.0 : 1.13; }
 
+// The most an int8 activation code (moe/kernels/quantize.hpp: blocks of 32 values, scale max|x| / 127)
+// can be off from each value of v, given that each v[i] may itself be off by up to v_error[i] (so the block
+// maximum, and with it the scale, may be too): half a step of the largest scale possible, and a margin for
+// the f32 rounding of the scale and of x * 127 / max.
+inline std::vector<double> int8_step_error(const std::vector<double>& v, const std::vector<double>& v_error) {
+  std::vector<double> step(v.size());
+  for (std::size_t b = 0; b < v.size(); b += 32) {
+    const std::size_t end = std::min(v.size(), b + 32);
+    double largest = 0;
+    for (std::size_t i = b; i < end; ++i) largest = std::max(largest, std::abs(v[i]) + v_error[i]);
+    for (std::size_t i = b; i < end; ++i) step[i] = 0.51 * largest / 127.0;
+  }
+  return step;
+}
+
 // down(act(gate x) * up x), or down(act(up x)). The bound is the classic one for float dot products of
 // length n, |error| <= n * eps * sum |a_i b_i|, carried through the activation (its slope bounds how an
 // input error grows) and the down projection, with one extra n for the rounding of the hidden values.
+// With int8_activations, x and the hidden values each also carry their int8 quantisation error
+// (int8_step_error), carried the same way: the error the q8a8 / q4a8 precisions add, stated as a bound.
 inline ExpertOutput ffn(const moe::FfnType& type, const float* x, const Matrix& gate, const Matrix& up,
-                        const Matrix& down, std::int64_t H, std::int64_t F) {
+                        const Matrix& down, std::int64_t H, std::int64_t F, bool int8_activations = false) {
   const double eps = std::numeric_limits<float>::epsilon();
+  std::vector<double> x_step(static_cast<std::size_t>(H), 0.0);
+  if (int8_activations) x_step = int8_step_error(std::vector<double>(x, x + H), std::vector<double>(H, 0.0));
   std::vector<double> h(static_cast<std::size_t>(F)), h_error(static_cast<std::size_t>(F));
   for (std::int64_t f = 0; f < F; ++f) {
-    double u = 0, g = 0, u_abs = 0, g_abs = 0;
+    double u = 0, g = 0, u_abs = 0, g_abs = 0, u_step = 0, g_step = 0;
     for (std::int64_t k = 0; k < H; ++k) {
       u += double(up[f * H + k]) * x[k];
       u_abs += std::abs(double(up[f * H + k]) * x[k]);
+      u_step += std::abs(double(up[f * H + k])) * x_step[k];
       if (type.gated) {
         g += double(gate[f * H + k]) * x[k];
         g_abs += std::abs(double(gate[f * H + k]) * x[k]);
+        g_step += std::abs(double(gate[f * H + k])) * x_step[k];
       }
     }
     const double slope = max_slope(type.activation);
     if (type.gated) {
       h[f] = activate(type.activation, g) * u;
-      h_error[f] = double(H) * eps * (slope * g_abs * std::abs(u) + std::abs(activate(type.activation, g)) * u_abs) +
+      const double g_error = double(H) * eps * g_abs + g_step, u_error = double(H) * eps * u_abs + u_step;
+      h_error[f] = slope * g_error * (std::abs(u) + u_error) + std::abs(activate(type.activation, g)) * u_error +
                    4 * eps * std::abs(h[f]);
     } else {
       h[f] = activate(type.activation, u);
-      h_error[f] = double(H) * eps * slope * u_abs + 4 * eps * std::abs(h[f]);
+      h_error[f] = slope * (double(H) * eps * u_abs + u_step) + 4 * eps * std::abs(h[f]);
     }
+  }
+  if (int8_activations) {
+    const std::vector<double> h_step = int8_step_error(h, h_error);
+    for (std::int64_t f = 0; f < F; ++f) h_error[f] += h_step[f];
   }
   ExpertOutput out;
   out.y.assign(static_cast<std::size_t>(H), 0.0);
@@ -170,7 +196,8 @@ struct Output {
   std::vector<std::vector<double>> weight;  // tokens x E routing weights
 };
 
-inline Output forward(const moe::LayerConfig& c, const Weights& w, Gating gating, const float* x, std::int64_t tokens) {
+inline Output forward(const moe::LayerConfig& c, const Weights& w, Gating gating, const float* x, std::int64_t tokens,
+                      bool int8_activations = false) {
   const std::int64_t H = c.hidden_size, F = c.ffn_size, Fs = c.shared_ffn_size ? c.shared_ffn_size : c.ffn_size;
   const int E = c.num_experts;
   const int k = gating == Gating::Dense ? E : c.top_k;
@@ -191,8 +218,9 @@ inline Output forward(const moe::LayerConfig& c, const Weights& w, Gating gating
     // relative error we bound by (H + 16) eps (a length-H dot product, then exp and a division).
     const double weight_error = double(H + 16) * eps;
     for (int e = 0; e < E; ++e) {
-      const ExpertOutput ye = ffn(c.ffn, xt, w.gate[e], w.up[e], w.down[e], H, F);  // every expert runs
-      for (std::int64_t i = 0; i < H; ++i) {                                        // then is masked
+      const ExpertOutput ye =
+          ffn(c.ffn, xt, w.gate[e], w.up[e], w.down[e], H, F, int8_activations);  // every expert runs
+      for (std::int64_t i = 0; i < H; ++i) {                                      // then is masked
         yt[i] += weight[e] * ye.y[i];
         bt[i] += weight[e] * (ye.error_bound[i] + weight_error * std::abs(ye.y[i])) + eps * std::abs(yt[i]);
       }
@@ -204,7 +232,8 @@ inline Output forward(const moe::LayerConfig& c, const Weights& w, Gating gating
         for (std::int64_t i = 0; i < H; ++i) g += double(w.shared_gate[s][i]) * xt[i];
         scale = 1.0 / (1.0 + std::exp(-g));
       }
-      const ExpertOutput ys = ffn(c.ffn, xt, w.shared_gate_proj[s], w.shared_up[s], w.shared_down[s], H, Fs);
+      const ExpertOutput ys =
+          ffn(c.ffn, xt, w.shared_gate_proj[s], w.shared_up[s], w.shared_down[s], H, Fs, int8_activations);
       for (std::int64_t i = 0; i < H; ++i) {
         yt[i] += scale * ys.y[i];
         bt[i] += scale * (ys.error_bound[i] + weight_error * std::abs(ys.y[i])) + eps * std::abs(yt[i]);

@@ -121,8 +121,10 @@ TEST_CASE_TEMPLATE("a round trip stays within the precision's step", P, moe::bf1
                        doctest::Contains("w has NaN or Inf at (0, 1)"), moe::Error);
 }
 
+// For q8a8 and q4a8 the reference also carries the int8 activations' quantisation error as a bound
+// (reference::int8_step_error): that bound is the precision's stated extra error.
 TEST_CASE_TEMPLATE("the layer computes with stored weights like the reference does", P, moe::f32, moe::bf16, moe::f16,
-                   moe::q8, moe::q4) {
+                   moe::q8, moe::q4, moe::q8a8, moe::q4a8) {
   using Layer = moe::Layer<Dynamic, Dynamic, P>;
   SUBCASE("gated experts, sizes off every block, tokens over several tiles") {
     check::against_reference<Layer>(check::config(77, 45, 5, 2), moe::SoftmaxTopK(true), 23, 201);
@@ -138,7 +140,7 @@ TEST_CASE_TEMPLATE("the layer computes with stored weights like the reference do
   }
 }
 
-TEST_CASE_TEMPLATE("stored precisions give the same bits on one and two threads", P, moe::bf16, moe::q4) {
+TEST_CASE_TEMPLATE("stored precisions give the same bits on one and two threads", P, moe::bf16, moe::q4, moe::q4a8) {
   const auto c = check::config(64, 96, 6, 2);
   const auto one = check::against_reference<moe::Layer<6, 2, P>>(c, moe::SoftmaxTopK(true), 13, 211, 1);
   const auto two = check::against_reference<moe::Layer<6, 2, P>>(c, moe::SoftmaxTopK(true), 13, 211, 2);
@@ -241,4 +243,121 @@ TEST_CASE_TEMPLATE("the micro-kernel multiplies by packed panels of every precis
         });
       }
     }
+}
+
+TEST_CASE("activations quantise to int8 per block of 32 as documented") {
+  // 70 values: two whole blocks and a partial one, padded to a fourth (all zero) block.
+  std::vector<float> x = random_vector(70, 31, 2.0f);
+  x[40] = 127.0f;  // block 1's largest, so its inverse step is exactly 1 and ties are visible
+  x[41] = 2.5f;    // a tie: rounds to even, 2
+  x[42] = -3.5f;   // -4
+  std::vector<std::int8_t> codes(128, 99);
+  std::vector<float> scales(4);
+  std::vector<std::int32_t> sums(4);
+  moe::kernels::quantize_activations(x.data(), 70, 128, codes.data(), scales.data(), sums.data());
+  for (int b = 0; b < 4; ++b) {
+    float largest = 0.0f;
+    for (int i = b * 32; i < std::min(70, b * 32 + 32); ++i) largest = std::max(largest, std::abs(x[std::size_t(i)]));
+    CHECK(scales[std::size_t(b)] == (largest > 0 ? largest / 127.0f : 0.0f));
+    std::int32_t sum = 0;
+    for (int i = b * 32; i < b * 32 + 32; ++i) {
+      const float expected = i < 70 ? std::nearbyint(x[std::size_t(i)] * (127.0f / largest)) : 0.0f;
+      INFO("value " << i);
+      REQUIRE(codes[std::size_t(i)] == std::int8_t(expected));
+      if (i < 70)
+        CHECK(std::abs(x[std::size_t(i)] - codes[std::size_t(i)] * scales[std::size_t(b)]) <=
+              0.5001f * scales[std::size_t(b)]);
+      sum += codes[std::size_t(i)];
+    }
+    CHECK(sums[std::size_t(b)] == sum);
+  }
+  CHECK(codes[40] == 127);
+  CHECK(codes[41] == 2);
+  CHECK(codes[42] == -4);
+  // An all-zero block (and one below FLT_MIN) has scale 0 and zero codes, never NaN.
+  std::vector<float> tiny(32, 1e-39f);
+  moe::kernels::quantize_activations(tiny.data(), 32, 32, codes.data(), scales.data(), sums.data());
+  CHECK(scales[0] == 0.0f);
+  CHECK(sums[0] == 0);
+  for (int i = 0; i < 32; ++i) CHECK(codes[std::size_t(i)] == 0);
+}
+
+TEST_CASE("the int8 dot product matches plain integer arithmetic on every byte value") {
+  constexpr int W = moe::simd::kWidth;
+  std::mt19937 rng(41);
+  std::uniform_int_distribution<int> byte(0, 255), code(-128, 127);
+  for (int trial = 0; trial < 2000; ++trial) {
+    std::uint8_t a[4 * W];
+    std::int8_t x[4];
+    std::int32_t start[W];
+    for (int i = 0; i < 4 * W; ++i) a[i] = std::uint8_t(byte(rng));
+    for (int j = 0; j < 4; ++j) x[j] = std::int8_t(code(rng));
+    if (trial < 4) x[trial] = -128;  // the extremes, once each
+    for (int l = 0; l < W; ++l) start[l] = code(rng) * 1000;
+    alignas(64) std::int32_t lanes[W];
+    moe::simd::store_int(
+        lanes, moe::simd::dot_u8s8(moe::simd::load_int(start), moe::simd::load_int(a), moe::simd::load_quad(x)));
+    for (int l = 0; l < W; ++l) {
+      std::int32_t expected = start[l];
+      for (int j = 0; j < 4; ++j) expected += std::int32_t(a[4 * l + j]) * x[j];
+      REQUIRE(lanes[l] == expected);
+    }
+  }
+}
+
+TEST_CASE_TEMPLATE("the int8-activation kernel sums exact block products, padding included", P, moe::q8a8, moe::q4a8) {
+  using moe::kernels::kPanelColumns;
+  constexpr int kBlock = moe::kernels::kActivationBlock;
+  // Two panels, the second mostly padding; in_features not a whole block; two depth blocks of the kernel.
+  const moe::Index out = kPanelColumns + 3, in = moe::kernels::kDepthBlock + 45;
+  const moe::Index depth = (in + kBlock - 1) / kBlock * kBlock;
+  std::vector<float> w = random_vector(std::size_t(out * in), 7, 0.3f);
+  moe::kernels::PanelMatrix<P> packed;
+  packed.pack(w.data(), out, in, in, in);
+  REQUIRE(packed.depth() == depth);
+  moe::round_trip<P>(w.data(), out, in, in, w.data());  // the weights the panels hold
+  constexpr int kRows = moe::kernels::kTileRowsOf<P>;
+  std::vector<std::int8_t> codes(std::size_t(kRows * depth));
+  std::vector<float> scales(std::size_t(kRows * depth / kBlock));
+  std::vector<std::int32_t> sums(scales.size());
+  std::vector<double> dequantised(std::size_t(kRows * depth));
+  const std::vector<float> a = random_vector(std::size_t(kRows * in), 8, 1.0f);
+  moe::kernels::Int8Row rows[kRows];
+  for (int r = 0; r < kRows; ++r) {
+    const moe::Index b = r * depth / kBlock;
+    moe::kernels::quantize_activations(a.data() + r * in, in, depth, codes.data() + r * depth, scales.data() + b,
+                                       sums.data() + b);
+    rows[r] = {codes.data() + r * depth, scales.data() + b, sums.data() + b};
+    for (moe::Index k = 0; k < depth; ++k)
+      dequantised[std::size_t(r * depth + k)] =
+          double(codes[std::size_t(r * depth + k)]) * scales[std::size_t(b + k / kBlock)];
+  }
+  for (int count = 1; count <= kRows; ++count)
+    for (moe::Index p = 0; p < packed.panels(); ++p)
+      for (moe::Index k0 : {moe::Index(0), moe::kernels::kDepthBlock}) {
+        const moe::Index span = k0 == 0 ? moe::kernels::kDepthBlock : depth - k0;
+        moe::kernels::Int8Row shifted[kRows];
+        for (int r = 0; r < kRows; ++r) shifted[r] = rows[r].from(k0);
+        moe::kernels::multiply_rows(shifted, count, packed.panel(p, k0), span, [&](auto& acc, int n) {
+          REQUIRE(n == count);
+          for (int r = 0; r < n; ++r) {
+            float lanes[kPanelColumns];
+            for (int v = 0; v < moe::kernels::kTileVectors; ++v)
+              moe::simd::store(lanes + v * moe::simd::kWidth, acc[r][v]);
+            for (int c = 0; c < kPanelColumns; ++c) {
+              const moe::Index o = p * kPanelColumns + c;
+              double expected = 0, magnitude = 0;
+              for (moe::Index k = k0; o < out && k < std::min(in, k0 + span); ++k) {
+                const double term = double(w[std::size_t(o * in + k)]) * dequantised[std::size_t(r * depth + k)];
+                expected += term;
+                magnitude += std::abs(term);
+              }
+              // Exact integer sums per block; f32 only in the few scale products and the sum over blocks.
+              INFO("panel " << p << " k0 " << k0 << " row " << r << " column " << c);
+              CHECK(std::abs(lanes[c] - expected) <=
+                    (span / kBlock + 4) * std::numeric_limits<float>::epsilon() * magnitude);
+            }
+          }
+        });
+      }
 }

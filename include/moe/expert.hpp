@@ -60,8 +60,11 @@ public:
   static constexpr Index hidden_per_panel(bool gated) {
     return gated ? kernels::kPanelColumns / 2 : kernels::kPanelColumns;
   }
+  // With int8 activations also whole activation blocks (powers of two: the larger is a multiple of both).
   static constexpr Index ffn_padded(Index ffn_size, bool gated) {
-    return simd::round_up(ffn_size, hidden_per_panel(gated));
+    const Index panel = hidden_per_panel(gated);
+    const Index block = int8_activations<Precision>::value ? kernels::kActivationBlock : 1;
+    return simd::round_up(ffn_size, panel > block ? panel : block);
   }
 
   // gate is ignored (may be empty) for a plain MLP. `where` and `what` name the caller and the expert in

@@ -155,6 +155,7 @@ public:
     shape_.hidden_row_floats =
         Index(slots()) * ffn_padded(0) + Index(shared_experts()) * (shared_experts() ? ffn_padded(experts) : 0);
     for (int e = 0; e < expert_count(); ++e) shape_.input_items += input_panels(e);
+    if (kInt8) shape_.quantized_width = simd::round_up(config_.hidden_size, kernels::kActivationBlock);
   }
 
   // ---- weights, in the PyTorch layout W[out][in]; packed (copied) on the call ----
@@ -255,6 +256,14 @@ public:
     ws.hidden_offset_.resize(expert_count());
     ws.hidden_.resize(max_tokens * shape_.hidden_row_floats);
     ws.items_.resize(2 * shape_.input_items);
+    const Index quantized = max_tokens * shape_.quantized_width;
+    const Index hidden_quantized = kInt8 ? max_tokens * shape_.hidden_row_floats : 0;
+    ws.input_codes_.resize(quantized);
+    ws.input_scales_.resize(quantized / kernels::kActivationBlock);
+    ws.input_sums_.resize(quantized / kernels::kActivationBlock);
+    ws.hidden_codes_.resize(hidden_quantized);
+    ws.hidden_scales_.resize(hidden_quantized / kernels::kActivationBlock);
+    ws.hidden_sums_.resize(hidden_quantized / kernels::kActivationBlock);
     return ws;
   }
 
@@ -316,7 +325,10 @@ public:
 
 private:
   using Expert = ExpertWeights<Precision>;
-  static constexpr int kRows = kernels::kTileRows;
+  using Row = kernels::ActivationRow<Precision>;  // what the expert kernels read a token's activations as
+  static constexpr bool kInt8 = int8_activations<Precision>::value;
+  static constexpr int kRows = kernels::kTileRowsOf<Precision>;  // token rows per expert tile
+  static constexpr int kRouterRows = kernels::kTileRows;         // the router is always f32
   static constexpr int kWidth = simd::kWidth;
   static constexpr Index kPanel = kernels::kPanelColumns;
 
@@ -382,7 +394,7 @@ private:
   void route(const float* x, Index x_stride, Index tokens, Workspace& ws) const {
     const Index width = shape_.logits_width;
     const Index panels = router_.panels();
-    const Index blocks = (tokens + kRows - 1) / kRows;
+    const Index blocks = (tokens + kRouterRows - 1) / kRouterRows;
     const int experts = this->experts();
     const int slots = this->slots();
     const int shared = shared_experts();
@@ -393,10 +405,10 @@ private:
     MOE_OMP(omp parallel num_threads(threads)) {
       MOE_OMP(omp for schedule(static))
       for (Index item = 0; item < blocks * panels; ++item) {
-        const Index first = item / panels * kRows;
+        const Index first = item / panels * kRouterRows;
         const Index p = item % panels;
-        const int count = int(std::min<Index>(kRows, tokens - first));
-        const float* rows[kRows];
+        const int count = int(std::min<Index>(kRouterRows, tokens - first));
+        const float* rows[kRouterRows];
         for (int r = 0; r < count; ++r) rows[r] = x + (first + r) * x_stride;
         kernels::multiply_rows(rows, count, router_.panel(p), hidden_size(), [&](auto& acc, int n) {
           for (int r = 0; r < n; ++r)
@@ -414,6 +426,12 @@ private:
         }
         routing_.template route<kSlots>(row, experts, slots, ws.ids_.data() + t * slots,
                                         ws.weights_.data() + t * slots);
+        if constexpr (kInt8) {
+          const Index width = shape_.quantized_width, blocks_per_row = width / kernels::kActivationBlock;
+          kernels::quantize_activations(x + t * x_stride, hidden_size(), width, ws.input_codes_.data() + t * width,
+                                        ws.input_scales_.data() + t * blocks_per_row,
+                                        ws.input_sums_.data() + t * blocks_per_row);
+        }
         for (int s = 0; s < shared; ++s)
           ws.shared_weights_[t * shared + s] =
               config_.shared_expert_gate ? 1.0f / (1.0f + std::exp(-row[experts + s])) : 1.0f;
@@ -500,6 +518,19 @@ private:
       MOE_OMP(omp for schedule(dynamic))
       for (int item = 0; item < items; ++item)
         compute<A>(ws.items_[2 * item], ws.items_[2 * item + 1], x, x_stride, ws);
+      if constexpr (kInt8) {
+        // The down projections read the hidden rows as int8: quantise each once, every block of it.
+        for (int e = 0; e < expert_count(); ++e) {
+          const Index ffn = ffn_padded(e);
+          MOE_OMP(omp for schedule(static) nowait)
+          for (int i = 0; i < ws.counts_[e]; ++i) {
+            const Index start = ws.hidden_offset_[e] + i * ffn, block = start / kernels::kActivationBlock;
+            kernels::quantize_activations(ws.hidden_.data() + start, ffn, ffn, ws.hidden_codes_.data() + start,
+                                          ws.hidden_scales_.data() + block, ws.hidden_sums_.data() + block);
+          }
+        }
+        MOE_OMP(omp barrier)
+      }
       MOE_OMP(omp for schedule(dynamic))
       for (Index p = 0; p < out_panels; ++p) combine(p, y, y_stride, tokens, ws);
     }
@@ -517,8 +548,8 @@ private:
     const int begin = ws.offsets_[e], end = ws.offsets_[e + 1];
     for (int first = begin; first < end; first += kRows) {
       const int n = std::min(kRows, end - first);
-      const float* rows[kRows];
-      for (int r = 0; r < n; ++r) rows[r] = x + ws.assigned_token_[first + r] * x_stride;
+      Row rows[kRows];
+      for (int r = 0; r < n; ++r) rows[r] = input_row(x, x_stride, ws.assigned_token_[first + r], ws);
       float* out = hidden + Index(first - begin) * ffn;
       kernels::multiply_rows(rows, n, panel, hidden_size(), [&](auto& acc, int m) {
         for (int r = 0; r < m; ++r) {
@@ -542,15 +573,14 @@ private:
     for (Index t = 0; t < tokens; ++t) std::fill_n(y + t * y_stride + column, width, 0.0f);
     for (int e = 0; e < expert_count(); ++e) {
       const Index ffn = ffn_padded(e);
-      const float* hidden = ws.hidden_.data() + ws.hidden_offset_[e];
       const int begin = ws.offsets_[e], end = ws.offsets_[e + 1];
       for (Index k0 = 0; k0 < ffn; k0 += kernels::kDepthBlock) {
         const Index depth = std::min(kernels::kDepthBlock, ffn - k0);
         const auto panel = experts_[std::size_t(e)].down_projection().panel(p, k0);
         for (int first = begin; first < end; first += kRows) {
           const int n = std::min(kRows, end - first);
-          const float* rows[kRows];
-          for (int r = 0; r < n; ++r) rows[r] = hidden + Index(first - begin + r) * ffn + k0;
+          Row rows[kRows];
+          for (int r = 0; r < n; ++r) rows[r] = hidden_row(e, first - begin + r, k0, ws);
           kernels::multiply_rows(rows, n, panel, depth, [&](auto& acc, int m) {
             for (int r = 0; r < m; ++r)
               add_weighted(acc[r], ws.assigned_weight_[first + r],
@@ -558,6 +588,26 @@ private:
           });
         }
       }
+    }
+  }
+
+  // Token t's input row as the expert kernels read it: x itself, or its int8 codes.
+  Row input_row(const float* x, Index x_stride, int t, const Workspace& ws) const {
+    if constexpr (kInt8) {
+      const Index width = shape_.quantized_width, block = t * width / kernels::kActivationBlock;
+      return {ws.input_codes_.data() + t * width, ws.input_scales_.data() + block, ws.input_sums_.data() + block};
+    } else {
+      return x + t * x_stride;
+    }
+  }
+  // The i-th hidden row of expert e (its i-th token), from depth k0 on (a multiple of the depth block).
+  Row hidden_row(int e, Index i, Index k0, const Workspace& ws) const {
+    const Index start = ws.hidden_offset_[e] + i * ffn_padded(e) + k0;
+    if constexpr (kInt8) {
+      const Index block = start / kernels::kActivationBlock;
+      return {ws.hidden_codes_.data() + start, ws.hidden_scales_.data() + block, ws.hidden_sums_.data() + block};
+    } else {
+      return ws.hidden_.data() + start;
     }
   }
 

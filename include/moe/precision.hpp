@@ -2,8 +2,8 @@
 //
 // A precision says how a weight is stored; the kernels (simd.hpp's loads, kernels/gemm.hpp) turn a run
 // of stored weights back into f32 lanes in registers, never into a dequantised copy of a matrix.
-// Conversions happen once, when a layer packs its weights. Activations stay f32 at the API and in the
-// kernels.
+// Conversions happen once, when a layer packs its weights. Activations stay f32 at the API, and in the
+// kernels of every precision but the two int8-activation ones (q8a8, q4a8).
 //
 //   f32   4 bytes a weight, as is.
 //   bf16  2 bytes: the top half of the f32, rounded to nearest even (the format of most HF checkpoints).
@@ -14,6 +14,11 @@
 //   q4    half a byte: symmetric int4 in blocks of 32 consecutive inputs of one output row (the block
 //         shape of llama.cpp's q4_0), w = q * d with d = max|w_block| / 7 stored as f16 and
 //         q = clamp(round(w / d), -8, 7); 4.5 bits a weight with the scales.
+//   q8a8  q8's weights, times activations quantised to int8 per token in blocks of 32 (kernels/quantize.hpp):
+//         the dot products run on int8 x int8 in int32 (AVX-512 VNNI's vpdpbusd where the target has it).
+//   q4a8  q4's weights, times the same int8 activations.
+// The two a8 precisions trade the activations' exactness (a relative error of up to 1/254 of each block's
+// largest |x|, per projection input) for int8 dot products, the kind llama.cpp's q8_0 and q4_0 paths use.
 // Rounding is to nearest, ties to even, everywhere (std::nearbyint of the f32 quotient w / scale, in the
 // default rounding mode). Rows or blocks whose largest |w| is below FLT_MIN are stored as zeros.
 #pragma once
@@ -141,10 +146,48 @@ struct q4 {
   }
 };
 
+// Weights as q8 or q4, activations as int8 (see the top of this file). Storage is the unsigned code the
+// kernels read (q + 128 or q + 8: vpdpbusd multiplies unsigned by signed bytes).
+struct q8a8 {
+  using Weights = q8;
+  using Storage = std::uint8_t;
+  static constexpr const char* kName = "q8a8";
+  static constexpr double kBitsPerWeight = q8::kBitsPerWeight;
+};
+
+struct q4a8 {
+  using Weights = q4;
+  using Storage = std::uint8_t;
+  static constexpr const char* kName = "q4a8";
+  static constexpr double kBitsPerWeight = q4::kBitsPerWeight;
+};
+
+// Whether a precision quantises activations to int8 (q8a8, q4a8).
+template <class Precision>
+struct int8_activations : std::false_type {};
+template <>
+struct int8_activations<q8a8> : std::true_type {};
+template <>
+struct int8_activations<q4a8> : std::true_type {};
+
+// How a precision stores its weights: the precision itself, or q8 / q4 for the int8-activation ones.
+template <class Precision, class = void>
+struct weight_format {
+  using type = Precision;
+};
+template <class Precision>
+struct weight_format<Precision, std::void_t<typename Precision::Weights>> {
+  using type = typename Precision::Weights;
+};
+template <class Precision>
+using weight_format_t = typename weight_format<Precision>::type;
+
 // The largest |w| a precision can store: f16's largest finite value, and for q4 the largest whose block
 // scale (max|w| / 7) is still a finite f16.
 template <class Precision>
 constexpr float max_magnitude() {
+  using W = weight_format_t<Precision>;
+  if constexpr (!std::is_same<W, Precision>::value) return max_magnitude<W>();
   if constexpr (std::is_same<Precision, f16>::value) return 65504.0f;
   if constexpr (std::is_same<Precision, q4>::value) return 65504.0f * 7.0f;
   return 3.4028234663852886e38f;
@@ -162,24 +205,28 @@ constexpr const char* TypeName() {
 // round trip of each precision. out may be w. w must be finite.
 template <class Precision>
 void round_trip(const float* w, Index rows, Index cols, Index stride, float* out) {
-  for (Index r = 0; r < rows; ++r) {
-    const float* row = w + r * stride;
-    for (Index c = 0; c < cols; ++c)
-      MOE_CHECK(std::isfinite(row[c]), "round_trip",
-                "w has NaN or Inf at (" + std::to_string(r) + ", " + std::to_string(c) + ")");
-    float* dst = out + r * stride;
-    if constexpr (std::is_same<Precision, q8>::value) {
-      const float scale = q8::row_scale(row, cols);
-      for (Index c = 0; c < cols; ++c) dst[c] = float(q8::code(row[c], scale)) * scale;
-    } else if constexpr (std::is_same<Precision, q4>::value) {
-      for (Index c0 = 0; c0 < cols; c0 += q4::kBlock) {
-        const int n = int(cols - c0 < q4::kBlock ? cols - c0 : q4::kBlock);
-        std::int8_t q[q4::kBlock];
-        const float d = detail::f16_to_float(q4::quantize(row + c0, n, q));
-        for (int i = 0; i < n; ++i) dst[c0 + i] = float(q[i]) * d;
+  if constexpr (!std::is_same<weight_format_t<Precision>, Precision>::value) {
+    round_trip<weight_format_t<Precision>>(w, rows, cols, stride, out);
+  } else {
+    for (Index r = 0; r < rows; ++r) {
+      const float* row = w + r * stride;
+      for (Index c = 0; c < cols; ++c)
+        MOE_CHECK(std::isfinite(row[c]), "round_trip",
+                  "w has NaN or Inf at (" + std::to_string(r) + ", " + std::to_string(c) + ")");
+      float* dst = out + r * stride;
+      if constexpr (std::is_same<Precision, q8>::value) {
+        const float scale = q8::row_scale(row, cols);
+        for (Index c = 0; c < cols; ++c) dst[c] = float(q8::code(row[c], scale)) * scale;
+      } else if constexpr (std::is_same<Precision, q4>::value) {
+        for (Index c0 = 0; c0 < cols; c0 += q4::kBlock) {
+          const int n = int(cols - c0 < q4::kBlock ? cols - c0 : q4::kBlock);
+          std::int8_t q[q4::kBlock];
+          const float d = detail::f16_to_float(q4::quantize(row + c0, n, q));
+          for (int i = 0; i < n; ++i) dst[c0 + i] = float(q[i]) * d;
+        }
+      } else {
+        for (Index c = 0; c < cols; ++c) dst[c] = Precision::decode(Precision::encode(row[c]));
       }
-    } else {
-      for (Index c = 0; c < cols; ++c) dst[c] = Precision::decode(Precision::encode(row[c]));
     }
   }
 }
@@ -188,7 +235,7 @@ template <class Precision>
 struct is_supported_precision {
   static constexpr bool value = std::is_same<Precision, f32>::value || std::is_same<Precision, bf16>::value ||
                                 std::is_same<Precision, f16>::value || std::is_same<Precision, q8>::value ||
-                                std::is_same<Precision, q4>::value;
+                                std::is_same<Precision, q4>::value || int8_activations<Precision>::value;
 };
 
 }  // namespace moe

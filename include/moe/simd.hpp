@@ -46,6 +46,7 @@ MOE_ALWAYS_INLINE Vec broadcast(float x) { return Vec(x); }
 // xsimd 8.1 falls back to x*y+z when no FMA arch is compiled in; that is still correct, only slower.
 MOE_ALWAYS_INLINE Vec fma(const Vec& a, const Vec& b, const Vec& c) { return xsimd::fma(a, b, c); }
 MOE_ALWAYS_INLINE Vec max(const Vec& a, const Vec& b) { return xsimd::max(a, b); }
+MOE_ALWAYS_INLINE Vec abs(const Vec& a) { return xsimd::abs(a); }
 MOE_ALWAYS_INLINE Vec exp(const Vec& x) { return xsimd::exp(x); }
 MOE_ALWAYS_INLINE Vec erfc(const Vec& x) { return xsimd::erfc(x); }
 // Horizontal sum: `hadd` in xsimd 8.x, renamed `reduce_add` in 9.0.
@@ -96,6 +97,7 @@ MOE_ALWAYS_INLINE Vec fma(Vec a, Vec b, Vec c) {
 #endif
 }
 MOE_ALWAYS_INLINE Vec max(Vec a, Vec b) { return a > b ? a : b; }
+MOE_ALWAYS_INLINE Vec abs(Vec a) { return std::fabs(a); }
 MOE_ALWAYS_INLINE Vec exp(Vec x) { return std::exp(x); }
 MOE_ALWAYS_INLINE Vec erfc(Vec x) { return std::erfc(x); }
 MOE_ALWAYS_INLINE void pin(Vec&) {}

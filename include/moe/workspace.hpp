@@ -3,6 +3,8 @@
 
 #include <string>
 
+#include <cstdint>
+
 #include "config.hpp"
 #include "detail/aligned_buffer.hpp"
 
@@ -45,7 +47,9 @@ public:
                Index(sizeof(float)) +
            (ids_.size() + counts_.size() + offsets_.size() + fill_.size() + assigned_token_.size() + items_.size()) *
                Index(sizeof(int)) +
-           hidden_offset_.size() * Index(sizeof(Index));
+           hidden_offset_.size() * Index(sizeof(Index)) + input_codes_.size() + hidden_codes_.size() +
+           (input_scales_.size() + hidden_scales_.size()) * Index(sizeof(float)) +
+           (input_sums_.size() + hidden_sums_.size()) * Index(sizeof(std::int32_t));
   }
 
 private:
@@ -60,9 +64,10 @@ private:
     int slots = 0;                // routed experts per token
     int experts = 0;
     int shared_experts = 0;
-    Index input_items = 0;  // (expert, panel) items when every expert is busy
+    Index input_items = 0;      // (expert, panel) items when every expert is busy
+    Index quantized_width = 0;  // int8 codes of one input row (0: the layer keeps activations f32)
     bool operator==(const Shape& o) const {
-      return hidden_size == o.hidden_size && logits_width == o.logits_width &&
+      return hidden_size == o.hidden_size && logits_width == o.logits_width && quantized_width == o.quantized_width &&
              hidden_row_floats == o.hidden_row_floats && slots == o.slots && experts == o.experts &&
              shared_experts == o.shared_experts && input_items == o.input_items;
     }
@@ -85,6 +90,13 @@ private:
   detail::AlignedBuffer<Index> hidden_offset_;  // per expert: where its hidden rows start in hidden_
   detail::AlignedBuffer<float> hidden_;         // hidden activations of every (token, expert) pair
   detail::AlignedBuffer<int> items_;            // (expert, panel) work items of the input projections
+  // Int8 activations (q8a8, q4a8; kernels/quantize.hpp): the input rows and every hidden row, quantised.
+  detail::AlignedBuffer<std::int8_t> input_codes_;  // tokens x quantized_width
+  detail::AlignedBuffer<float> input_scales_;       // tokens x quantized_width / 32
+  detail::AlignedBuffer<std::int32_t> input_sums_;
+  detail::AlignedBuffer<std::int8_t> hidden_codes_;  // laid out as hidden_
+  detail::AlignedBuffer<float> hidden_scales_;       // one per 32 of hidden_
+  detail::AlignedBuffer<std::int32_t> hidden_sums_;
 };
 
 }  // namespace moe

@@ -12,6 +12,13 @@
 //   q4              kPanelColumns / 2 bytes: byte v * kWidth + l holds lane l of vector v in its low
 //                   nibble and lane l of vector v + kTileVectors / 2 in its high nibble, each as q + 8;
 //                   every 32 depth rows have one f16 scale per column.
+//   q8a8, q4a8      the q8 / q4 codes and scales, made unsigned (q + 128, q + 8) and interleaved by four
+//                   depth rows for the int8 dot product (simd_int8.hpp): the 32-bit lane of column c in
+//                   depth group g (rows 4g..4g+3) holds those four rows' codes of column c, byte j for
+//                   row 4g + j. q8a8: group g is kPanelColumns such lanes, vector by vector. q4a8: group g
+//                   is kTileVectors / 2 vectors of lanes; the low nibbles are columns of vector v, the high
+//                   nibbles those of vector v + kTileVectors / 2 (as in q4). The depth is padded to whole
+//                   blocks of 32 rows, the activation blocks of kernels/quantize.hpp.
 // The layout of the scales follows their codes, so a kernel reads both front to back.
 #pragma once
 
@@ -43,7 +50,8 @@ struct PanelFormat {
   using Code = typename Precision::Storage;
   using Scale = float;  // unused: no scales
   static constexpr int kCodesPerRow = kPanelColumns;
-  static constexpr int kScaleRows = 0;  // depth rows one set of scales covers; 0: none
+  static constexpr int kScaleRows = 0;      // depth rows one set of scales covers; 0: none
+  static constexpr int kDepthMultiple = 1;  // the depth is padded to a multiple of this
 };
 template <>
 struct PanelFormat<q8> {
@@ -51,6 +59,7 @@ struct PanelFormat<q8> {
   using Scale = float;
   static constexpr int kCodesPerRow = kPanelColumns;
   static constexpr int kScaleRows = -1;  // one scale per column for the whole depth
+  static constexpr int kDepthMultiple = 1;
 };
 template <>
 struct PanelFormat<q4> {
@@ -58,6 +67,16 @@ struct PanelFormat<q4> {
   using Scale = std::uint16_t;  // f16
   static constexpr int kCodesPerRow = kPanelColumns / 2;
   static constexpr int kScaleRows = q4::kBlock;
+  static constexpr int kDepthMultiple = 1;
+};
+template <>
+struct PanelFormat<q8a8> : PanelFormat<q8> {
+  using Code = std::uint8_t;
+  static constexpr int kDepthMultiple = 32;
+};
+template <>
+struct PanelFormat<q4a8> : PanelFormat<q4> {
+  static constexpr int kDepthMultiple = 32;
 };
 
 // Where a kernel starts reading a panel: its codes from some depth row on, and the matching scales.
@@ -80,12 +99,15 @@ public:
   // Allocates out_features x depth weights, all zero, to be filled by set_row.
   void resize(Index out_features, Index depth) {
     panels_ = (out_features + kPanelColumns - 1) / kPanelColumns;
-    depth_ = depth;
+    depth_ = simd::round_up(depth, Format::kDepthMultiple);
     codes_.resize(panels_ * depth_ * Format::kCodesPerRow);
     scales_.resize(panels_ * scale_sets() * kPanelColumns);
-    // Padding reads as zero: q8 padding columns are code 0 times scale 1; every q4 nibble starts at 8 (q = 0).
-    if constexpr (std::is_same<Precision, q8>::value) std::fill_n(scales_.data(), scales_.size(), 1.0f);
-    if constexpr (std::is_same<Precision, q4>::value) std::fill_n(codes_.data(), codes_.size(), Code(0x88));
+    // Padding reads as zero: q8 padding columns are code 0 (q8a8: 128) times scale 1; every q4 nibble
+    // starts at 8 (q = 0).
+    using W = weight_format_t<Precision>;
+    if constexpr (std::is_same<W, q8>::value) std::fill_n(scales_.data(), scales_.size(), 1.0f);
+    if constexpr (std::is_same<Precision, q8a8>::value) std::fill_n(codes_.data(), codes_.size(), Code(0x80));
+    if constexpr (std::is_same<W, q4>::value) std::fill_n(codes_.data(), codes_.size(), Code(0x88));
   }
 
   // Stores W[o][0..in_features); depth rows past in_features stay zero.
@@ -135,13 +157,21 @@ private:
 
   // Stores one output row w[0..in) as column `column` of panel `panel`.
   void set_column(Index panel, Index column, const float* w, Index in) {
+    using W = weight_format_t<Precision>;
+    constexpr bool kInterleaved = int8_activations<Precision>::value;
     Code* codes = codes_.data() + panel * depth_ * Format::kCodesPerRow;
     Scale* scales = scales_.data() + panel * scale_sets() * kPanelColumns;
-    if constexpr (std::is_same<Precision, q8>::value) {
+    // Where depth row k of a column lane starts: row by row, or by groups of four rows (see the top).
+    auto at = [](Index k, Index lane) {
+      return kInterleaved ? (k & ~Index(3)) * Format::kCodesPerRow + lane * 4 + (k & 3)
+                          : k * Format::kCodesPerRow + lane;
+    };
+    if constexpr (std::is_same<W, q8>::value) {
       const float scale = q8::row_scale(w, in);
-      for (Index k = 0; k < in; ++k) codes[k * kPanelColumns + column] = q8::code(w[k], scale);
+      const int offset = kInterleaved ? 128 : 0;
+      for (Index k = 0; k < in; ++k) codes[at(k, column)] = static_cast<Code>(q8::code(w[k], scale) + offset);
       scales[column] = scale > 0.0f ? scale : 1.0f;
-    } else if constexpr (std::is_same<Precision, q4>::value) {
+    } else if constexpr (std::is_same<W, q4>::value) {
       // Column c is lane c % kWidth of vector c / kWidth; the second half of the vectors use high nibbles.
       constexpr int kHalfVectors = kTileVectors / 2;
       const Index vector = column / simd::kWidth, lane = column % simd::kWidth;
@@ -152,11 +182,10 @@ private:
         std::int8_t q[q4::kBlock];
         scales[k0 / q4::kBlock * kPanelColumns + column] = q4::quantize(w + k0, n, q);
         for (int i = 0; i < n; ++i) {
-          Code& c = codes[(k0 + i) * Format::kCodesPerRow + byte];
+          Code& c = codes[at(k0 + i, byte)];
           c = static_cast<Code>((c & (0xF0 >> shift)) | ((q[i] + 8) << shift));
         }
       }
-
     } else {
       for (Index k = 0; k < in; ++k) codes[k * kPanelColumns + column] = Precision::encode(w[k]);
     }

@@ -1,0 +1,67 @@
+// moe/kernels/quantize.hpp: activations quantised to int8 for the int8-activation precisions (q8a8, q4a8).
+//
+// A row of activations x is cut into blocks of kActivationBlock consecutive values (the input dimension of
+// the next projection); each block b gets a scale s_b = max|x_b| / 127 and codes
+// q_i = round(x_i * (127 / max|x_b|)) in [-127, 127], so x_i ~ q_i * s_b with |error| <= s_b / 2 (plus the
+// f32 rounding of the scale). All-zero blocks get s_b = 0 and zero codes. The per-token, per-block scale is
+// llama.cpp's q8_0 shape for activations. Each block also keeps sum_i q_i, which the kernels use to undo
+// the +128 / +8 offset that makes weight codes unsigned (vpdpbusd multiplies unsigned by signed bytes).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "../config.hpp"
+#include "../simd.hpp"
+#include "../simd_int8.hpp"
+
+namespace moe {
+namespace kernels {
+
+inline constexpr int kActivationBlock = 32;
+
+// One token's quantised activations, from some depth on (the kernels' view of a row).
+struct Int8Row {
+  const std::int8_t* codes;  // padded to whole blocks with zeros
+  const float* scales;       // one per block
+  const std::int32_t* sums;  // one per block: sum of its codes
+
+  // The same row from depth k0 on (k0 a multiple of kActivationBlock).
+  Int8Row from(Index k0) const { return {codes + k0, scales + k0 / kActivationBlock, sums + k0 / kActivationBlock}; }
+};
+
+// Quantises x[0, n) into codes[0, padded), scales and sums of padded / kActivationBlock blocks; codes past n
+// are zero. padded is a multiple of kActivationBlock >= n. x must be finite.
+inline void quantize_activations(const float* x, Index n, Index padded, std::int8_t* codes, float* scales,
+                                 std::int32_t* sums) {
+  constexpr int kVectors = kActivationBlock / simd::kWidth;
+  static_assert(kActivationBlock % simd::kWidth == 0, "a block must be whole vectors");
+  for (Index b = 0; b * kActivationBlock < padded; ++b) {
+    const Index begin = b * kActivationBlock;
+    const Index count = std::max<Index>(0, std::min<Index>(kActivationBlock, n - begin));
+    float largest = 0.0f;
+    alignas(64) float block[kActivationBlock] = {};  // the block, zero past n
+    std::copy(x + begin, x + begin + count, block);
+    simd::Vec m = simd::abs(simd::load(block));
+    for (int v = 1; v < kVectors; ++v) m = simd::max(m, simd::abs(simd::load(block + v * simd::kWidth)));
+    largest = simd::reduce_max(m);
+    // Below FLT_MIN, 127 / largest would overflow: such a block is stored as zeros.
+    const bool zero = !(largest >= 1.1754943508222875e-38f);
+    const simd::Vec inverse = simd::broadcast(zero ? 0.0f : 127.0f / largest);
+    // |x * inverse| <= 127 * (1 + 2^-23): the rounded codes fit in [-127, 127] without a clamp.
+    alignas(64) std::int32_t q[kActivationBlock];
+    for (int v = 0; v < kVectors; ++v)
+      simd::store_int(q + v * simd::kWidth, simd::round_to_int(simd::load(block + v * simd::kWidth) * inverse));
+    std::int32_t sum = 0;
+    for (int i = 0; i < kActivationBlock; ++i) {
+      codes[begin + i] = static_cast<std::int8_t>(q[i]);
+      sum += q[i];
+    }
+    scales[b] = zero ? 0.0f : largest / 127.0f;
+    sums[b] = sum;
+  }
+}
+
+}  // namespace kernels
+}  // namespace moe

@@ -1,0 +1,109 @@
+// moe/simd_int8.hpp: int32 lanes and the u8 x s8 dot product the int8-activation kernels are built on.
+//
+// The one operation: dot_u8s8(acc, a, x) adds to each 32-bit lane of acc the dot product of that lane's
+// four unsigned bytes in a with four signed bytes x shared by every lane; all in int32, exact. It is one
+// vpdpbusd where the target has AVX-512 VNNI (or AVX-VNNI for 256-bit vectors); elsewhere (AVX2 without
+// VNNI, SSE, NEON, scalar) the same sums from shifts, masks and 32-bit multiplies: slower, bitwise equal.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "simd.hpp"
+
+#if MOE_SIMD_XSIMD && XSIMD_WITH_AVX512F && defined(__AVX512VNNI__)
+#define MOE_SIMD_VNNI 512
+#elif MOE_SIMD_XSIMD && XSIMD_WITH_AVX2 && !XSIMD_WITH_AVX512F && defined(__AVXVNNI__)
+#define MOE_SIMD_VNNI 256
+#else
+#define MOE_SIMD_VNNI 0
+#endif
+
+namespace moe {
+namespace simd {
+
+#if MOE_SIMD_XSIMD
+using IVec = xsimd::batch<std::int32_t>;
+static_assert(int(IVec::size) == kWidth, "int32 and float vectors must have the same lane count");
+
+// kWidth 32-bit lanes from p (any alignment, any byte type).
+MOE_ALWAYS_INLINE IVec load_int(const void* p) {
+#if XSIMD_WITH_AVX512F
+  return IVec(_mm512_loadu_si512(p));
+#elif XSIMD_WITH_AVX
+  return IVec(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+#else
+  alignas(64) std::int32_t lanes[kWidth];
+  std::memcpy(lanes, p, sizeof lanes);
+  return IVec::load_aligned(lanes);
+#endif
+}
+MOE_ALWAYS_INLINE IVec broadcast_int(std::int32_t x) { return IVec(x); }
+MOE_ALWAYS_INLINE void store_int(std::int32_t* p, const IVec& v) { v.store_unaligned(p); }
+MOE_ALWAYS_INLINE Vec to_float(const IVec& v) { return xsimd::to_float(v); }
+// Rounds to the nearest integer, ties to even (the default rounding mode), as std::nearbyint does.
+MOE_ALWAYS_INLINE IVec round_to_int(const Vec& v) { return xsimd::nearbyint_as_int(v); }
+// (v >> 4) & mask per lane; the mask clears the bits an arithmetic shift would fill.
+MOE_ALWAYS_INLINE IVec shift_right4_and(const IVec& v, std::int32_t mask) { return (v >> 4) & IVec(mask); }
+MOE_ALWAYS_INLINE IVec bit_and(const IVec& v, std::int32_t mask) { return v & IVec(mask); }
+#else
+using IVec = std::int32_t;
+MOE_ALWAYS_INLINE IVec load_int(const void* p) {
+  std::int32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+MOE_ALWAYS_INLINE IVec broadcast_int(std::int32_t x) { return x; }
+MOE_ALWAYS_INLINE void store_int(std::int32_t* p, IVec v) { *p = v; }
+MOE_ALWAYS_INLINE Vec to_float(IVec v) { return float(v); }
+MOE_ALWAYS_INLINE IVec round_to_int(Vec v) { return static_cast<std::int32_t>(std::nearbyint(v)); }
+MOE_ALWAYS_INLINE IVec shift_right4_and(IVec v, std::int32_t mask) { return (v >> 4) & mask; }
+MOE_ALWAYS_INLINE IVec bit_and(IVec v, std::int32_t mask) { return v & mask; }
+#endif
+
+// Four consecutive int8 activations, prepared once and used against many weight vectors: the packed
+// bytes in every lane for vpdpbusd, or the four values broadcast one by one for the emulation.
+struct Int8Quad {
+#if MOE_SIMD_VNNI
+  IVec packed;
+#else
+  IVec value[4];
+#endif
+};
+
+MOE_ALWAYS_INLINE Int8Quad load_quad(const std::int8_t* x) {
+  Int8Quad q;
+#if MOE_SIMD_VNNI
+  std::int32_t packed;
+  std::memcpy(&packed, x, sizeof packed);
+  q.packed = broadcast_int(packed);
+#else
+  for (int j = 0; j < 4; ++j) q.value[j] = broadcast_int(x[j]);
+#endif
+  return q;
+}
+
+// acc + per lane sum_{j<4} a.byte[j] (unsigned) * x[j] (signed). No overflow is possible for the sums
+// the kernels form (see kernels/int8_gemm.hpp), so the emulation's wrapping int32 arithmetic never wraps.
+MOE_ALWAYS_INLINE IVec dot_u8s8(const IVec& acc, const IVec& a, const Int8Quad& x) {
+#if MOE_SIMD_VNNI == 512 && defined(__GNUC__)
+  // vpdpbusd accumulates in place; GCC 12 treats the intrinsic's accumulator as a separate input and
+  // surrounds each one with register copies and stack spills (measured: half the prefill time). The asm
+  // ties the accumulator to its register.
+  __m512i sum = acc;
+  __asm__("vpdpbusd %2, %1, %0" : "+v"(sum) : "v"(a.data), "v"(x.packed.data));
+  return IVec(sum);
+#elif MOE_SIMD_VNNI == 512
+  return IVec(_mm512_dpbusd_epi32(acc, a, x.packed));
+#elif MOE_SIMD_VNNI == 256
+  return IVec(_mm256_dpbusd_avx_epi32(acc, a, x.packed));
+#else
+  IVec sum = acc + bit_and(a, 0xFF) * x.value[0];
+  sum = sum + bit_and(a >> 8, 0xFF) * x.value[1];
+  sum = sum + bit_and(a >> 16, 0xFF) * x.value[2];
+  return sum + bit_and(a >> 24, 0xFF) * x.value[3];
+#endif
+}
+
+}  // namespace simd
+}  // namespace moe
