@@ -7,6 +7,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -29,6 +31,8 @@ struct Options {
   bool renormalize = true;
   std::string dtype = "f32";
   unsigned long long seed = 1;
+  std::string stats_path;  // --stats FILE.json
+  std::string plot_path;   // --plot FILE.svg
 };
 
 const char* const kUsage = R"(usage: moe-run [options]
@@ -46,6 +50,9 @@ options:
   --experts E     routed experts (default 8)
   --top-k K       experts per token (default 2)
   --shared S      always-on shared experts of FFN size F (default 0)
+  --stats F.json  write the timing and the routing statistics of the timed passes (load per expert,
+                  imbalance, aux and z losses, entropy, co-activation) as JSON
+  --plot F.svg    write an SVG of the per-expert load and a token x expert heatmap of the last pass
   --no-renormalize  keep the full-softmax weights of the chosen experts (Qwen2-MoE/OLMoE style)
   --dtype T       expert weight storage: f32 (default), bf16, f16, q8 (int8, a scale per row),
                   q4 (int4, an f16 scale per 32 weights), or q8a8 / q4a8 (q8 / q4 weights with
@@ -109,6 +116,10 @@ Options parse(int argc, char** argv) {
       if (o.dtype != "f32" && o.dtype != "bf16" && o.dtype != "f16" && o.dtype != "q8" && o.dtype != "q4" &&
           o.dtype != "q8a8" && o.dtype != "q4a8")
         fail("--dtype must be one of f32, bf16, f16, q8, q4, q8a8, q4a8, got '" + o.dtype + "'");
+    } else if (arg == "--stats" || arg == "--plot") {
+      if (value == nullptr || *value == '\0') fail(arg + " needs a file name");
+      (arg == "--stats" ? o.stats_path : o.plot_path) = value;
+      ++i;
     } else {
       fail("unknown option '" + arg + "'");
     }
@@ -116,6 +127,27 @@ Options parse(int argc, char** argv) {
   if (o.top_k > o.experts)
     fail("--top-k " + std::to_string(o.top_k) + " exceeds --experts " + std::to_string(o.experts));
   return o;
+}
+
+// Writes a file through a temporary one renamed into place, so a failure never leaves a partial file.
+template <class Write>
+void write_file(const std::string& path, Write&& write) {
+  const std::string temporary = path + ".tmp";
+  {
+    std::ofstream out(temporary, std::ios::binary);
+    if (!out) throw std::runtime_error("cannot write " + path + ": " + std::strerror(errno));
+    write(out);
+    out.flush();
+    if (!out) {
+      std::remove(temporary.c_str());
+      throw std::runtime_error("writing " + path + " failed: " + std::strerror(errno));
+    }
+  }
+  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
+    const std::string reason = std::strerror(errno);
+    std::remove(temporary.c_str());
+    throw std::runtime_error("cannot write " + path + ": " + reason);
+  }
 }
 
 double median(std::vector<double> v) {
@@ -158,14 +190,24 @@ int run(const Options& o) {
   std::vector<double> seconds;
   std::vector<long long> load(std::size_t(o.experts), 0);
   moe::ForwardCost total;
+  // Statistics only when asked for: off, a pass does not touch them.
+  const bool want_stats = !o.stats_path.empty() || !o.plot_path.empty();
+  moe::RoutingStats stats(o.experts);
+  std::vector<int> last_ids;
+  std::vector<float> last_weights;
   for (int r = 0; r < o.repeat; ++r) {
     const auto start = std::chrono::steady_clock::now();
-    const moe::RoutingResult routed = layer.forward(batch(r + 1), o.hidden, y.data(), o.hidden, o.tokens, ws);
+    const moe::RoutingResult routed =
+        layer.forward(batch(r + 1), o.hidden, y.data(), o.hidden, o.tokens, ws, want_stats ? &stats : nullptr);
     seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     const moe::ForwardCost cost = layer.cost(routed);
     total.weight_bytes += cost.weight_bytes;
     total.flops += cost.flops;
     for (int e = 0; e < o.experts; ++e) load[std::size_t(e)] += routed.tokens_per_expert()(e);
+    if (want_stats && r + 1 == o.repeat) {
+      last_ids.assign(routed.expert_ids().data(), routed.expert_ids().data() + routed.expert_ids().size());
+      last_weights.assign(routed.weights().data(), routed.weights().data() + routed.weights().size());
+    }
   }
   double checksum = 0;
   for (float v : y) checksum += v;
@@ -181,6 +223,25 @@ int run(const Options& o) {
   std::printf("throughput  %.1f tokens/s   %.2f GB/s weights   %.2f GFLOP/s   (median pass)\n", double(o.tokens) / med,
               total.weight_bytes / o.repeat / med / 1e9, total.flops / o.repeat / med / 1e9);
   std::printf("output checksum %.6g\n", checksum);
+  if (!o.stats_path.empty()) {
+    write_file(o.stats_path, [&](std::ostream& out) {
+      out << "{\n  \"tokens_per_pass\": " << o.tokens << ",\n  \"passes\": " << o.repeat
+          << ",\n  \"threads\": " << threads << ",\n  \"dtype\": \"" << moe::TypeName<Precision>()
+          << "\",\n  \"latency_ms\": {\"median\": " << med * 1e3 << ", \"min\": " << best * 1e3
+          << "},\n  \"tokens_per_second\": " << double(o.tokens) / med
+          << ",\n  \"weight_gb_per_second\": " << total.weight_bytes / o.repeat / med / 1e9
+          << ",\n  \"gflop_per_second\": " << total.flops / o.repeat / med / 1e9 << ",\n  \"routing\": ";
+      stats.write_json(out);
+      out << "\n}\n";
+    });
+    std::printf("statistics written to %s\n", o.stats_path.c_str());
+  }
+  if (!o.plot_path.empty()) {
+    write_file(o.plot_path, [&](std::ostream& out) {
+      moe::write_routing_svg(out, stats, last_ids.data(), last_weights.data(), o.tokens, layer.top_k());
+    });
+    std::printf("plot written to %s\n", o.plot_path.c_str());
+  }
 
   long long routed_total = 0, most = 0;
   for (long long c : load) {

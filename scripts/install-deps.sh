@@ -3,7 +3,7 @@
 # Safe to run again and again: apt-get runs (update included) only when a package is missing.
 set -euo pipefail
 
-packages=(cmake g++ clang libomp-dev libeigen3-dev libxsimd-dev doctest-dev libbenchmark-dev)
+packages=(cmake g++ clang libomp-dev libeigen3-dev libxsimd-dev doctest-dev libbenchmark-dev librsvg2-bin)
 
 if ! command -v dpkg >/dev/null 2>&1; then
   echo "install-deps: no dpkg here (not Debian?); install these yourself: ${packages[*]}" >&2

@@ -196,34 +196,36 @@ struct Output {
   std::vector<std::vector<double>> weight;  // tokens x E routing weights
 };
 
-inline Output forward(const moe::LayerConfig& c, const Weights& w, Gating gating, const float* x, std::int64_t tokens,
-                      bool int8_activations = false) {
+// The layer's output for routing weights given per token (tokens x E, zero where an expert does not run)
+// and, per token, a weight of its input passed through (a dropped token under Switch's rule; 0 otherwise).
+// weight_error: the relative error the weights may carry (router rounding); 0 for weights taken as given.
+inline Output forward_with_weights(const moe::LayerConfig& c, const Weights& w,
+                                   const std::vector<std::vector<double>>& weight, const std::vector<double>& pass,
+                                   const float* x, std::int64_t tokens, double weight_error,
+                                   bool int8_activations = false) {
   const std::int64_t H = c.hidden_size, F = c.ffn_size, Fs = c.shared_ffn_size ? c.shared_ffn_size : c.ffn_size;
   const int E = c.num_experts;
-  const int k = gating == Gating::Dense ? E : c.top_k;
   Output out;
   out.y.assign(static_cast<std::size_t>(tokens * H), 0.0);
   out.error_bound.assign(static_cast<std::size_t>(tokens * H), 0.0);
+  out.weight = weight;
   const double eps = std::numeric_limits<float>::epsilon();
   for (std::int64_t t = 0; t < tokens; ++t) {
     const float* xt = x + t * H;
-    std::vector<double> logits(E, 0.0);
-    for (int e = 0; e < E; ++e)
-      for (std::int64_t i = 0; i < H; ++i) logits[e] += double(w.router[e * H + i]) * xt[i];
-    const std::vector<double> weight = routing_weights(gating, logits, k);
-    out.weight.push_back(weight);
     double* yt = out.y.data() + t * H;
     double* bt = out.error_bound.data() + t * H;
-    // The router's logits carry errors too; they reach the output through the softmax weights, whose
-    // relative error we bound by (H + 16) eps (a length-H dot product, then exp and a division).
-    const double weight_error = double(H + 16) * eps;
     for (int e = 0; e < E; ++e) {
-      const ExpertOutput ye =
-          ffn(c.ffn, xt, w.gate[e], w.up[e], w.down[e], H, F, int8_activations);  // every expert runs
-      for (std::int64_t i = 0; i < H; ++i) {                                      // then is masked
-        yt[i] += weight[e] * ye.y[i];
-        bt[i] += weight[e] * (ye.error_bound[i] + weight_error * std::abs(ye.y[i])) + eps * std::abs(yt[i]);
+      if (weight[t][e] == 0) continue;
+      const ExpertOutput ye = ffn(c.ffn, xt, w.gate[e], w.up[e], w.down[e], H, F, int8_activations);
+      for (std::int64_t i = 0; i < H; ++i) {
+        yt[i] += weight[t][e] * ye.y[i];
+        bt[i] +=
+            std::abs(weight[t][e]) * (ye.error_bound[i] + weight_error * std::abs(ye.y[i])) + eps * std::abs(yt[i]);
       }
+    }
+    for (std::int64_t i = 0; i < H; ++i) {
+      yt[i] += pass[t] * xt[i];
+      bt[i] += eps * (std::abs(pass[t] * xt[i]) + std::abs(yt[i]));
     }
     for (int s = 0; s < c.num_shared_experts; ++s) {
       double scale = 1.0;
@@ -236,11 +238,30 @@ inline Output forward(const moe::LayerConfig& c, const Weights& w, Gating gating
           ffn(c.ffn, xt, w.shared_gate_proj[s], w.shared_up[s], w.shared_down[s], H, Fs, int8_activations);
       for (std::int64_t i = 0; i < H; ++i) {
         yt[i] += scale * ys.y[i];
-        bt[i] += scale * (ys.error_bound[i] + weight_error * std::abs(ys.y[i])) + eps * std::abs(yt[i]);
+        bt[i] += scale * (ys.error_bound[i] + double(H + 16) * eps * std::abs(ys.y[i])) + eps * std::abs(yt[i]);
       }
     }
   }
   return out;
+}
+
+inline Output forward(const moe::LayerConfig& c, const Weights& w, Gating gating, const float* x, std::int64_t tokens,
+                      bool int8_activations = false) {
+  const std::int64_t H = c.hidden_size;
+  const int E = c.num_experts;
+  const int k = gating == Gating::Dense ? E : c.top_k;
+  std::vector<std::vector<double>> weight;
+  for (std::int64_t t = 0; t < tokens; ++t) {
+    std::vector<double> logits(E, 0.0);
+    for (int e = 0; e < E; ++e)
+      for (std::int64_t i = 0; i < H; ++i) logits[e] += double(w.router[e * H + i]) * x[t * H + i];
+    weight.push_back(routing_weights(gating, logits, k));
+  }
+  // The router's logits carry errors too; they reach the output through the softmax weights, whose
+  // relative error we bound by (H + 16) eps (a length-H dot product, then exp and a division).
+  const double weight_error = double(H + 16) * std::numeric_limits<float>::epsilon();
+  return forward_with_weights(c, w, weight, std::vector<double>(std::size_t(tokens), 0.0), x, tokens, weight_error,
+                              int8_activations);
 }
 
 }  // namespace reference

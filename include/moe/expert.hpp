@@ -76,10 +76,12 @@ public:
     check_matrix(down, hidden_size, ffn_size, where, what + " down weight");
     const Index padded = ffn_padded(ffn_size, type.gated);
     ffn_padded_ = 0;  // not loaded until both projections are packed (packing may throw bad_alloc)
+    // The input projection has a column per hidden unit of the padded width (padding zero), so its panels
+    // produce every hidden value the down projection reads.
     if (type.gated)
-      input_.pack_gated(gate.data, up.data, ffn_size, hidden_size, gate.stride, up.stride);
+      input_.pack_gated(gate.data, up.data, ffn_size, hidden_size, gate.stride, up.stride, padded);
     else
-      input_.pack(up.data, ffn_size, hidden_size, up.stride, hidden_size);
+      input_.pack(up.data, ffn_size, hidden_size, up.stride, hidden_size, padded);
     down_.pack(down.data, hidden_size, ffn_size, down.stride, padded);
     gated_ = type.gated;
     ffn_padded_ = padded;

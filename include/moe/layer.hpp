@@ -28,6 +28,7 @@
 #include "kernels/reduce.hpp"
 #include "precision.hpp"
 #include "router.hpp"
+#include "routing_stats.hpp"
 #include "simd.hpp"
 #include "workspace.hpp"
 
@@ -48,23 +49,32 @@ struct LayerConfig {
   bool shared_expert_gate = false;
 };
 
-// What a forward pass routed: for each token its experts and their weights (experts_per_token() of each,
-// in the policy's order), and how many tokens each routed expert received. A view into the workspace, valid
-// until the workspace's next forward pass.
+// What a forward pass routed: for each token its experts and their weights (experts_per_token() slots of
+// each, in the policy's order; a slot may hold a marker instead of an expert: kNoExpert for an unused slot,
+// kDroppedExpert for a choice a capacity limit dropped), how many tokens each routed expert received, and
+// how many choices were dropped. A view into the workspace, valid until the workspace's next forward pass.
 class RoutingResult {
 public:
   using IdMatrix = Eigen::Map<const Eigen::Matrix<int, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
   using WeightMatrix = Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
   using CountVector = Eigen::Map<const Eigen::Matrix<int, 1, Eigen::Dynamic>>;
 
-  RoutingResult(Index tokens, int slots, int experts, const int* ids, const float* weights, const int* counts)
-      : tokens_(tokens), slots_(slots), experts_(experts), ids_(ids), weights_(weights), counts_(counts) {}
+  RoutingResult(Index tokens, int slots, int experts, const int* ids, const float* weights, const int* counts,
+                Index dropped = 0)
+      : tokens_(tokens),
+        slots_(slots),
+        experts_(experts),
+        ids_(ids),
+        weights_(weights),
+        counts_(counts),
+        dropped_(dropped) {}
 
   Index tokens() const { return tokens_; }
   int experts_per_token() const { return slots_; }
   IdMatrix expert_ids() const { return IdMatrix(ids_, tokens_, slots_); }
   WeightMatrix weights() const { return WeightMatrix(weights_, tokens_, slots_); }
   CountVector tokens_per_expert() const { return CountVector(counts_, experts_); }
+  Index dropped() const { return dropped_; }
 
 private:
   Index tokens_;
@@ -73,6 +83,7 @@ private:
   const int* ids_;
   const float* weights_;
   const int* counts_;
+  Index dropped_;
 };
 
 // Work a forward pass did, for throughput figures: weight bytes streamed and useful flops.
@@ -131,6 +142,7 @@ public:
               "num_shared_experts must be in [0, 65536], got " + std::to_string(config_.num_shared_experts));
     MOE_CHECK(experts <= (1 << 16), where, "num_experts must be <= 65536, got " + std::to_string(experts));
     MOE_CHECK(config_.shared_ffn_size >= 0, where, "shared_ffn_size must be >= 0");
+    if constexpr (detail::has_check<Routing>::value) routing_.check(experts, config_.top_k);
     if (config_.shared_ffn_size == 0) config_.shared_ffn_size = config_.ffn_size;
     switch (config_.ffn.activation) {
       case Activation::SiLU:
@@ -253,6 +265,8 @@ public:
     ws.fill_.resize(expert_count());
     ws.assigned_token_.resize(pairs);
     ws.assigned_weight_.resize(pairs);
+    ws.dropped_token_.resize(max_tokens * slots());
+    ws.dropped_weight_.resize(max_tokens * slots());
     ws.hidden_offset_.resize(expert_count());
     ws.hidden_.resize(max_tokens * shape_.hidden_row_floats);
     ws.items_.resize(2 * shape_.input_items);
@@ -270,11 +284,26 @@ public:
   // ---- forward ----
 
   // y = MoE(x) for `tokens` rows of hidden_size floats, x and y given by pointer and row stride (floats).
-  // y may be x (in place): the input is fully read before the output is written.
-  RoutingResult forward(const float* x, Index x_stride, float* y, Index y_stride, Index tokens, Workspace& ws) const {
+  // y may be x (in place): the input is fully read before the output is written... except by a policy
+  // that passes dropped tokens through, which reads x in the combine: give it a separate y.
+  // stats, when given, accumulates this pass's routing (routing_stats.hpp); token_ids (one per token) feed
+  // policies that route by token id (HashRouting).
+  RoutingResult forward(const float* x, Index x_stride, float* y, Index y_stride, Index tokens, Workspace& ws,
+                        RoutingStats* stats = nullptr, const std::int64_t* token_ids = nullptr) const {
     check_forward(x, x_stride, y, y_stride, tokens, ws);
-    route(x, x_stride, tokens, ws);
+    MOE_CHECK(!detail::needs_token_ids<Routing>::value || tokens == 0 || token_ids != nullptr, "Layer::forward",
+              std::string("the routing policy ") + Routing::kName + " needs token ids: pass them to forward()");
+    MOE_CHECK(stats == nullptr || stats->experts() == experts(), "Layer::forward",
+              "the RoutingStats counts " + std::to_string(stats ? stats->experts() : 0) + " experts, the layer has " +
+                  std::to_string(experts()));
+    MOE_CHECK(!passes_dropped_through() || tokens == 0 || x + tokens * x_stride <= y || y + tokens * y_stride <= x,
+              "Layer::forward",
+              std::string("the routing policy ") + Routing::kName +
+                  " passes dropped tokens through, which reads x after y is written: x and y must not overlap");
+    route(x, x_stride, tokens, token_ids, ws);
     group(tokens, ws);
+    if (stats != nullptr)
+      stats->add(ws.logits_.data(), shape_.logits_width, tokens, ws.ids_.data(), ws.weights_.data(), slots());
     kernels::with_activation(config_.ffn.activation, [&](auto activation) {
       compute_and_combine<decltype(activation)::value>(x, x_stride, y, y_stride, tokens, ws);
     });
@@ -283,13 +312,15 @@ public:
       MOE_CHECK(kernels::all_finite(y + t * y_stride, hidden_size()), "Layer::forward",
                 "the output of token " + std::to_string(t) +
                     " overflowed to Inf or NaN inside an expert (activations too large for f32)");
-    return RoutingResult(tokens, slots(), experts(), ws.ids_.data(), ws.weights_.data(), ws.counts_.data());
+    return RoutingResult(tokens, slots(), experts(), ws.ids_.data(), ws.weights_.data(), ws.counts_.data(),
+                         ws.dropped_count_);
   }
 
   // The same with Eigen: x is any row-major float expression with direct access (a RowMatrix, a Map, a
   // block of rows); y a row-major float matrix or block of the same shape.
   template <class Derived>
-  RoutingResult forward(const Eigen::MatrixBase<Derived>& x, Eigen::Ref<RowMatrix> y, Workspace& ws) const {
+  RoutingResult forward(const Eigen::MatrixBase<Derived>& x, Eigen::Ref<RowMatrix> y, Workspace& ws,
+                        RoutingStats* stats = nullptr, const std::int64_t* token_ids = nullptr) const {
     static_assert(std::is_same<typename Derived::Scalar, float>::value, "moe::Layer::forward: x must hold floats");
     static_assert((int(Derived::Flags) & Eigen::DirectAccessBit) != 0,
                   "moe::Layer::forward: x must be stored in memory (evaluate the expression first)");
@@ -303,7 +334,7 @@ public:
         x.cols() == hidden_size(), "Layer::forward",
         "x has " + std::to_string(x.cols()) + " columns, expected hidden_size = " + std::to_string(hidden_size()));
     return forward(x.derived().data(), x.rows() == 1 ? x.cols() : x.outerStride(), y.data(),
-                   y.rows() == 1 ? y.cols() : y.outerStride(), x.rows(), ws);
+                   y.rows() == 1 ? y.cols() : y.outerStride(), x.rows(), ws, stats, token_ids);
   }
 
   // Weight bytes streamed and useful flops of the pass that produced `routed`.
@@ -335,6 +366,12 @@ private:
   static WeightView view(const WeightRef& m) { return WeightView(m.data(), m.rows(), m.cols(), m.outerStride()); }
 
   int expert_count() const { return config_.num_experts + config_.num_shared_experts; }
+  bool passes_dropped_through() const {
+    if constexpr (detail::has_pass_through<Routing>::value)
+      return routing_.passes_dropped_through();
+    else
+      return false;
+  }
   int slots() const { return config_.top_k; }
   Expert& shared(int s) { return experts_[std::size_t(config_.num_experts + s)]; }
   Index ffn_of(int e) const { return e < experts() ? config_.ffn_size : config_.shared_ffn_size; }
@@ -391,7 +428,7 @@ private:
   }
 
   // Stage 1: router logits (and shared-expert gate logits) for every token, then the routing policy.
-  void route(const float* x, Index x_stride, Index tokens, Workspace& ws) const {
+  void route(const float* x, Index x_stride, Index tokens, const std::int64_t* token_ids, Workspace& ws) const {
     const Index width = shape_.logits_width;
     const Index panels = router_.panels();
     const Index blocks = (tokens + kRouterRows - 1) / kRouterRows;
@@ -439,6 +476,22 @@ private:
     }
     MOE_CHECK(bad_token < 0, "Layer::forward",
               "router logits of token " + std::to_string(bad_token) + " overflowed to Inf or NaN");
+    if constexpr (detail::has_finish_batch<Routing>::value) {
+      RoutingBatch batch;
+      batch.tokens = tokens;
+      batch.experts = experts;
+      batch.slots = slots;
+      batch.logits = logits;
+      batch.logits_stride = width;
+      batch.token_ids = token_ids;
+      batch.ids = ws.ids_.data();
+      batch.weights = ws.weights_.data();
+      batch.expert_scratch = ws.fill_.data();           // free until group()
+      batch.token_scratch = ws.assigned_token_.data();  // likewise; at least max_tokens ints
+      routing_.finish_batch(batch);
+    } else {
+      (void)token_ids;
+    }
   }
 
   // Stage 2: counting sort of (token, expert) pairs by expert; tokens stay in increasing order.
@@ -455,9 +508,25 @@ private:
     // A policy's output is checked before anything trusts it: ids in range, distinct per token (fill
     // holds the last token that chose each expert), weights finite.
     std::fill(fill, fill + count, -1);
+    const bool pass_through = passes_dropped_through();
+    ws.dropped_count_ = 0;
+    ws.pass_through_count_ = 0;
     for (Index t = 0; t < tokens; ++t) {
       for (int j = 0; j < slots; ++j) {
         const int e = ids[t * slots + j];
+        if (e == kNoExpert) continue;
+        if (e == kDroppedExpert) {
+          const float weight = ws.weights_[t * slots + j];
+          MOE_CHECK(std::isfinite(weight), "Layer::forward",
+                    std::string("the routing policy ") + Routing::kName + " gave token " + std::to_string(t) +
+                        " a non-finite weight");
+          ++ws.dropped_count_;
+          if (pass_through) {
+            ws.dropped_token_[ws.pass_through_count_] = int(t);
+            ws.dropped_weight_[ws.pass_through_count_++] = weight;
+          }
+          continue;
+        }
         MOE_CHECK(e >= 0 && e < experts, "Layer::forward",
                   std::string("the routing policy ") + Routing::kName + " chose expert " + std::to_string(e) +
                       " for token " + std::to_string(t) + ", out of range [0, " + std::to_string(experts) + ")");
@@ -477,6 +546,7 @@ private:
     std::copy(offsets, offsets + count, fill);
     for (Index t = 0; t < tokens; ++t) {
       for (int j = 0; j < slots; ++j) {
+        if (ids[t * slots + j] < 0) continue;
         const int slot = fill[ids[t * slots + j]]++;
         ws.assigned_token_[slot] = int(t);
         ws.assigned_weight_[slot] = ws.weights_[t * slots + j];
@@ -532,7 +602,7 @@ private:
         MOE_OMP(omp barrier)
       }
       MOE_OMP(omp for schedule(dynamic))
-      for (Index p = 0; p < out_panels; ++p) combine(p, y, y_stride, tokens, ws);
+      for (Index p = 0; p < out_panels; ++p) combine(p, x, x_stride, y, y_stride, tokens, ws);
     }
   }
 
@@ -566,12 +636,14 @@ private:
   }
 
   // Output panel p of every token: zero it, then add each expert's weighted down projection, experts in
-  // index order (shared experts last), so each output element has one owner and a fixed summation order.
-  void combine(Index p, float* y, Index y_stride, Index tokens, Workspace& ws) const {
+  // index order, then dropped tokens passed through (weight * x), then shared experts, so each output element
+  // has one owner and a fixed summation order.
+  void combine(Index p, const float* x, Index x_stride, float* y, Index y_stride, Index tokens, Workspace& ws) const {
     const Index column = p * kPanel;
     const Index width = std::min(kPanel, hidden_size() - column);
     for (Index t = 0; t < tokens; ++t) std::fill_n(y + t * y_stride + column, width, 0.0f);
     for (int e = 0; e < expert_count(); ++e) {
+      if (e == experts()) pass_dropped_through(column, width, x, x_stride, y, y_stride, ws);
       const Index ffn = ffn_padded(e);
       const int begin = ws.offsets_[e], end = ws.offsets_[e + 1];
       for (Index k0 = 0; k0 < ffn; k0 += kernels::kDepthBlock) {
@@ -588,6 +660,19 @@ private:
           });
         }
       }
+    }
+    if (shared_experts() == 0) pass_dropped_through(column, width, x, x_stride, y, y_stride, ws);
+  }
+
+  // y[t] += weight * x[t] over columns [column, column + width) for each dropped choice, when the policy
+  // passes dropped tokens through.
+  static void pass_dropped_through(Index column, Index width, const float* x, Index x_stride, float* y, Index y_stride,
+                                   const Workspace& ws) {
+    for (int i = 0; i < ws.pass_through_count_; ++i) {
+      const Index t = ws.dropped_token_[i];
+      const float weight = ws.dropped_weight_[i];
+      for (Index c = column; c < column + width; ++c)
+        y[t * y_stride + c] = std::fma(weight, x[t * x_stride + c], y[t * y_stride + c]);
     }
   }
 

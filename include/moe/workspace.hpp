@@ -43,9 +43,11 @@ public:
   }
   // Bytes of scratch held, for sizing on small devices.
   Index bytes() const {
-    return (logits_.size() + weights_.size() + shared_weights_.size() + assigned_weight_.size() + hidden_.size()) *
+    return (logits_.size() + weights_.size() + shared_weights_.size() + assigned_weight_.size() + hidden_.size() +
+            dropped_weight_.size()) *
                Index(sizeof(float)) +
-           (ids_.size() + counts_.size() + offsets_.size() + fill_.size() + assigned_token_.size() + items_.size()) *
+           (ids_.size() + counts_.size() + dropped_token_.size() + offsets_.size() + fill_.size() +
+            assigned_token_.size() + items_.size()) *
                Index(sizeof(int)) +
            hidden_offset_.size() * Index(sizeof(Index)) + input_codes_.size() + hidden_codes_.size() +
            (input_scales_.size() + hidden_scales_.size()) * Index(sizeof(float)) +
@@ -87,9 +89,13 @@ private:
   detail::AlignedBuffer<int> fill_;              // per expert: cursor while grouping
   detail::AlignedBuffer<int> assigned_token_;    // grouped (token, weight) pairs, expert by expert
   detail::AlignedBuffer<float> assigned_weight_;
-  detail::AlignedBuffer<Index> hidden_offset_;  // per expert: where its hidden rows start in hidden_
-  detail::AlignedBuffer<float> hidden_;         // hidden activations of every (token, expert) pair
-  detail::AlignedBuffer<int> items_;            // (expert, panel) work items of the input projections
+  detail::AlignedBuffer<int> dropped_token_;     // choices dropped by a capacity limit and passed through
+  detail::AlignedBuffer<float> dropped_weight_;  // their weights
+  Index dropped_count_ = 0;                      // dropped choices of the current pass
+  int pass_through_count_ = 0;                   // of those, passed through
+  detail::AlignedBuffer<Index> hidden_offset_;   // per expert: where its hidden rows start in hidden_
+  detail::AlignedBuffer<float> hidden_;          // hidden activations of every (token, expert) pair
+  detail::AlignedBuffer<int> items_;             // (expert, panel) work items of the input projections
   // Int8 activations (q8a8, q4a8; kernels/quantize.hpp): the input rows and every hidden row, quantised.
   detail::AlignedBuffer<std::int8_t> input_codes_;  // tokens x quantized_width
   detail::AlignedBuffer<float> input_scales_;       // tokens x quantized_width / 32

@@ -116,18 +116,20 @@ public:
   }
 
   // Packs w (out_features x in_features, row stride w_stride) with depth_padded >= in_features depth
-  // rows; rows past in_features are zero, so a caller may feed activations of that padded width.
-  void pack(const float* w, Index out_features, Index in_features, Index w_stride, Index depth_padded) {
-    resize(out_features, depth_padded);
+  // rows; rows past in_features are zero, so a caller may feed activations of that padded width. Output
+  // columns up to out_padded >= out_features exist and are zero past out_features.
+  void pack(const float* w, Index out_features, Index in_features, Index w_stride, Index depth_padded,
+            Index out_padded = 0) {
+    resize(std::max(out_features, out_padded), depth_padded);
     for (Index o = 0; o < out_features; ++o) set_row(o, w + o * w_stride, in_features);
   }
 
   // Packs a gated pair: each panel holds kPanelColumns/2 gate rows then the same kPanelColumns/2 up rows,
   // so one tile yields both halves of a gated unit and its epilogue can apply act(gate) * up at once.
   void pack_gated(const float* gate, const float* up, Index out_features, Index in_features, Index gate_stride,
-                  Index up_stride) {
+                  Index up_stride, Index out_padded = 0) {
     constexpr Index half = kPanelColumns / 2;
-    resize(2 * simd::round_up(out_features, half), in_features);
+    resize(2 * simd::round_up(std::max(out_features, out_padded), half), in_features);
     for (Index o = 0; o < out_features; ++o) {
       set_column(o / half, o % half, gate + o * gate_stride, in_features);
       set_column(o / half, half + o % half, up + o * up_stride, in_features);
