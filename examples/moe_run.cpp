@@ -7,12 +7,19 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cmath>
 #include <cstring>
 #include <fstream>
+#include <memory>
+#include <sstream>
+
+#include <unistd.h>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include <moe/io/hf_model.hpp>
+#include <moe/io/npy.hpp>
 #include <moe/moe.hpp>
 
 #include "synthetic_layer.hpp"
@@ -29,15 +36,32 @@ struct Options {
   int top_k = 2;
   int shared = 0;
   bool renormalize = true;
-  std::string dtype = "f32";
+  std::string dtype;  // default: f32 for the synthetic layer, auto for a checkpoint
   unsigned long long seed = 1;
   std::string stats_path;  // --stats FILE.json
   std::string plot_path;   // --plot FILE.svg
+  // A checkpoint's MoE block instead of the synthetic layer.
+  std::string model_dir;
+  std::string layer;
+  std::string input_path;
+  std::string output_path;
+  bool repeat_given = false;
 };
 
-const char* const kUsage = R"(usage: moe-run [options]
+const char* const kUsage =
+    R"(usage: moe-run --model DIR --layer L --input X.npy --output Y.npy [--dtype auto|f32|bf16|f16|q8|q4]
+               [--threads N] [--repeat R] [--stats FILE.json]
+       moe-run [options]
 
-Runs a synthetic MoE layer (deterministic random weights and tokens) and prints the latency of one
+With --model: computes the MoE block of layer L of the Hugging Face model folder DIR (config.json and
+model.safetensors, or shards with model.safetensors.index.json; model types mixtral, qwen2_moe, qwen3_moe,
+olmoe, deepseek_v3, dbrx, switch_transformers, where L is encoder.N or decoder.N) on the tokens in X.npy
+(float32 or float16, tokens x hidden_size) and writes the block's output, without the residual, to Y.npy
+(float32). --dtype auto (the default) keeps the checkpoint's precision. --repeat R times R passes after a
+warm-up and reports median and min latency, tokens/s, GB/s and GFLOP/s; --stats writes those and the
+routing statistics as JSON.
+
+Without --model: runs a synthetic MoE layer (deterministic random weights and tokens) and prints the latency of one
 forward pass (median and min over --repeat passes, after one warm-up), tokens/s, the expert weights
 streamed per second (GB/s), useful GFLOP/s, and how many tokens each expert received.
 
@@ -93,6 +117,7 @@ Options parse(int argc, char** argv) {
       o.tokens = take(1, 1 << 20);
     } else if (arg == "--repeat") {
       o.repeat = int(take(1, 1000000));
+      o.repeat_given = true;
     } else if (arg == "--threads") {
       o.threads = int(take(1, MOE_MAX_THREADS));
     } else if (arg == "--hidden") {
@@ -113,41 +138,50 @@ Options parse(int argc, char** argv) {
       if (value == nullptr) fail("--dtype needs a value");
       o.dtype = value;
       ++i;
-      if (o.dtype != "f32" && o.dtype != "bf16" && o.dtype != "f16" && o.dtype != "q8" && o.dtype != "q4" &&
-          o.dtype != "q8a8" && o.dtype != "q4a8")
-        fail("--dtype must be one of f32, bf16, f16, q8, q4, q8a8, q4a8, got '" + o.dtype + "'");
-    } else if (arg == "--stats" || arg == "--plot") {
-      if (value == nullptr || *value == '\0') fail(arg + " needs a file name");
-      (arg == "--stats" ? o.stats_path : o.plot_path) = value;
+      const auto& names = moe::io::block_dtypes();  // auto, then every precision
+      if (std::find(names.begin(), names.end(), o.dtype) == names.end())
+        fail("--dtype must be one of auto, f32, bf16, f16, q8, q4, q8a8, q4a8, got '" + o.dtype + "'");
+    } else if (arg == "--stats" || arg == "--plot" || arg == "--model" || arg == "--layer" || arg == "--input" ||
+               arg == "--output") {
+      if (value == nullptr || *value == '\0') fail(arg + " needs a value");
+      std::string& target = arg == "--stats"   ? o.stats_path
+                            : arg == "--plot"  ? o.plot_path
+                            : arg == "--model" ? o.model_dir
+                            : arg == "--layer" ? o.layer
+                            : arg == "--input" ? o.input_path
+                                               : o.output_path;
+      target = value;
       ++i;
     } else {
       fail("unknown option '" + arg + "'");
     }
+  }
+  if (!o.model_dir.empty()) {
+    if (o.layer.empty()) fail("--model needs --layer");
+    if (o.input_path.empty()) fail("--model needs --input X.npy");
+    if (o.output_path.empty()) fail("--model needs --output Y.npy");
+    if (o.dtype.empty()) o.dtype = "auto";
+    if (!o.plot_path.empty()) fail("--plot is for the synthetic layer; use --stats with --model");
+  } else {
+    if (!o.layer.empty() || !o.input_path.empty() || !o.output_path.empty())
+      fail("--layer, --input and --output need --model DIR");
+    if (o.dtype.empty()) o.dtype = "f32";
+    if (o.dtype == "auto") fail("--dtype auto needs --model (the synthetic layer has no checkpoint precision)");
   }
   if (o.top_k > o.experts)
     fail("--top-k " + std::to_string(o.top_k) + " exceeds --experts " + std::to_string(o.experts));
   return o;
 }
 
-// Writes a file through a temporary one renamed into place, so a failure never leaves a partial file.
+// Writes a file all or nothing (io/file.hpp's AtomicFileWriter): a failure never leaves a partial file.
 template <class Write>
 void write_file(const std::string& path, Write&& write) {
-  const std::string temporary = path + ".tmp";
-  {
-    std::ofstream out(temporary, std::ios::binary);
-    if (!out) throw std::runtime_error("cannot write " + path + ": " + std::strerror(errno));
-    write(out);
-    out.flush();
-    if (!out) {
-      std::remove(temporary.c_str());
-      throw std::runtime_error("writing " + path + " failed: " + std::strerror(errno));
-    }
-  }
-  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
-    const std::string reason = std::strerror(errno);
-    std::remove(temporary.c_str());
-    throw std::runtime_error("cannot write " + path + ": " + reason);
-  }
+  std::ostringstream text;
+  write(static_cast<std::ostream&>(text));
+  const std::string bytes = text.str();
+  moe::io::detail::AtomicFileWriter file(path, "moe-run");
+  file.write(bytes.data(), bytes.size());
+  file.commit();
 }
 
 double median(std::vector<double> v) {
@@ -261,11 +295,95 @@ int run(const Options& o) {
   return 0;
 }
 
+// The checkpoint mode: one MoE block of a Hugging Face model folder on the tokens of an .npy file.
+int run_model(const Options& o) {
+  const moe::io::BlockSpec spec = moe::io::read_block_spec(o.model_dir, o.layer);  // fails fast, before loading
+  const moe::Index H = spec.config.hidden_size;
+  const moe::io::NpyArray x = moe::io::read_npy(o.input_path);
+  if (x.shape[1] != H)
+    throw std::runtime_error(o.input_path + " has " + std::to_string(x.shape[1]) + " columns but hidden_size of " +
+                             o.model_dir + " is " + std::to_string(H));
+  const moe::Index tokens = x.shape[0];
+  if (tokens == 0) throw std::runtime_error(o.input_path + " has no tokens");
+  for (std::size_t i = 0; i < x.data.size(); ++i)
+    if (!std::isfinite(x.data[i]))
+      throw std::runtime_error(o.input_path + ": token " + std::to_string(i / std::size_t(H)) + " has NaN or Inf");
+  // Fail on an unwritable output before the work, not after.
+  {
+    const std::string probe = o.output_path + ".probe.tmp";
+    std::ofstream out(probe, std::ios::binary);
+    if (!out) throw std::runtime_error("cannot write " + o.output_path + ": " + std::strerror(errno));
+    out.close();
+    std::remove(probe.c_str());
+  }
+
+  const bool show_progress = isatty(2) != 0;
+  auto progress = [&](int done, int total) {
+    if (!show_progress) return;
+    std::fprintf(stderr, "\rmoe-run: loading %d/%d experts", done, total);
+    if (done == total) std::fprintf(stderr, "\n");
+  };
+  const auto load_start = std::chrono::steady_clock::now();
+  const std::unique_ptr<moe::io::MoeBlock> block = moe::io::load_block(o.model_dir, o.layer, o.dtype, progress);
+  const double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
+  const moe::LayerConfig& c = spec.config;
+  std::printf("moe-run: %s layer %s: hidden %lld, ffn %lld, %d experts, top-%d%s, %s weights, loaded in %.2f s\n",
+              spec.model_type.c_str(), o.layer.c_str(), static_cast<long long>(c.hidden_size),
+              static_cast<long long>(c.ffn_size), c.num_experts, c.top_k, c.num_shared_experts ? ", shared expert" : "",
+              block->precision(), load_seconds);
+
+  moe::Workspace ws = block->workspace(tokens, o.threads);
+  std::vector<float> y(std::size_t(tokens * H));
+  moe::RoutingStats stats(c.num_experts);
+  const moe::RoutingResult first = block->forward(x.data.data(), y.data(), tokens, ws, &stats);
+  const moe::Index dropped = first.dropped();
+
+  std::vector<double> seconds;
+  moe::ForwardCost cost = block->cost(first);
+  if (o.repeat_given) {
+    std::vector<float> scratch(y.size());
+    for (int r = 0; r < o.repeat; ++r) {
+      const auto start = std::chrono::steady_clock::now();
+      block->forward(x.data.data(), scratch.data(), tokens, ws);
+      seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    }
+  }
+  moe::io::write_npy(o.output_path, y.data(), tokens, H);
+  std::printf("%lld tokens -> %s%s\n", static_cast<long long>(tokens), o.output_path.c_str(),
+              dropped ? (" (" + std::to_string(dropped) + " choices dropped by expert capacity)").c_str() : "");
+  double med = 0, best = 0;
+  if (!seconds.empty()) {
+    med = median(seconds);
+    best = *std::min_element(seconds.begin(), seconds.end());
+    std::printf("latency     median %.3f ms   min %.3f ms   (%d passes after the first)\n", med * 1e3, best * 1e3,
+                o.repeat);
+    std::printf("throughput  %.1f tokens/s   %.2f GB/s weights   %.2f GFLOP/s   (median pass)\n", double(tokens) / med,
+                cost.weight_bytes / med / 1e9, cost.flops / med / 1e9);
+  }
+  if (!o.stats_path.empty()) {
+    write_file(o.stats_path, [&](std::ostream& out) {
+      out << "{\n  \"model\": \"" << spec.model_type << "\",\n  \"layer\": \"" << o.layer
+          << "\",\n  \"tokens\": " << tokens << ",\n  \"dtype\": \"" << block->precision() << "\"";
+      if (!seconds.empty())
+        out << ",\n  \"passes\": " << o.repeat << ",\n  \"latency_ms\": {\"median\": " << med * 1e3
+            << ", \"min\": " << best * 1e3 << "},\n  \"tokens_per_second\": " << double(tokens) / med
+            << ",\n  \"weight_gb_per_second\": " << cost.weight_bytes / med / 1e9
+            << ",\n  \"gflop_per_second\": " << cost.flops / med / 1e9;
+      out << ",\n  \"routing\": ";
+      stats.write_json(out);
+      out << "\n}\n";
+    });
+    std::printf("statistics written to %s\n", o.stats_path.c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const Options options = parse(argc, argv);
   try {
+    if (!options.model_dir.empty()) return run_model(options);
     if (options.dtype == "bf16") return run<moe::bf16>(options);
     if (options.dtype == "f16") return run<moe::f16>(options);
     if (options.dtype == "q8") return run<moe::q8>(options);

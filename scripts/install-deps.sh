@@ -3,7 +3,8 @@
 # Safe to run again and again: apt-get runs (update included) only when a package is missing.
 set -euo pipefail
 
-packages=(cmake g++ clang libomp-dev libeigen3-dev libxsimd-dev doctest-dev libbenchmark-dev librsvg2-bin)
+packages=(cmake g++ clang libomp-dev libeigen3-dev libxsimd-dev doctest-dev libbenchmark-dev librsvg2-bin
+  nlohmann-json3-dev python3-numpy python3-torch libclang-rt-14-dev)
 
 if ! command -v dpkg >/dev/null 2>&1; then
   echo "install-deps: no dpkg here (not Debian?); install these yourself: ${packages[*]}" >&2

@@ -269,7 +269,7 @@ public:
     ws.dropped_weight_.resize(max_tokens * slots());
     ws.hidden_offset_.resize(expert_count());
     ws.hidden_.resize(max_tokens * shape_.hidden_row_floats);
-    ws.items_.resize(2 * shape_.input_items);
+    ws.items_.resize(3 * shape_.input_items);
     const Index quantized = max_tokens * shape_.quantized_width;
     const Index hidden_quantized = kInt8 ? max_tokens * shape_.hidden_row_floats : 0;
     ws.input_codes_.resize(quantized);
@@ -565,9 +565,11 @@ private:
       ws.hidden_offset_[e] = hidden;
       hidden += Index(counts[e]) * ffn_padded(e);
       if (counts[e] == 0) continue;
-      for (Index p = 0; p < input_panels(e); ++p) {
-        ws.items_[2 * items] = e;
-        ws.items_[2 * items + 1] = int(p);
+      const Index panels = input_panels(e), span = item_span(e, counts[e]);
+      for (Index p = 0; p < panels; p += span) {
+        ws.items_[3 * items] = e;
+        ws.items_[3 * items + 1] = int(p);
+        ws.items_[3 * items + 2] = int(std::min(span, panels - p));
         ++items;
       }
     }
@@ -587,7 +589,8 @@ private:
     MOE_OMP(omp parallel num_threads(threads)) {
       MOE_OMP(omp for schedule(dynamic))
       for (int item = 0; item < items; ++item)
-        compute<A>(ws.items_[2 * item], ws.items_[2 * item + 1], x, x_stride, ws);
+        for (int p = ws.items_[3 * item + 1], last = p + ws.items_[3 * item + 2]; p < last; ++p)
+          compute<A>(ws.items_[3 * item], p, x, x_stride, ws);
       if constexpr (kInt8) {
         // The down projections read the hidden rows as int8: quantise each once, every block of it.
         for (int e = 0; e < expert_count(); ++e) {
@@ -674,6 +677,20 @@ private:
       for (Index c = column; c < column + width; ++c)
         y[t * y_stride + c] = std::fma(weight, x[t * x_stride + c], y[t * y_stride + c]);
     }
+  }
+
+  // Consecutive input panels one work item computes. With one tile of tokens an item streams its panels
+  // once, and a panel of a 1-byte precision is short (64 KiB for a 1024-deep projection): a stream that
+  // short spends much of its time ramping up the hardware prefetcher, so items then take consecutive panels
+  // (contiguous in memory) up to kStreamBytes, while leaving at least 8 items per expert for the threads.
+  // With more tokens a panel is reused across tiles and one panel per item keeps it in L2.
+  Index item_span(int e, int tokens) const {
+    constexpr double kStreamBytes = 256 * 1024;
+    if (tokens > kRows) return 1;
+    const Index panels = input_panels(e);
+    const double panel_bytes = experts_[std::size_t(e)].input_projection().bytes() / double(panels);
+    const Index wanted = std::max<Index>(1, Index(kStreamBytes / panel_bytes));
+    return std::max<Index>(1, std::min(wanted, panels / 8));
   }
 
   // Token t's input row as the expert kernels read it: x itself, or its int8 codes.

@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""fuzz/make_corpus.py: writes the seed corpora of fuzz/run.sh (fuzz/corpus/{npy,safetensors,config}/),
+a few small valid and broken files of each kind, byte for byte the same on every run. Standard library only.
+"""
+import json
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def put(kind, name, data):
+    folder = os.path.join(HERE, "corpus", kind)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, name), "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+
+
+def npy(header, data, major=1, pad=True):
+    text = header
+    if pad:
+        preamble = 10 if major == 1 else 12
+        text += " " * (63 - (preamble + len(text)) % 64) + "\n"
+    length = struct.pack("<H", len(text)) if major == 1 else struct.pack("<I", len(text))
+    return b"\x93NUMPY" + bytes([major, 0]) + length + text.encode("latin1") + data
+
+
+def dict_header(descr="<f4", shape="(2, 3)", order="False"):
+    return "{'descr': '%s', 'fortran_order': %s, 'shape': %s, }" % (descr, order, shape)
+
+
+f32 = lambda *v: struct.pack("<%df" % len(v), *v)
+six = f32(1, 2, 3, 4, 5, 6)
+put("npy", "f32_2x3.npy", npy(dict_header(), six))
+put("npy", "f16_2x2.npy", npy(dict_header("<f2", "(2, 2)"), struct.pack("<4H", 0x3C00, 0xC000, 0x7BFF, 0x0001)))
+put("npy", "v2_f32.npy", npy(dict_header(), six, major=2))
+put("npy", "v3_f32.npy", npy(dict_header(), six, major=3))
+put("npy", "empty_0x4.npy", npy(dict_header(shape="(0, 4)"), b""))
+put("npy", "py2_long.npy", npy('{"descr": "|f4", "shape": (2L, 3L), "fortran_order": False}', six, pad=False))
+put("npy", "bad_1d.npy", npy(dict_header(shape="(6,)"), six))
+put("npy", "bad_3d.npy", npy(dict_header(shape="(1, 2, 3)"), six))
+put("npy", "bad_fortran.npy", npy(dict_header(order="True"), six))
+put("npy", "bad_f8.npy", npy(dict_header("<f8"), six + six))
+put("npy", "bad_truncated.npy", npy(dict_header(), six[:20]))
+put("npy", "bad_trailing.npy", npy(dict_header(), six + b"xy"))
+put("npy", "bad_huge.npy", npy(dict_header(shape="(4294967296, 4294967296)"), six))
+
+
+def safetensors(header, data, pad=True):
+    text = json.dumps(header) if not isinstance(header, str) else header
+    if pad:
+        text += " " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text.encode() + data
+
+
+three = f32(1.5, -2, 0.25, 8) + struct.pack("<4H", 0x3F80, 0xC000, 0x7F80, 0x0001) + struct.pack("<2H", 0x3C00, 0x7BFF)
+put("safetensors", "three_dtypes.safetensors", safetensors({
+    "__metadata__": {"format": "pt"},
+    "a": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]},
+    "b": {"dtype": "BF16", "shape": [4], "data_offsets": [16, 24]},
+    "c": {"dtype": "F16", "shape": [1, 2], "data_offsets": [24, 28]}}, three))
+put("safetensors", "scalar_and_empty.safetensors", safetensors({
+    "s": {"dtype": "F32", "shape": [], "data_offsets": [0, 4]},
+    "e": {"dtype": "BF16", "shape": [0, 3], "data_offsets": [4, 4]}}, f32(3)))
+put("safetensors", "metadata_only.safetensors", safetensors({"__metadata__": {}}, b""))
+put("safetensors", "bad_overlap.safetensors", safetensors({
+    "a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+    "b": {"dtype": "F16", "shape": [4], "data_offsets": [8, 16]}}, three))
+put("safetensors", "bad_header_past_eof.safetensors", struct.pack("<Q", 1 << 40) + b"{}")
+put("safetensors", "bad_dtype.safetensors", safetensors({"t": {"dtype": "I64", "shape": [2], "data_offsets": [0, 16]}}, three))
+put("safetensors", "bad_shape.safetensors", safetensors({"t": {"dtype": "F32", "shape": [-1, 2.5], "data_offsets": [0, 8]}}, three))
+put("safetensors", "bad_offsets.safetensors", safetensors({"t": {"dtype": "F32", "shape": [8], "data_offsets": [0, 32]}}, three))
+put("safetensors", "bad_json.safetensors", safetensors('{"t": {"dtype": "F32", "shape": [1]', b"", pad=False))
+put("safetensors", "bad_truncated.safetensors", safetensors({"t": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, f32(1, 2)))
+
+put("config", "mixtral.json", json.dumps({
+    "model_type": "mixtral", "hidden_size": 64, "intermediate_size": 128, "num_local_experts": 8,
+    "num_experts_per_tok": 2, "num_hidden_layers": 2, "hidden_act": "silu", "rope_theta": 1e6,
+    "rms_norm_eps": 1e-5, "torch_dtype": "bfloat16", "tie_word_embeddings": False, "vocab_size": 32000}))
+put("config", "deepseek_v3.json", json.dumps({
+    "model_type": "deepseek_v3", "hidden_size": 64, "moe_intermediate_size": 32, "n_routed_experts": 16,
+    "num_experts_per_tok": 4, "n_group": 4, "topk_group": 2, "norm_topk_prob": True,
+    "routed_scaling_factor": 2.5, "first_k_dense_replace": 1, "n_shared_experts": None}))
+put("config", "dbrx.json", json.dumps({
+    "model_type": "dbrx", "d_model": 64, "ffn_config": {"ffn_hidden_size": 96, "moe_num_experts": 4,
+                                                       "moe_top_k": 2, "moe_normalize_expert_weights": 1}}))
+put("config", "bad_types.json", json.dumps({
+    "model_type": 3, "hidden_size": "64", "num_experts_per_tok": 2.0, "norm_topk_prob": "yes",
+    "num_hidden_layers": -2, "vocab_size": 18446744073709551615, "n_group": 300, "routed_scaling_factor": 1e300}))
+put("config", "not_object.json", "[1, 2, {\"hidden_size\": 4}]")
+put("config", "invalid.json", '{"hidden_size": 64,, }')

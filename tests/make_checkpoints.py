@@ -1,0 +1,614 @@
+#!/usr/bin/env python3
+"""make_checkpoints.py OUT_DIR [--seed S] [--switch-dropped zero|input]: tiny Hugging Face model folders with
+PyTorch reference outputs of their MoE blocks, for the checkpoint tests (written into a build folder, never
+into git).
+
+For every family moe's checkpoint loader supports, OUT_DIR/<name>/ gets a config.json, a model.safetensors
+(or two shards and model.safetensors.index.json) holding only the tensors the MoE blocks need (plus the dense
+MLP of dense layers) under the names of the published checkpoints, and for each tested layer L an input_L.npy
+(tokens x hidden_size, float32) and expected_L.npy: the MoE block's output without the residual, computed in
+float64 from the stored weights (after their rounding to bf16 / f16) and the float32 input. OUT_DIR/MANIFEST.txt
+lists "<folder> <layer> <weight dtype>" for every (folder, layer) with reference files.
+
+Each block follows the transformers modeling code of its family (the function names are cited where they are
+implemented below). The inputs are redrawn until every routing decision has a clear margin, so that a float32
+implementation must make the same choices. Everything derives from --seed through numpy's RandomState (a
+frozen stream), so the output is byte-for-byte deterministic.
+
+Needs Python 3 with numpy and torch (Debian: python3-numpy, python3-torch); no transformers, no safetensors.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import struct
+import sys
+import time
+
+try:
+    import numpy as np
+    import torch
+except ImportError:  # e.g. a pyenv python3 first on PATH: fall back to Debian's interpreter, which has both
+    if os.path.realpath(sys.executable) != os.path.realpath("/usr/bin/python3") and os.path.exists("/usr/bin/python3"):
+        os.execv("/usr/bin/python3", ["/usr/bin/python3", os.path.abspath(__file__)] + sys.argv[1:])
+    sys.exit("make_checkpoints.py needs numpy and torch (Debian: apt-get install python3-numpy python3-torch)")
+
+F64 = torch.float64
+TORCH_DTYPE = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
+CONFIG_DTYPE = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}
+SAFETENSORS_DTYPE = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16"}
+TOKENS = 7
+MARGIN = 1e-3  # minimum gap (in probability / score units) at every routing decision
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Tensors and files
+
+
+class Checkpoint:
+    """The tensors of one model folder, in the order they are written, each as stored (f32 / bf16 / f16)."""
+
+    def __init__(self, rng, dtype):
+        self.rng = rng
+        self.dtype = dtype
+        self.tensors = {}
+
+    def add(self, name, shape, std, dtype=None, values=None):
+        """Draws a tensor (normal, standard deviation std, or the given values), stores it rounded to the
+        folder's dtype (or dtype) and returns the stored values as float64."""
+        if values is None:
+            values = self.rng.standard_normal(shape) * std
+        stored = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64)).to(torch.float32)
+        stored = stored.to(TORCH_DTYPE[dtype or self.dtype])
+        assert name not in self.tensors, name
+        self.tensors[name] = stored
+        return stored.to(F64)
+
+    def f64(self, name):
+        return self.tensors[name].to(F64)
+
+
+def tensor_bytes(t):
+    t = t.contiguous()
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().astype("<i2").tobytes()
+    if t.dtype == torch.float16:
+        return t.numpy().astype("<f2").tobytes()
+    return t.numpy().astype("<f4").tobytes()
+
+
+def write_safetensors(path, items):
+    """items: (name, tensor) pairs, packed in this order. Returns the size of the tensor data."""
+    header = {"__metadata__": {"format": "pt"}}
+    blobs = []
+    offset = 0
+    for name, t in items:
+        data = tensor_bytes(t)
+        header[name] = {"dtype": SAFETENSORS_DTYPE[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+        blobs.append(data)
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for data in blobs:
+            f.write(data)
+    return offset
+
+
+def read_safetensors(path):
+    """The tensors of a file as {name: (dtype string, shape, raw bytes)}: used by the self-check."""
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    body = data[8 + n:]
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = info["data_offsets"]
+        out[name] = (info["dtype"], info["shape"], body[begin:end])
+    return out
+
+
+def write_folder(out_dir, name, config, ckpt, layers, shards=1):
+    """config.json, the weights (one file or `shards` files plus the index), input_L.npy, expected_L.npy."""
+    folder = os.path.join(out_dir, name)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+        f.write("\n")
+    items = list(ckpt.tensors.items())
+    if shards == 1:
+        write_safetensors(os.path.join(folder, "model.safetensors"), items)
+    else:
+        # Split by count, not by layer, so that one layer's tensors live in both files.
+        per = -(-len(items) // shards)
+        weight_map = {}
+        total = 0
+        for s in range(shards):
+            file = "model-%05d-of-%05d.safetensors" % (s + 1, shards)
+            part = items[s * per:(s + 1) * per]
+            total += write_safetensors(os.path.join(folder, file), part)
+            for tensor_name, _ in part:
+                weight_map[tensor_name] = file
+        index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+        with open(os.path.join(folder, "model.safetensors.index.json"), "w") as f:
+            json.dump(index, f, indent=2)
+            f.write("\n")
+    for layer, (x, y, extra) in layers.items():
+        np.save(os.path.join(folder, "input_%s.npy" % layer), np.ascontiguousarray(x, dtype=np.float32))
+        np.save(os.path.join(folder, "expected_%s.npy" % layer), np.ascontiguousarray(y, dtype=np.float32))
+        for prefix, array in extra.items():
+            np.save(os.path.join(folder, "%s_%s.npy" % (prefix, layer)), np.ascontiguousarray(array, dtype=np.float32))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The blocks, in float64
+
+
+def silu(x):
+    return x * torch.sigmoid(x)
+
+
+def glu_expert(x, gate, up, down):
+    """down(silu(gate x) * up x), weights in the PyTorch layout W[out][in] (MixtralBlockSparseTop2MLP,
+    Qwen2MoeMLP, OlmoeMLP, DeepseekV3MLP)."""
+    return (silu(x @ gate.T) * (x @ up.T)) @ down.T
+
+
+class Margins:
+    """Collects the gap at every routing decision; the input is redrawn while the smallest is under MARGIN."""
+
+    def __init__(self):
+        self.smallest = float("inf")
+
+    def gap_after(self, scores, k):
+        """scores: tokens x n. The gap between the k-th and (k+1)-th largest of each row."""
+        if k < scores.shape[1]:
+            s = torch.sort(scores, dim=-1, descending=True).values
+            self.smallest = min(self.smallest, float((s[:, k - 1] - s[:, k]).min()))
+
+    def require(self, ok):
+        if not ok:
+            self.smallest = -1.0
+
+    def fine(self):
+        return self.smallest >= MARGIN
+
+
+def softmax_topk(logits, k, normalize, margins):
+    """softmax over all experts (in float), top-k of the probabilities, optionally divided by their sum:
+    MixtralSparseMoeBlock.forward (always renormalised), Qwen2MoeSparseMoeBlock.forward / Qwen2MoeTopKRouter,
+    Qwen3MoeSparseMoeBlock, OlmoeSparseMoeBlock.route_tokens_to_experts (iff norm_topk_prob)."""
+    probs = torch.softmax(logits, dim=-1)
+    margins.gap_after(probs, k)
+    weights, index = torch.topk(probs, k, dim=-1)
+    if normalize:
+        weights = weights / weights.sum(dim=-1, keepdim=True)
+    return weights, index
+
+
+def combine(x, weights, index, expert_fn):
+    """sum over the token's chosen experts of weight * expert(x) (the index_add_ loops of the blocks)."""
+    y = torch.zeros_like(x)
+    for e in sorted(set(index.flatten().tolist())):
+        token, slot = torch.where(index == e)
+        y.index_add_(0, token, expert_fn(e, x[token]) * weights[token, slot, None])
+    return y
+
+
+def block_topk_glu(x, router, experts, k, normalize, margins):
+    weights, index = softmax_topk(x @ router.T, k, normalize, margins)
+    return combine(x, weights, index, lambda e, xs: glu_expert(xs, *experts[e]))
+
+
+def block_deepseek_v3(x, router, bias, experts, shared, c, margins):
+    """DeepseekV3MoE.route_tokens_to_experts (DeepseekV3TopkRouter.get_topk_indices in earlier versions) and
+    DeepseekV3MoE.forward: sigmoid scores; selection on scores + e_score_correction_bias: each group's score is
+    the sum of its two largest biased scores, the topk_group best groups stay, the other groups' biased scores
+    become 0.0 (masked_fill(~mask, 0.0)), top-k of those; weights are the unbiased sigmoid scores of the chosen
+    experts, divided by their sum + 1e-20 iff norm_topk_prob, times routed_scaling_factor; plus the shared
+    experts (one MLP of n_shared_experts * moe_intermediate_size, no gate)."""
+    E, G, TG, K = c["n_routed_experts"], c["n_group"], c["topk_group"], c["num_experts_per_tok"]
+    scores = torch.sigmoid(x @ router.T)
+    choice = scores + bias
+    group_scores = choice.view(-1, G, E // G).topk(2, dim=-1)[0].sum(dim=-1)
+    margins.gap_after(group_scores, TG)
+    group_idx = torch.topk(group_scores, k=TG, dim=-1)[1]
+    group_mask = torch.zeros_like(group_scores).scatter_(1, group_idx, 1.0)
+    score_mask = group_mask.unsqueeze(-1).expand(-1, G, E // G).reshape(-1, E)
+    masked = choice.masked_fill(~score_mask.bool(), 0.0)
+    margins.gap_after(masked, K)
+    # With 0.0 as the mask value a kept expert whose biased score is <= 0 would tie with the masked ones; the
+    # inputs are redrawn until the k-th chosen biased score is clearly positive, so masking with 0.0 or -inf
+    # chooses the same experts.
+    index = torch.topk(masked, k=K, dim=-1)[1]
+    margins.require(bool((masked.gather(1, index) >= MARGIN).all()))
+    weights = scores.gather(1, index)
+    if c["norm_topk_prob"]:
+        weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
+    weights = weights * c["routed_scaling_factor"]
+    y = combine(x, weights, index, lambda e, xs: glu_expert(xs, *experts[e]))
+    unbiased = torch.topk(scores.masked_fill(~score_mask.bool(), 0.0), k=K, dim=-1)[1]
+    changed = int((torch.sort(unbiased, -1).values != torch.sort(index, -1).values).any(-1).sum())
+    return y + glu_expert(x, *shared), changed
+
+
+def block_dbrx(x, router, w1, v1, w2, c, margins):
+    """DbrxRouter.forward + DbrxExperts / DbrxExpertGLU.forward (transformers 4.40-4.5x): softmax, top-k,
+    divided by the p-norm of the k weights (p = moe_normalize_expert_weights, skipped when null); w1, v1, w2
+    are (moe_num_experts * ffn_hidden_size, d_model), viewed as (experts, ffn_hidden_size, d_model): expert e
+    computes (act(x w1_e^T) * (x v1_e^T)) w2_e, i.e. w2_e is the transpose of the PyTorch-layout down_proj."""
+    f = c["ffn_config"]
+    E, F, K, p = f["moe_num_experts"], f["ffn_hidden_size"], f["moe_top_k"], f["moe_normalize_expert_weights"]
+    probs = torch.softmax(x @ router.T, dim=-1)
+    margins.gap_after(probs, K)
+    weights, index = torch.topk(probs, K, dim=-1)
+    if p is not None:
+        weights = weights / torch.norm(weights, p=p, dim=-1, keepdim=True)
+    H = x.shape[1]
+    w1, v1, w2 = w1.view(E, F, H), v1.view(E, F, H), w2.view(E, F, H)
+    return combine(x, weights, index, lambda e, xs: (silu(xs @ w1[e].T) * (xs @ v1[e].T)) @ w2[e])
+
+
+def block_switch(x, router, experts, capacity, dropped, margins):
+    """SwitchTransformersTop1Router.forward + SwitchTransformersSparseMLP.forward, the input being one
+    sequence: softmax (router_dtype float32; no jitter at inference), the argmax expert; a token is dropped
+    when its expert already took expert_capacity earlier tokens of the sequence (cumsum of the one-hot choices
+    over the sequence); every token's output is its largest router probability times next_states, where
+    next_states is the expert's relu MLP wo(relu(wi x)) for a kept token and, for a dropped one, zero
+    (dropped="zero": transformers since PR #37123, "Correctly drop tokens in SwitchTransformer") or the input
+    itself (dropped="input": transformers 4.25 to early 2025, next_states = hidden_states.clone())."""
+    probs = torch.softmax(x @ router.T, dim=-1)
+    margins.gap_after(probs, 1)
+    top, choice = probs.max(dim=-1)
+    onehot = torch.nn.functional.one_hot(choice, router.shape[0])
+    kept = ((torch.cumsum(onehot, dim=0) <= capacity) & onehot.bool()).any(-1)
+    next_states = x.clone() if dropped == "input" else torch.zeros_like(x)
+    for e in sorted(set(choice[kept].tolist())):
+        rows = kept & (choice == e)
+        wi, wo = experts[e]
+        next_states[rows] = torch.relu(x[rows] @ wi.T) @ wo.T
+    return top.unsqueeze(-1) * next_states, int((~kept).sum())
+
+
+def draw_input(rng, tokens, hidden, compute, tries=200):
+    """Draws tokens x hidden float32 inputs until compute(x64, margins) routes them with clear margins."""
+    for _ in range(tries):
+        x = rng.standard_normal((tokens, hidden)).astype(np.float32)
+        margins = Margins()
+        result = compute(torch.from_numpy(x).to(F64), margins)
+        if margins.fine():
+            return x, result
+    raise RuntimeError("no input with routing margins >= %g in %d draws" % (MARGIN, tries))
+
+
+def folder_rng(seed, name):
+    digest = hashlib.sha256(("%d/%s" % (seed, name)).encode()).digest()
+    return np.random.RandomState(int.from_bytes(digest[:4], "little"))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The families
+
+
+def mixtral(seed, name, dtype):
+    c = {"architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "hidden_size": 40,
+         "intermediate_size": 56, "num_hidden_layers": 2, "num_local_experts": 8, "num_experts_per_tok": 2,
+         "hidden_act": "silu", "router_jitter_noise": 0.0, "output_router_logits": False,
+         "router_aux_loss_coef": 0.02, "torch_dtype": CONFIG_DTYPE[dtype]}
+    rng = folder_rng(seed, name)
+    ck = Checkpoint(rng, dtype)
+    H, F, E = c["hidden_size"], c["intermediate_size"], c["num_local_experts"]
+    layers = {}
+    for L in range(c["num_hidden_layers"]):
+        p = "model.layers.%d.block_sparse_moe." % L
+        router = ck.add(p + "gate.weight", (E, H), 1.5 / H ** 0.5)
+        experts = []
+        for e in range(E):
+            w1 = ck.add(p + "experts.%d.w1.weight" % e, (F, H), 1 / H ** 0.5)
+            w2 = ck.add(p + "experts.%d.w2.weight" % e, (H, F), 1 / F ** 0.5)
+            w3 = ck.add(p + "experts.%d.w3.weight" % e, (F, H), 1 / H ** 0.5)
+            experts.append((w1, w3, w2))
+        x, y = draw_input(rng, TOKENS, H, lambda x, m: block_topk_glu(x, router, experts, 2, True, m))
+        layers[str(L)] = (x, y.numpy(), {})
+    return c, ck, layers
+
+
+def qwen2_moe(seed, name, dtype):
+    # Layers 1 and 3 are sparse by decoder_sparse_step = 2, and mlp_only_layers makes 3 dense again.
+    c = {"architectures": ["Qwen2MoeForCausalLM"], "model_type": "qwen2_moe", "hidden_size": 48,
+         "intermediate_size": 96, "moe_intermediate_size": 24, "shared_expert_intermediate_size": 40,
+         "num_hidden_layers": 4, "num_experts": 8, "num_experts_per_tok": 4, "norm_topk_prob": False,
+         "decoder_sparse_step": 2, "mlp_only_layers": [3], "hidden_act": "silu", "output_router_logits": False,
+         "router_aux_loss_coef": 0.001, "torch_dtype": CONFIG_DTYPE[dtype]}
+    rng = folder_rng(seed, name)
+    ck = Checkpoint(rng, dtype)
+    H, E = c["hidden_size"], c["num_experts"]
+    layers = {}
+    for L in range(c["num_hidden_layers"]):
+        p = "model.layers.%d.mlp." % L
+        sparse = L not in c["mlp_only_layers"] and (L + 1) % c["decoder_sparse_step"] == 0
+        if not sparse:  # Qwen2MoeMLP of intermediate_size
+            F = c["intermediate_size"]
+            ck.add(p + "gate_proj.weight", (F, H), 1 / H ** 0.5)
+            ck.add(p + "up_proj.weight", (F, H), 1 / H ** 0.5)
+            ck.add(p + "down_proj.weight", (H, F), 1 / F ** 0.5)
+            continue
+        F, Fs = c["moe_intermediate_size"], c["shared_expert_intermediate_size"]
+        router = ck.add(p + "gate.weight", (E, H), 1.5 / H ** 0.5)
+        experts = [tuple(ck.add(p + "experts.%d.%s.weight" % (e, w), shape, 1 / shape[1] ** 0.5)
+                         for w, shape in (("gate_proj", (F, H)), ("up_proj", (F, H)), ("down_proj", (H, F))))
+                   for e in range(E)]
+        shared = tuple(ck.add(p + "shared_expert.%s.weight" % w, shape, 1 / shape[1] ** 0.5)
+                       for w, shape in (("gate_proj", (Fs, H)), ("up_proj", (Fs, H)), ("down_proj", (H, Fs))))
+        shared_gate = ck.add(p + "shared_expert_gate.weight", (1, H), 1 / H ** 0.5)
+
+        def compute(x, m):
+            # Qwen2MoeSparseMoeBlock.forward: routed experts + sigmoid(shared_expert_gate x) * shared_expert(x)
+            routed = block_topk_glu(x, router, experts, c["num_experts_per_tok"], c["norm_topk_prob"], m)
+            return routed + torch.sigmoid(x @ shared_gate.T) * glu_expert(x, *shared)
+
+        x, y = draw_input(rng, TOKENS, H, compute)
+        layers[str(L)] = (x, y.numpy(), {})
+    return c, ck, layers
+
+
+def qwen3_moe(seed, name, dtype):
+    c = {"architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "hidden_size": 64,
+         "intermediate_size": 96, "moe_intermediate_size": 32, "num_hidden_layers": 2, "num_experts": 16,
+         "num_experts_per_tok": 4, "norm_topk_prob": True, "decoder_sparse_step": 1, "mlp_only_layers": [],
+         "hidden_act": "silu", "output_router_logits": False, "router_aux_loss_coef": 0.001,
+         "torch_dtype": CONFIG_DTYPE[dtype]}
+    return _glu_family(seed, name, dtype, c, c["moe_intermediate_size"], c["num_experts"])
+
+
+def olmoe(seed, name, dtype):
+    c = {"architectures": ["OlmoeForCausalLM"], "model_type": "olmoe", "hidden_size": 40,
+         "intermediate_size": 24, "num_hidden_layers": 3, "num_experts": 16, "num_experts_per_tok": 4,
+         "norm_topk_prob": False, "hidden_act": "silu", "output_router_logits": False,
+         "router_aux_loss_coef": 0.01, "torch_dtype": CONFIG_DTYPE[dtype]}
+    return _glu_family(seed, name, dtype, c, c["intermediate_size"], c["num_experts"])
+
+
+def _glu_family(seed, name, dtype, c, F, E):
+    """qwen3_moe and olmoe: model.layers.L.mlp.gate / experts.e.{gate,up,down}_proj, every layer sparse."""
+    rng = folder_rng(seed, name)
+    ck = Checkpoint(rng, dtype)
+    H = c["hidden_size"]
+    layers = {}
+    for L in range(c["num_hidden_layers"]):
+        p = "model.layers.%d.mlp." % L
+        router = ck.add(p + "gate.weight", (E, H), 1.5 / H ** 0.5)
+        experts = [tuple(ck.add(p + "experts.%d.%s.weight" % (e, w), shape, 1 / shape[1] ** 0.5)
+                         for w, shape in (("gate_proj", (F, H)), ("up_proj", (F, H)), ("down_proj", (H, F))))
+                   for e in range(E)]
+        x, y = draw_input(rng, TOKENS, H, lambda x, m: block_topk_glu(
+            x, router, experts, c["num_experts_per_tok"], c["norm_topk_prob"], m))
+        layers[str(L)] = (x, y.numpy(), {})
+    return c, ck, layers
+
+
+def deepseek_v3(seed, name, dtype):
+    # e_score_correction_bias stays float32, as in the published bf16 checkpoints
+    # (DeepseekV3PreTrainedModel._keep_in_fp32_modules_strict); the other tensors are in `dtype`.
+    c = {"architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3", "hidden_size": 56,
+         "intermediate_size": 96, "moe_intermediate_size": 32, "num_hidden_layers": 3, "n_routed_experts": 16,
+         "n_shared_experts": 1, "num_experts_per_tok": 4, "n_group": 4, "topk_group": 2, "norm_topk_prob": True,
+         "routed_scaling_factor": 2.5, "first_k_dense_replace": 1, "moe_layer_freq": 1, "scoring_func": "sigmoid",
+         "topk_method": "noaux_tc", "hidden_act": "silu", "torch_dtype": CONFIG_DTYPE[dtype]}
+    rng = folder_rng(seed, name)
+    ck = Checkpoint(rng, dtype)
+    H, E = c["hidden_size"], c["n_routed_experts"]
+    layers = {}
+    for L in range(c["num_hidden_layers"]):
+        p = "model.layers.%d.mlp." % L
+        if L < c["first_k_dense_replace"]:  # DeepseekV3MLP of intermediate_size
+            F = c["intermediate_size"]
+            ck.add(p + "gate_proj.weight", (F, H), 1 / H ** 0.5)
+            ck.add(p + "up_proj.weight", (F, H), 1 / H ** 0.5)
+            ck.add(p + "down_proj.weight", (H, F), 1 / F ** 0.5)
+            continue
+        F, Fs = c["moe_intermediate_size"], c["moe_intermediate_size"] * c["n_shared_experts"]
+        router = ck.add(p + "gate.weight", (E, H), 1.5 / H ** 0.5)
+        bias = ck.add(p + "gate.e_score_correction_bias", (E,), 0.08, dtype="f32")
+        experts = [tuple(ck.add(p + "experts.%d.%s.weight" % (e, w), shape, 1 / shape[1] ** 0.5)
+                         for w, shape in (("gate_proj", (F, H)), ("up_proj", (F, H)), ("down_proj", (H, F))))
+                   for e in range(E)]
+        shared = tuple(ck.add(p + "shared_experts.%s.weight" % w, shape, 1 / shape[1] ** 0.5)
+                       for w, shape in (("gate_proj", (Fs, H)), ("up_proj", (Fs, H)), ("down_proj", (H, Fs))))
+
+        def compute(x, m):
+            y, changed = block_deepseek_v3(x, router, bias, experts, shared, c, m)
+            m.require(changed > 0)  # the bias must change some token's choice
+            return y, changed
+
+        x, (y, changed) = draw_input(rng, TOKENS, H, compute)
+        layers[str(L)] = (x, y.numpy(), {})
+    return c, ck, layers
+
+
+def dbrx(seed, name, dtype):
+    c = {"architectures": ["DbrxForCausalLM"], "model_type": "dbrx", "d_model": 40, "n_heads": 4, "n_layers": 2,
+         "max_seq_len": 64, "vocab_size": 64,
+         "attn_config": {"attn_pdrop": 0.0, "clip_qkv": 8.0, "kv_n_heads": 2, "rope_theta": 500000.0},
+         "ffn_config": {"ffn_act_fn": {"name": "silu"}, "ffn_hidden_size": 48, "moe_num_experts": 8,
+                        "moe_top_k": 4, "moe_jitter_eps": None, "moe_loss_weight": 0.05,
+                        "moe_normalize_expert_weights": 1.0},
+         "torch_dtype": CONFIG_DTYPE[dtype]}
+    rng = folder_rng(seed, name)
+    ck = Checkpoint(rng, dtype)
+    H, F, E = c["d_model"], c["ffn_config"]["ffn_hidden_size"], c["ffn_config"]["moe_num_experts"]
+    layers = {}
+    for L in range(c["n_layers"]):
+        p = "transformer.blocks.%d.ffn." % L
+        router = ck.add(p + "router.layer.weight", (E, H), 1.5 / H ** 0.5)
+        w1 = ck.add(p + "experts.mlp.w1", (E * F, H), 1 / H ** 0.5)
+        v1 = ck.add(p + "experts.mlp.v1", (E * F, H), 1 / H ** 0.5)
+        w2 = ck.add(p + "experts.mlp.w2", (E * F, H), 1 / F ** 0.5)
+        x, y = draw_input(rng, TOKENS, H, lambda x, m: block_dbrx(x, router, w1, v1, w2, c, m))
+        layers[str(L)] = (x, y.numpy(), {})
+    return c, ck, layers
+
+
+def switch_transformers(seed, name, dtype, dropped):
+    # SwitchTransformersConfig derives encoder_sparse_step = num_layers // num_sparse_encoder_layers (and the
+    # decoder's likewise); saved configs carry both, the step keys winning. Encoder: 3 layers, step 3, so only
+    # layer 1 is sparse (N % step == 1); decoder: 2 layers, step 1, both sparse.
+    c = {"architectures": ["SwitchTransformersForConditionalGeneration"], "model_type": "switch_transformers",
+         "d_model": 48, "d_ff": 64, "d_kv": 16, "num_heads": 3, "num_layers": 3, "num_decoder_layers": 2,
+         "num_sparse_encoder_layers": 1, "num_sparse_decoder_layers": 2, "encoder_sparse_step": 3,
+         "decoder_sparse_step": 1, "num_experts": 4, "expert_capacity": 2, "router_bias": False,
+         "router_jitter_noise": 0.0, "router_dtype": "float32", "router_ignore_padding_tokens": False,
+         "dense_act_fn": "relu", "feed_forward_proj": "relu", "is_gated_act": False, "is_encoder_decoder": True,
+         "layer_norm_epsilon": 1e-6, "dropout_rate": 0.1, "vocab_size": 64, "torch_dtype": CONFIG_DTYPE[dtype]}
+    rng = folder_rng(seed, name)
+    ck = Checkpoint(rng, dtype)
+    H, F, E, cap = c["d_model"], c["d_ff"], c["num_experts"], c["expert_capacity"]
+    layers = {}
+    total_dropped = 0
+    for stack, count, step, ff in (("encoder", c["num_layers"], c["encoder_sparse_step"], 1),
+                                   ("decoder", c["num_decoder_layers"], c["decoder_sparse_step"], 2)):
+        for N in range(count):
+            # the feed-forward sublayer is layer.1 of an encoder block, layer.2 of a decoder block
+            p = "%s.block.%d.layer.%d.mlp." % (stack, N, ff)
+            sparse = (N % step == 1 or step == 1) if step > 0 else False
+            if not sparse:  # SwitchTransformersDenseActDense
+                ck.add(p + "wi.weight", (F, H), 1 / H ** 0.5)
+                ck.add(p + "wo.weight", (H, F), 1 / F ** 0.5)
+                continue
+            router = ck.add(p + "router.classifier.weight", (E, H), 1.5 / H ** 0.5)
+            experts = [(ck.add(p + "experts.expert_%d.wi.weight" % e, (F, H), 1 / H ** 0.5),
+                        ck.add(p + "experts.expert_%d.wo.weight" % e, (H, F), 1 / F ** 0.5)) for e in range(E)]
+            first = stack == "encoder"
+
+            def compute(x, m):
+                y, n_dropped = block_switch(x, router, experts, cap, dropped, m)
+                if first:
+                    m.require(n_dropped > 0)  # the encoder's sparse layer must drop tokens
+                return y, n_dropped
+
+            x, (y, n_dropped) = draw_input(rng, TOKENS, H, compute)
+            other = "input" if dropped == "zero" else "zero"
+            y_other, _ = block_switch(torch.from_numpy(x).to(F64), router, experts, cap, other, Margins())
+            total_dropped += n_dropped
+            layers["%s.%d" % (stack, N)] = (x, y.numpy(), {"expected_dropped_" + other: y_other.numpy()})
+    assert total_dropped > 0
+    return c, ck, layers
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Self-check
+
+
+def mixtral_by_loops(x, ck, L, c):
+    """Mixtral's block again, token by token in plain numpy, from the tensors as stored."""
+    p = "model.layers.%d.block_sparse_moe." % L
+    gate = ck.f64(p + "gate.weight").numpy()
+    E, k = c["num_local_experts"], c["num_experts_per_tok"]
+    out = np.zeros(x.shape, dtype=np.float64)
+    for t in range(x.shape[0]):
+        xt = x[t].astype(np.float64)
+        logits = [float(np.dot(gate[e], xt)) for e in range(E)]
+        top = max(logits)
+        exps = [np.exp(v - top) for v in logits]
+        probs = [v / sum(exps) for v in exps]
+        chosen = sorted(range(E), key=lambda e: (-probs[e], e))[:k]
+        total = sum(probs[e] for e in chosen)
+        for e in chosen:
+            w1 = ck.f64(p + "experts.%d.w1.weight" % e).numpy()
+            w2 = ck.f64(p + "experts.%d.w2.weight" % e).numpy()
+            w3 = ck.f64(p + "experts.%d.w3.weight" % e).numpy()
+            h = np.zeros(w1.shape[0])
+            for i in range(w1.shape[0]):
+                g = float(np.dot(w1[i], xt))
+                h[i] = g / (1.0 + np.exp(-g)) * float(np.dot(w3[i], xt))
+            for j in range(w2.shape[0]):
+                out[t, j] += probs[e] / total * float(np.dot(w2[j], h))
+    return out
+
+
+def self_check(out_dir, built):
+    for name in ("mixtral", "mixtral_bf16"):
+        c, ck, layers = built[name]
+        for layer, (x, y, _) in layers.items():
+            loops = mixtral_by_loops(x, ck, int(layer), c)
+            diff = float(np.max(np.abs(loops - y)))
+            assert diff <= 1e-10, "%s layer %s: loops and vectorised reference differ by %g" % (name, layer, diff)
+    # The files read back bit for bit, shards included.
+    for name, (c, ck, layers) in built.items():
+        folder = os.path.join(out_dir, name)
+        stored = {}
+        index = os.path.join(folder, "model.safetensors.index.json")
+        if os.path.exists(index):
+            with open(index) as f:
+                files = sorted(set(json.load(f)["weight_map"].values()))
+            assert len(files) > 1
+        else:
+            files = ["model.safetensors"]
+        for file in files:
+            part = read_safetensors(os.path.join(folder, file))
+            assert not set(part) & set(stored), "a tensor in two shards"
+            stored.update(part)
+        assert list(sorted(stored)) == sorted(ck.tensors), name
+        for tensor_name, t in ck.tensors.items():
+            dtype, shape, data = stored[tensor_name]
+            assert dtype == SAFETENSORS_DTYPE[t.dtype] and shape == list(t.shape) and data == tensor_bytes(t)
+        for layer, (x, y, _) in layers.items():
+            assert np.array_equal(np.load(os.path.join(folder, "input_%s.npy" % layer)), x.astype(np.float32))
+            assert np.array_equal(np.load(os.path.join(folder, "expected_%s.npy" % layer)), y.astype(np.float32))
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out_dir")
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--switch-dropped", choices=("zero", "input"), default="zero",
+                        help="a dropped Switch token's next_states: zero (transformers since PR #37123, the "
+                             "default) or its input (earlier transformers); the other is saved as "
+                             "expected_dropped_<other>_L.npy")
+    args = parser.parse_args()
+    start = time.time()
+    torch.set_num_threads(1)
+    os.makedirs(args.out_dir, exist_ok=True)
+
+    plan = [  # folder, family function, weight dtype (manifest), shards
+        ("mixtral", mixtral, "f32", 1),
+        ("mixtral_bf16", mixtral, "bf16", 1),
+        ("qwen2_moe", qwen2_moe, "f32", 1),
+        ("qwen3_moe", qwen3_moe, "bf16", 1),
+        ("olmoe", olmoe, "f32", 1),
+        ("deepseek_v3", deepseek_v3, "bf16", 1),
+        ("dbrx", dbrx, "f16", 1),
+        ("switch_transformers", lambda s, n, d: switch_transformers(s, n, d, args.switch_dropped), "f32", 1),
+    ]
+    built = {}
+    manifest = []
+    for name, family, dtype, shards in plan:
+        c, ck, layers = family(args.seed, name, dtype)
+        write_folder(args.out_dir, name, c, ck, layers, shards)
+        built[name] = (c, ck, layers)
+        manifest += ["%s %s %s" % (name, layer, dtype) for layer in layers]
+    # The sharded variant: olmoe's very tensors, config and references, in two files plus the index.
+    c, ck, layers = built["olmoe"]
+    write_folder(args.out_dir, "olmoe_sharded", c, ck, layers, shards=2)
+    built["olmoe_sharded"] = built["olmoe"]
+    manifest += ["olmoe_sharded %s f32" % layer for layer in layers]
+    with open(os.path.join(args.out_dir, "MANIFEST.txt"), "w") as f:
+        f.write("\n".join(manifest) + "\n")
+
+    self_check(args.out_dir, built)
+    print("make_checkpoints.py: %d folders, %d (folder, layer) references in %s (%.1f s), self-check passed"
+          % (len(built), len(manifest), args.out_dir, time.time() - start))
+
+
+if __name__ == "__main__":
+    main()
