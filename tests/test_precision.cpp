@@ -132,6 +132,10 @@ TEST_CASE_TEMPLATE("the layer computes with stored weights like the reference do
   SUBCASE("one token") {
     check::against_reference<Layer>(check::config(40, 30, 4, 2), moe::SoftmaxTopK(false), 1, 202);
   }
+  SUBCASE("decode work items that span several short panels") {
+    // 1024 hidden units in 32+ panels of a 40-deep projection: items of several consecutive panels.
+    check::against_reference<Layer>(check::config(40, 1000, 4, 2), moe::SoftmaxTopK(true), 2, 204);
+  }
   SUBCASE("an FFN wider than a depth block, a plain MLP, a shared expert") {
     auto c = check::config(33, 530, 3, 1, moe::ReluMLP);
     c.num_shared_experts = 1;

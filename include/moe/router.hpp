@@ -172,8 +172,24 @@ struct SigmoidGroupTopK {
 
   template <int K = Dynamic>
   void route(const float* logits, int experts, int k, int* ids, float* weights) const noexcept {
+    // The scores once, vectorised, where a stack buffer holds them (every real model: 256 experts at most);
+    // else computed where needed.
+    if (experts <= kMaxBuffered) {
+      float scores[kMaxBuffered];
+      kernels::sigmoid(logits, scores, experts);
+      select<K>([&](int i) { return scores[i]; }, experts, k, ids, weights);
+    } else {
+      select<K>([&](int i) { return detail::sigmoid(logits[i]); }, experts, k, ids, weights);
+    }
+  }
+
+private:
+  static constexpr int kMaxBuffered = 4096;
+
+  template <int K, class Score>
+  void select(const Score& score, int experts, int k, int* ids, float* weights) const noexcept {
     const float* b = bias.empty() ? nullptr : bias.data();
-    auto choice = [&](int i) { return detail::sigmoid(logits[i]) + (b ? b[i] : 0.0f); };
+    auto choice = [&](int i) { return score(i) + (b ? b[i] : 0.0f); };
     std::uint64_t kept = ~std::uint64_t(0);
     if (groups > 1) {
       const int size = experts / groups;
@@ -196,7 +212,7 @@ struct SigmoidGroupTopK {
         experts, k, [&](int i) { return (kept >> (i / size)) & 1u ? choice(i) : 0.0f; }, ids, weights);
     const int count = K == Dynamic ? k : K;
     float sum = 0.0f;
-    for (int j = 0; j < count; ++j) sum += (weights[j] = detail::sigmoid(logits[ids[j]]));
+    for (int j = 0; j < count; ++j) sum += (weights[j] = score(ids[j]));
     const float factor = renormalize ? scaling / (sum + 1e-20f) : scaling;
     for (int j = 0; j < count; ++j) weights[j] *= factor;
   }

@@ -1,4 +1,4 @@
-// moe/kernels/softmax.hpp: softmax over one row of router logits, with a vectorised exp.
+// moe/kernels/softmax.hpp: softmax and sigmoid over one row of router logits, with a vectorised exp.
 #pragma once
 
 #include <cmath>
@@ -20,6 +20,15 @@ inline void softmax(const float* x, float* out, Index n) {
   for (Index j = 0; j < n; ++j) sum += out[j];
   const float inverse = 1.0f / sum;
   for (Index j = 0; j < n; ++j) out[j] *= inverse;
+}
+
+// out = 1 / (1 + exp(-x)), element by element; out may alias x.
+inline void sigmoid(const float* x, float* out, Index n) {
+  const simd::Vec one = simd::broadcast(1.0f), zero = simd::broadcast(0.0f);
+  Index i = 0;
+  for (; i + simd::kWidth <= n; i += simd::kWidth)
+    simd::store(out + i, one / (one + simd::exp(zero - simd::load(x + i))));
+  for (; i < n; ++i) out[i] = 1.0f / (1.0f + std::exp(-x[i]));
 }
 
 }  // namespace kernels
