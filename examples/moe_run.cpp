@@ -11,6 +11,7 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <sstream>
 
 #include <unistd.h>
@@ -226,13 +227,15 @@ int run(const Options& o) {
   moe::ForwardCost total;
   // Statistics only when asked for: off, a pass does not touch them.
   const bool want_stats = !o.stats_path.empty() || !o.plot_path.empty();
-  moe::RoutingStats stats(o.experts);
+  // The co-activation table is experts^2: only built when asked for.
+  std::optional<moe::RoutingStats> stats;
+  if (want_stats) stats.emplace(o.experts);
   std::vector<int> last_ids;
   std::vector<float> last_weights;
   for (int r = 0; r < o.repeat; ++r) {
     const auto start = std::chrono::steady_clock::now();
     const moe::RoutingResult routed =
-        layer.forward(batch(r + 1), o.hidden, y.data(), o.hidden, o.tokens, ws, want_stats ? &stats : nullptr);
+        layer.forward(batch(r + 1), o.hidden, y.data(), o.hidden, o.tokens, ws, want_stats ? &*stats : nullptr);
     seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     const moe::ForwardCost cost = layer.cost(routed);
     total.weight_bytes += cost.weight_bytes;
@@ -265,14 +268,14 @@ int run(const Options& o) {
           << "},\n  \"tokens_per_second\": " << double(o.tokens) / med
           << ",\n  \"weight_gb_per_second\": " << total.weight_bytes / o.repeat / med / 1e9
           << ",\n  \"gflop_per_second\": " << total.flops / o.repeat / med / 1e9 << ",\n  \"routing\": ";
-      stats.write_json(out);
+      stats->write_json(out);
       out << "\n}\n";
     });
     std::printf("statistics written to %s\n", o.stats_path.c_str());
   }
   if (!o.plot_path.empty()) {
     write_file(o.plot_path, [&](std::ostream& out) {
-      moe::write_routing_svg(out, stats, last_ids.data(), last_weights.data(), o.tokens, layer.top_k());
+      moe::write_routing_svg(out, *stats, last_ids.data(), last_weights.data(), o.tokens, layer.top_k());
     });
     std::printf("plot written to %s\n", o.plot_path.c_str());
   }

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -198,4 +199,16 @@ TEST_CASE("routing misuse is reported by name") {
   moe::Workspace ws2 = switch_layer.workspace(3);
   CHECK_THROWS_WITH_AS(switch_layer.forward(x.data(), 16, x.data(), 16, 3, ws2), doctest::Contains("must not overlap"),
                        moe::Error);
+}
+
+TEST_CASE("a capacity factor too large for any batch means no limit") {
+  auto c = check::config(16, 8, 4, 0);
+  moe::ExpertChoice choice;
+  choice.capacity_factor = std::numeric_limits<float>::max();
+  const Run all = run_against_reference(c, NoPassThrough<moe::ExpertChoice>(choice), 5, 331);
+  for (int n : all.counts) CHECK(n == 5);  // every expert takes every token
+  c.top_k = 1;
+  moe::CapacityTopK capacity;
+  capacity.capacity_factor = 1e30f;
+  CHECK(run_against_reference(c, capacity, 5, 332).dropped == 0);
 }

@@ -302,8 +302,6 @@ public:
                   " passes dropped tokens through, which reads x after y is written: x and y must not overlap");
     route(x, x_stride, tokens, token_ids, ws);
     group(tokens, ws);
-    if (stats != nullptr)
-      stats->add(ws.logits_.data(), shape_.logits_width, tokens, ws.ids_.data(), ws.weights_.data(), slots());
     kernels::with_activation(config_.ffn.activation, [&](auto activation) {
       compute_and_combine<decltype(activation)::value>(x, x_stride, y, y_stride, tokens, ws);
     });
@@ -312,6 +310,9 @@ public:
       MOE_CHECK(kernels::all_finite(y + t * y_stride, hidden_size()), "Layer::forward",
                 "the output of token " + std::to_string(t) +
                     " overflowed to Inf or NaN inside an expert (activations too large for f32)");
+    // Only a pass that succeeded counts (y, and x when in place, are unspecified after a throw).
+    if (stats != nullptr)
+      stats->add(ws.logits_.data(), shape_.logits_width, tokens, ws.ids_.data(), ws.weights_.data(), slots());
     return RoutingResult(tokens, slots(), experts(), ws.ids_.data(), ws.weights_.data(), ws.counts_.data(),
                          ws.dropped_count_);
   }

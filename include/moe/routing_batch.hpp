@@ -13,10 +13,12 @@
 namespace moe {
 
 namespace detail {
-// An expert's capacity for a batch: `fixed` when positive, else ceil(factor * tokens * per_token / experts).
+// An expert's capacity for a batch: `fixed` when positive, else ceil(factor * tokens * per_token / experts);
+// never more than tokens * per_token, which no expert can exceed (so a huge factor means "no limit").
 inline Index capacity_of(int fixed, float factor, Index tokens, int per_token, int experts) {
-  if (fixed > 0) return fixed;
-  return Index(std::ceil(double(factor) * double(tokens) * per_token / experts));
+  const double most = double(tokens) * per_token;
+  if (fixed > 0) return Index(std::min(double(fixed), most));
+  return Index(std::min(std::ceil(double(factor) * double(tokens) * per_token / experts), most));
 }
 }  // namespace detail
 
@@ -33,8 +35,9 @@ inline Index capacity_of(int fixed, float factor, Index tokens, int per_token, i
 //   weights are the full-softmax probabilities (Switch), or with renormalize divided by their sum over the
 //   k chosen, before dropping (GShard's normalised top-2 gates);
 //   pass_dropped_through: a dropped choice adds weight * x to the token's output, as transformers'
-//   SwitchTransformersSparseMLP does (it keeps the input as the dropped token's expert output, then scales
-//   every token by its router probability); otherwise it adds nothing.
+//   SwitchTransformersSparseMLP did until early 2025 (it kept the input as the dropped token's expert output,
+//   then scaled every token by its router probability); otherwise it adds nothing, as the current code does
+//   (its next_states start at zero: transformers PR #37123).
 struct CapacityTopK {
   static constexpr bool kSelectsAll = false;
   static constexpr const char* kName = "capacity_topk";
@@ -115,7 +118,8 @@ struct ExpertChoice {
 };
 
 // Hash routing (Roller et al., 2021): a token's experts depend only on its id (a vocabulary id, say), which
-// forward() must be given. Expert j of token id is the first not yet taken of h(id, 0) % E, h(id, 1) % E,
+// forward() must be given. The layer still runs its router (for RoutingStats and shared-expert gates), so
+// give it router weights; zeros will do. Expert j of token id is the first not yet taken of h(id, 0) % E, h(id, 1) % E,
 // ..., with h(id, i) = splitmix64(uint64(id) + (i + 1) * 0x9E3779B97F4A7C15) (after 64 * k tries, the
 // lowest experts not yet taken); every weight is 1 / k.
 struct HashRouting {

@@ -215,11 +215,18 @@ inline BlockSpec read_block_spec(const std::string& dir, const std::string& laye
     if (f.contains("ffn_act_fn") && f["ffn_act_fn"].is_object())
       act = json_get_or<std::string>(f["ffn_act_fn"], "name", "silu", ffile);
     c.ffn.activation = detail::activation_named(act, file);
-    if (f.contains("moe_normalize_expert_weights") && !f["moe_normalize_expert_weights"].is_null()) {
-      const double p = json_get<double>(f, "moe_normalize_expert_weights", ffile);
-      MOE_CHECK(p == 1.0, where,
-                file + ": moe_normalize_expert_weights = " + std::to_string(p) + " is not supported (only 1, or null)");
-      s.renormalize = true;
+    // DbrxFFNConfig defaults moe_normalize_expert_weights to 1 (a re-saved config may omit it); null means
+    // no normalisation.
+    s.renormalize = true;
+    if (f.contains("moe_normalize_expert_weights")) {
+      if (f["moe_normalize_expert_weights"].is_null()) {
+        s.renormalize = false;
+      } else {
+        const double p = json_get<double>(f, "moe_normalize_expert_weights", ffile);
+        MOE_CHECK(p == 1.0, where,
+                  file + ": moe_normalize_expert_weights = " + std::to_string(p) +
+                      " is not supported (only 1, the default, or null)");
+      }
     }
     const std::string prefix = "transformer.blocks." + std::to_string(L) + ".ffn.";
     s.router_tensor = prefix + "router.layer.weight";

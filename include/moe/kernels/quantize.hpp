@@ -46,9 +46,10 @@ inline void quantize_activations(const float* x, Index n, Index padded, std::int
     simd::Vec m = simd::abs(simd::load(block));
     for (int v = 1; v < kVectors; ++v) m = simd::max(m, simd::abs(simd::load(block + v * simd::kWidth)));
     largest = simd::reduce_max(m);
-    // Below FLT_MIN, 127 / largest would overflow: such a block is stored as zeros.
-    const bool zero = !(largest >= 1.1754943508222875e-38f);
-    const simd::Vec inverse = simd::broadcast(zero ? 0.0f : 127.0f / largest);
+    // A block whose 127 / largest overflows (largest below about 3.7e-37, zero included) is stored as zeros.
+    const float step_inverse = 127.0f / largest;
+    const bool zero = !(largest > 0.0f) || !std::isfinite(step_inverse);
+    const simd::Vec inverse = simd::broadcast(zero ? 0.0f : step_inverse);
     // |x * inverse| <= 127 * (1 + 2^-23): the rounded codes fit in [-127, 127] without a clamp.
     alignas(64) std::int32_t q[kActivationBlock];
     for (int v = 0; v < kVectors; ++v)
