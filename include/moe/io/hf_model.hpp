@@ -98,7 +98,8 @@ inline Activation activation_named(const std::string& name, const std::string& f
 }
 
 inline int parse_index(const std::string& text, const std::string& what) {
-  MOE_CHECK(!text.empty() && text.size() <= 9 && std::all_of(text.begin(), text.end(), ::isdigit),
+  MOE_CHECK(!text.empty() && text.size() <= 9 &&
+                std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; }),
             "io::read_block_spec", what + " must be a layer number, got '" + text + "'");
   return std::stoi(text);
 }
