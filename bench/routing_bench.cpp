@@ -66,20 +66,9 @@ void route_batch(const Routing& routing, const float* logits, moe::Index tokens,
                  float* weights, const std::int64_t* token_ids, int* expert_scratch, int* token_scratch) {
   for (moe::Index t = 0; t < tokens; ++t)
     routing.template route<moe::Dynamic>(logits + t * experts, experts, slots, ids + t * slots, weights + t * slots);
-  if constexpr (moe::detail::has_finish_batch<Routing>::value) {
-    moe::RoutingBatch b;
-    b.tokens = tokens;
-    b.experts = experts;
-    b.slots = slots;
-    b.logits = logits;
-    b.logits_stride = experts;
-    b.token_ids = token_ids;
-    b.ids = ids;
-    b.weights = weights;
-    b.expert_scratch = expert_scratch;
-    b.token_scratch = token_scratch;
-    routing.finish_batch(b);
-  }
+  if constexpr (moe::detail::has_finish_batch<Routing>::value)
+    routing.finish_batch(moe::RoutingBatch{tokens, experts, slots, logits, experts, token_ids, ids, weights,
+                                           expert_scratch, token_scratch});
 }
 
 template <class Routing>

@@ -478,18 +478,9 @@ private:
     MOE_CHECK(bad_token < 0, "Layer::forward",
               "router logits of token " + std::to_string(bad_token) + " overflowed to Inf or NaN");
     if constexpr (detail::has_finish_batch<Routing>::value) {
-      RoutingBatch batch;
-      batch.tokens = tokens;
-      batch.experts = experts;
-      batch.slots = slots;
-      batch.logits = logits;
-      batch.logits_stride = width;
-      batch.token_ids = token_ids;
-      batch.ids = ws.ids_.data();
-      batch.weights = ws.weights_.data();
-      batch.expert_scratch = ws.fill_.data();           // free until group()
-      batch.token_scratch = ws.assigned_token_.data();  // likewise; at least max_tokens ints
-      routing_.finish_batch(batch);
+      // Scratch: fill_ (one int per expert) and assigned_token_ (at least max_tokens) are free until group().
+      routing_.finish_batch(RoutingBatch{tokens, experts, slots, logits, width, token_ids, ws.ids_.data(),
+                                         ws.weights_.data(), ws.fill_.data(), ws.assigned_token_.data()});
     } else {
       (void)token_ids;
     }
