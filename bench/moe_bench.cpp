@@ -3,7 +3,8 @@
 // Families, each over two shapes (shape:0 "mixtral": hidden 1024, FFN 3584, 8 experts, top-2; shape:1
 // "finegrained": hidden 1024, FFN 512, 64 experts, top-8; both SwiGLU with renormalised softmax top-k)
 // and a token count (1 and 8 are decode, 64 and 512 prefill):
-//   BM_Fused<P>        the library's Layer::forward with weights stored in P (moe::f32, bf16, f16, q8, q4, q8a8, q4a8);
+//   BM_Fused<P>        the library's Layer::forward with weights stored in P (moe::f32, bf16, f16, q8, q4, q8a8,
+//                      q4a8, bf16a16);
 //   BM_EigenPerExpert  the same layer written as Eigen GEMMs, one gathered batch per expert (what a PyTorch
 //                      eager MoE does), on the same weights;
 //   BM_Naive           the same layer as plain scalar loops, one token at a time, selected experts only;
@@ -650,6 +651,7 @@ MOE_BENCH_FUSED(moe::q8);
 MOE_BENCH_FUSED(moe::q4);
 MOE_BENCH_FUSED(moe::q8a8);
 MOE_BENCH_FUSED(moe::q4a8);
+MOE_BENCH_FUSED(moe::bf16a16);
 BENCHMARK(BM_EigenPerExpert)
     ->ArgNames({"shape", "tokens"})
     ->ArgsProduct({{0, 1}, {1, 8, 64, 512}})

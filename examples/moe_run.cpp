@@ -50,7 +50,7 @@ struct Options {
 };
 
 const char* const kUsage =
-    R"(usage: moe-run --model DIR --layer L --input X.npy --output Y.npy [--dtype auto|f32|bf16|f16|q8|q4]
+    R"(usage: moe-run --model DIR --layer L --input X.npy --output Y.npy [--dtype auto|T]
                [--threads N] [--repeat R] [--stats FILE.json]
        moe-run [options]
 
@@ -81,7 +81,8 @@ options:
   --no-renormalize  keep the full-softmax weights of the chosen experts (Qwen2-MoE/OLMoE style)
   --dtype T       expert weight storage: f32 (default), bf16, f16, q8 (int8, a scale per row),
                   q4 (int4, an f16 scale per 32 weights), or q8a8 / q4a8 (q8 / q4 weights with
-                  activations quantised to int8 per 32 values: int8 dot products); the router stays f32
+                  activations quantised to int8 per 32 values: int8 dot products), or bf16a16 (bf16
+                  weights with activations rounded to bf16: bf16 dot products); the router stays f32
   --seed N        seed of the synthetic weights and tokens (default 1)
   --help          this text
 )";
@@ -141,7 +142,7 @@ Options parse(int argc, char** argv) {
       ++i;
       const auto& names = moe::io::block_dtypes();  // auto, then every precision
       if (std::find(names.begin(), names.end(), o.dtype) == names.end())
-        fail("--dtype must be one of auto, f32, bf16, f16, q8, q4, q8a8, q4a8, got '" + o.dtype + "'");
+        fail("--dtype must be one of auto, f32, bf16, f16, q8, q4, q8a8, q4a8, bf16a16, got '" + o.dtype + "'");
     } else if (arg == "--stats" || arg == "--plot" || arg == "--model" || arg == "--layer" || arg == "--input" ||
                arg == "--output") {
       if (value == nullptr || *value == '\0') fail(arg + " needs a value");
@@ -393,6 +394,7 @@ int main(int argc, char** argv) {
     if (options.dtype == "q4") return run<moe::q4>(options);
     if (options.dtype == "q8a8") return run<moe::q8a8>(options);
     if (options.dtype == "q4a8") return run<moe::q4a8>(options);
+    if (options.dtype == "bf16a16") return run<moe::bf16a16>(options);
     return run<moe::f32>(options);
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "moe-run: out of memory for this shape (try a smaller --hidden, --ffn or --experts)\n");

@@ -59,7 +59,7 @@ Result against_reference(const moe::LayerConfig& config, const Routing& routing,
   const moe::RoutingResult routed =
       layer.forward(x.data(), config.hidden_size, result.y.data(), config.hidden_size, tokens, ws);
   const reference::Output ref = reference::forward(layer.config(), w, check::gating_of(routing), x.data(), tokens,
-                                                   moe::int8_activations<typename Layer::WeightPrecision>::value);
+                                                   reference::activations_of<typename Layer::WeightPrecision>());
 
   const moe::Index H = config.hidden_size;
   int bad = 0;

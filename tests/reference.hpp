@@ -101,6 +101,17 @@ struct ExpertOutput {
 // The largest |act'(x)| over the reals (SiLU 1.1, GELU 1.13, ReLU 1): how input errors can grow.
 inline double max_slope(moe::Activation a) { return a == moe::Activation::ReLU ? 1.0 : 1.13; }
 
+// How a precision's kernels see activations: as they are, as int8 codes (q8a8, q4a8), or rounded to bf16
+// (bf16a16).
+enum class Activations { Exact, Int8, Bf16 };
+
+template <class Precision>
+constexpr Activations activations_of() {
+  if (moe::int8_activations<Precision>::value) return Activations::Int8;
+  if (moe::bf16_activations<Precision>::value) return Activations::Bf16;
+  return Activations::Exact;
+}
+
 // The most an int8 activation code (moe/kernels/quantize.hpp: blocks of 32 values, scale max|x| / 127)
 // can be off from each value of v, given that each v[i] may itself be off by up to v_error[i] (so the block
 // maximum, and with it the scale, may be too): half a step of the largest scale possible, and a margin for
@@ -116,16 +127,34 @@ inline std::vector<double> int8_step_error(const std::vector<double>& v, const s
   return step;
 }
 
+// The most a bf16 rounding of each value of v can be off, given that each v[i] may itself be off by up to
+// v_error[i]: half a unit in the 8th significant bit of the largest value possible, 2^-9 (|v| + error), with
+// a margin; and 2^-126 for a value vdpbf16ps treats as zero (a subnormal).
+inline std::vector<double> bf16_step_error(const std::vector<double>& v, const std::vector<double>& v_error) {
+  std::vector<double> step(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) step[i] = 1.01 * std::ldexp(std::abs(v[i]) + v_error[i], -9) + 0x1p-126;
+  return step;
+}
+
+// What the activation coding adds to the error of values v that may already be off by v_error.
+inline std::vector<double> activation_step_error(Activations coding, const std::vector<double>& v,
+                                                 const std::vector<double>& v_error) {
+  if (coding == Activations::Int8) return int8_step_error(v, v_error);
+  if (coding == Activations::Bf16) return bf16_step_error(v, v_error);
+  return std::vector<double>(v.size(), 0.0);
+}
+
 // down(act(gate x) * up x), or down(act(up x)). The bound is the classic one for float dot products of
 // length n, |error| <= n * eps * sum |a_i b_i|, carried through the activation (its slope bounds how an
 // input error grows) and the down projection, with one extra n for the rounding of the hidden values.
-// With int8_activations, x and the hidden values each also carry their int8 quantisation error
-// (int8_step_error), carried the same way: the error the q8a8 / q4a8 precisions add, stated as a bound.
+// With int8 or bf16 activations, x and the hidden values each also carry their coding's error
+// (int8_step_error, bf16_step_error), carried the same way: the error the q8a8 / q4a8 / bf16a16 precisions
+// add, stated as a bound.
 inline ExpertOutput ffn(const moe::FfnType& type, const float* x, const Matrix& gate, const Matrix& up,
-                        const Matrix& down, std::int64_t H, std::int64_t F, bool int8_activations = false) {
+                        const Matrix& down, std::int64_t H, std::int64_t F, Activations coding = Activations::Exact) {
   const double eps = std::numeric_limits<float>::epsilon();
-  std::vector<double> x_step(static_cast<std::size_t>(H), 0.0);
-  if (int8_activations) x_step = int8_step_error(std::vector<double>(x, x + H), std::vector<double>(H, 0.0));
+  const std::vector<double> x_step =
+      activation_step_error(coding, std::vector<double>(x, x + H), std::vector<double>(H, 0.0));
   std::vector<double> h(static_cast<std::size_t>(F)), h_error(static_cast<std::size_t>(F));
   for (std::int64_t f = 0; f < F; ++f) {
     double u = 0, g = 0, u_abs = 0, g_abs = 0, u_step = 0, g_step = 0;
@@ -150,10 +179,8 @@ inline ExpertOutput ffn(const moe::FfnType& type, const float* x, const Matrix& 
       h_error[f] = slope * (double(H) * eps * u_abs + u_step) + 4 * eps * std::abs(h[f]);
     }
   }
-  if (int8_activations) {
-    const std::vector<double> h_step = int8_step_error(h, h_error);
-    for (std::int64_t f = 0; f < F; ++f) h_error[f] += h_step[f];
-  }
+  const std::vector<double> h_step = activation_step_error(coding, h, h_error);
+  for (std::int64_t f = 0; f < F; ++f) h_error[f] += h_step[f];
   ExpertOutput out;
   out.y.assign(static_cast<std::size_t>(H), 0.0);
   out.error_bound.assign(static_cast<std::size_t>(H), 0.0);
@@ -202,7 +229,7 @@ struct Output {
 inline Output forward_with_weights(const moe::LayerConfig& c, const Weights& w,
                                    const std::vector<std::vector<double>>& weight, const std::vector<double>& pass,
                                    const float* x, std::int64_t tokens, double weight_error,
-                                   bool int8_activations = false) {
+                                   Activations coding = Activations::Exact) {
   const std::int64_t H = c.hidden_size, F = c.ffn_size, Fs = c.shared_ffn_size ? c.shared_ffn_size : c.ffn_size;
   const int E = c.num_experts;
   Output out;
@@ -216,7 +243,7 @@ inline Output forward_with_weights(const moe::LayerConfig& c, const Weights& w,
     double* bt = out.error_bound.data() + t * H;
     for (int e = 0; e < E; ++e) {
       if (weight[t][e] == 0) continue;
-      const ExpertOutput ye = ffn(c.ffn, xt, w.gate[e], w.up[e], w.down[e], H, F, int8_activations);
+      const ExpertOutput ye = ffn(c.ffn, xt, w.gate[e], w.up[e], w.down[e], H, F, coding);
       for (std::int64_t i = 0; i < H; ++i) {
         yt[i] += weight[t][e] * ye.y[i];
         bt[i] +=
@@ -234,8 +261,7 @@ inline Output forward_with_weights(const moe::LayerConfig& c, const Weights& w,
         for (std::int64_t i = 0; i < H; ++i) g += double(w.shared_gate[s][i]) * xt[i];
         scale = 1.0 / (1.0 + std::exp(-g));
       }
-      const ExpertOutput ys =
-          ffn(c.ffn, xt, w.shared_gate_proj[s], w.shared_up[s], w.shared_down[s], H, Fs, int8_activations);
+      const ExpertOutput ys = ffn(c.ffn, xt, w.shared_gate_proj[s], w.shared_up[s], w.shared_down[s], H, Fs, coding);
       for (std::int64_t i = 0; i < H; ++i) {
         yt[i] += scale * ys.y[i];
         bt[i] += scale * (ys.error_bound[i] + double(H + 16) * eps * std::abs(ys.y[i])) + eps * std::abs(yt[i]);
@@ -246,7 +272,7 @@ inline Output forward_with_weights(const moe::LayerConfig& c, const Weights& w,
 }
 
 inline Output forward(const moe::LayerConfig& c, const Weights& w, Gating gating, const float* x, std::int64_t tokens,
-                      bool int8_activations = false) {
+                      Activations coding = Activations::Exact) {
   const std::int64_t H = c.hidden_size;
   const int E = c.num_experts;
   const int k = gating == Gating::Dense ? E : c.top_k;
@@ -261,7 +287,7 @@ inline Output forward(const moe::LayerConfig& c, const Weights& w, Gating gating
   // relative error we bound by (H + 16) eps (a length-H dot product, then exp and a division).
   const double weight_error = double(H + 16) * std::numeric_limits<float>::epsilon();
   return forward_with_weights(c, w, weight, std::vector<double>(std::size_t(tokens), 0.0), x, tokens, weight_error,
-                              int8_activations);
+                              coding);
 }
 
 }  // namespace reference

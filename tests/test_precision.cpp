@@ -36,6 +36,49 @@ std::vector<float> random_vector(std::size_t n, unsigned seed, float scale) {
   return v;
 }
 
+// A kernel row from depth k0 on: f32 rows by pointer, coded rows by their from().
+const float* advance(const float* row, moe::Index k0) { return row + k0; }
+template <class Row>
+Row advance(const Row& row, moe::Index k0) {
+  return row.from(k0);
+}
+
+// Runs the micro-kernel on kTileRowsOf<P> `rows` for every row count, every panel of `packed` and two depth
+// ranges ([0, kDepthBlock) and [kDepthBlock, end)), and checks each lane against the double sum over
+// k < in of w[o][k] * activation(r, k), within bound(span) times the sum of the terms' magnitudes.
+template <class P, class Row, class Activation, class Bound>
+void check_panel_products(const moe::kernels::PanelMatrix<P>& packed, const Row* rows, const std::vector<float>& w,
+                          moe::Index out, moe::Index in, moe::Index end, Activation activation, Bound bound) {
+  using moe::kernels::kPanelColumns;
+  constexpr int kRows = moe::kernels::kTileRowsOf<P>;
+  for (int count = 1; count <= kRows; ++count)
+    for (moe::Index p = 0; p < packed.panels(); ++p)
+      for (moe::Index k0 : {moe::Index(0), moe::kernels::kDepthBlock}) {
+        const moe::Index span = k0 == 0 ? moe::kernels::kDepthBlock : end - k0;
+        Row shifted[kRows];
+        for (int r = 0; r < kRows; ++r) shifted[r] = advance(rows[r], k0);
+        moe::kernels::multiply_rows(shifted, count, packed.panel(p, k0), span, [&](auto& acc, int n) {
+          REQUIRE(n == count);
+          for (int r = 0; r < n; ++r) {
+            float lanes[kPanelColumns];
+            for (int v = 0; v < moe::kernels::kTileVectors; ++v)
+              moe::simd::store(lanes + v * moe::simd::kWidth, acc[r][v]);
+            for (int c = 0; c < kPanelColumns; ++c) {
+              const moe::Index o = p * kPanelColumns + c;
+              double expected = 0, magnitude = 0;
+              for (moe::Index k = k0; o < out && k < std::min(in, k0 + span); ++k) {
+                const double term = double(w[std::size_t(o * in + k)]) * activation(r, k);
+                expected += term;
+                magnitude += std::abs(term);
+              }
+              INFO("panel " << p << " k0 " << k0 << " row " << r << " column " << c);
+              CHECK(std::abs(lanes[c] - expected) <= bound(span) * magnitude);
+            }
+          }
+        });
+      }
+}
+
 }  // namespace
 
 TEST_CASE("f16 decodes every code by its definition and re-encodes it exactly") {
@@ -121,10 +164,10 @@ TEST_CASE_TEMPLATE("a round trip stays within the precision's step", P, moe::bf1
                        doctest::Contains("w has NaN or Inf at (0, 1)"), moe::Error);
 }
 
-// For q8a8 and q4a8 the reference also carries the int8 activations' quantisation error as a bound
-// (reference::int8_step_error): that bound is the precision's stated extra error.
+// For q8a8, q4a8 and bf16a16 the reference also carries the activations' coding error as a bound
+// (reference::int8_step_error, bf16_step_error): that bound is the precision's stated extra error.
 TEST_CASE_TEMPLATE("the layer computes with stored weights like the reference does", P, moe::f32, moe::bf16, moe::f16,
-                   moe::q8, moe::q4, moe::q8a8, moe::q4a8) {
+                   moe::q8, moe::q4, moe::q8a8, moe::q4a8, moe::bf16a16) {
   using Layer = moe::Layer<Dynamic, Dynamic, P>;
   SUBCASE("gated experts, sizes off every block, tokens over several tiles") {
     check::against_reference<Layer>(check::config(77, 45, 5, 2), moe::SoftmaxTopK(true), 23, 201);
@@ -144,7 +187,8 @@ TEST_CASE_TEMPLATE("the layer computes with stored weights like the reference do
   }
 }
 
-TEST_CASE_TEMPLATE("stored precisions give the same bits on one and two threads", P, moe::bf16, moe::q4, moe::q4a8) {
+TEST_CASE_TEMPLATE("stored precisions give the same bits on one and two threads", P, moe::bf16, moe::q4, moe::q4a8,
+                   moe::bf16a16) {
   const auto c = check::config(64, 96, 6, 2);
   const auto one = check::against_reference<moe::Layer<6, 2, P>>(c, moe::SoftmaxTopK(true), 13, 211, 1);
   const auto two = check::against_reference<moe::Layer<6, 2, P>>(c, moe::SoftmaxTopK(true), 13, 211, 2);
@@ -221,32 +265,9 @@ TEST_CASE_TEMPLATE("the micro-kernel multiplies by packed panels of every precis
   const std::vector<float> a = random_vector(std::size_t(kRows * depth), 6, 1.0f);
   const float* rows[kRows];
   for (int r = 0; r < kRows; ++r) rows[r] = a.data() + r * depth;
-  for (int count = 1; count <= kRows; ++count)
-    for (moe::Index p = 0; p < packed.panels(); ++p) {
-      for (moe::Index k0 : {moe::Index(0), moe::kernels::kDepthBlock}) {
-        const moe::Index span = k0 == 0 ? moe::kernels::kDepthBlock : depth - k0;
-        const float* shifted[kRows];
-        for (int r = 0; r < kRows; ++r) shifted[r] = rows[r] + k0;
-        moe::kernels::multiply_rows(shifted, count, packed.panel(p, k0), span, [&](auto& acc, int n) {
-          REQUIRE(n == count);
-          for (int r = 0; r < n; ++r) {
-            float lanes[kPanelColumns];
-            for (int v = 0; v < moe::kernels::kTileVectors; ++v)
-              moe::simd::store(lanes + v * moe::simd::kWidth, acc[r][v]);
-            for (int c = 0; c < kPanelColumns; ++c) {
-              const moe::Index o = p * kPanelColumns + c;
-              double expected = 0, magnitude = 0;
-              for (moe::Index k = k0; o < out && k < std::min(in, k0 + span); ++k) {
-                expected += double(w[std::size_t(o * in + k)]) * rows[r][k];
-                magnitude += std::abs(double(w[std::size_t(o * in + k)]) * rows[r][k]);
-              }
-              INFO("panel " << p << " k0 " << k0 << " row " << r << " column " << c);
-              CHECK(std::abs(lanes[c] - expected) <= 2 * in * std::numeric_limits<float>::epsilon() * magnitude);
-            }
-          }
-        });
-      }
-    }
+  check_panel_products(
+      packed, rows, w, out, in, depth, [&](int r, moe::Index k) { return double(rows[r][k]); },
+      [&](moe::Index) { return 2 * in * std::numeric_limits<float>::epsilon(); });
 }
 
 TEST_CASE("activations quantise to int8 per block of 32 as documented") {
@@ -336,32 +357,78 @@ TEST_CASE_TEMPLATE("the int8-activation kernel sums exact block products, paddin
       dequantised[std::size_t(r * depth + k)] =
           double(codes[std::size_t(r * depth + k)]) * scales[std::size_t(b + k / kBlock)];
   }
-  for (int count = 1; count <= kRows; ++count)
-    for (moe::Index p = 0; p < packed.panels(); ++p)
-      for (moe::Index k0 : {moe::Index(0), moe::kernels::kDepthBlock}) {
-        const moe::Index span = k0 == 0 ? moe::kernels::kDepthBlock : depth - k0;
-        moe::kernels::Int8Row shifted[kRows];
-        for (int r = 0; r < kRows; ++r) shifted[r] = rows[r].from(k0);
-        moe::kernels::multiply_rows(shifted, count, packed.panel(p, k0), span, [&](auto& acc, int n) {
-          REQUIRE(n == count);
-          for (int r = 0; r < n; ++r) {
-            float lanes[kPanelColumns];
-            for (int v = 0; v < moe::kernels::kTileVectors; ++v)
-              moe::simd::store(lanes + v * moe::simd::kWidth, acc[r][v]);
-            for (int c = 0; c < kPanelColumns; ++c) {
-              const moe::Index o = p * kPanelColumns + c;
-              double expected = 0, magnitude = 0;
-              for (moe::Index k = k0; o < out && k < std::min(in, k0 + span); ++k) {
-                const double term = double(w[std::size_t(o * in + k)]) * dequantised[std::size_t(r * depth + k)];
-                expected += term;
-                magnitude += std::abs(term);
-              }
-              // Exact integer sums per block; f32 only in the few scale products and the sum over blocks.
-              INFO("panel " << p << " k0 " << k0 << " row " << r << " column " << c);
-              CHECK(std::abs(lanes[c] - expected) <=
-                    (span / kBlock + 4) * std::numeric_limits<float>::epsilon() * magnitude);
-            }
-          }
-        });
-      }
+  // Exact integer sums per block; f32 only in the few scale products and the sum over blocks.
+  check_panel_products(
+      packed, rows, w, out, in, depth, [&](int r, moe::Index k) { return dequantised[std::size_t(r * depth + k)]; },
+      [&](moe::Index span) { return (span / kBlock + 4) * std::numeric_limits<float>::epsilon(); });
+}
+
+TEST_CASE("activations round to bf16 as bf16::encode does, ties, NaN and subnormals included") {
+  // Bit patterns from every exponent, with the tie and near-tie low halves spelled out.
+  std::vector<float> x;
+  for (std::uint32_t high = 0; high < 65536; high += 257)
+    for (std::uint32_t low : {0x0000u, 0x7FFFu, 0x8000u, 0x8001u, 0xFFFFu, 0x1234u})
+      x.push_back(bits_float((high << 16) | low));
+  const moe::Index n = moe::Index(x.size()), padded = n + 5;
+  std::vector<std::uint16_t> codes(std::size_t(padded), 0xAAAA);
+  moe::kernels::round_activations_bf16(x.data(), n, padded, codes.data());
+  for (moe::Index i = 0; i < n; ++i) {
+    INFO("value " << i << " bits " << std::hex << moe::detail::float_bits(x[std::size_t(i)]));
+    REQUIRE(codes[std::size_t(i)] == moe::bf16::encode(x[std::size_t(i)]));
+  }
+  for (moe::Index i = n; i < padded; ++i) CHECK(codes[std::size_t(i)] == 0);
+  CHECK(moe::bf16::encode(bits_float(0x3F808000u)) == 0x3F80);  // a tie to even: down
+  CHECK(moe::bf16::encode(bits_float(0x3F818000u)) == 0x3F82);  // a tie to even: up
+}
+
+TEST_CASE("the bf16 dot product adds both exact products to each lane") {
+  constexpr int W = moe::simd::kWidth;
+  std::mt19937 rng(43);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  const double eps = std::numeric_limits<float>::epsilon();
+  for (int trial = 0; trial < 500; ++trial) {
+    std::uint16_t w[2 * W], x[2];
+    float start[W];
+    for (int i = 0; i < 2 * W; ++i) w[i] = moe::bf16::encode(normal(rng));
+    for (int j = 0; j < 2; ++j) x[j] = moe::bf16::encode(normal(rng));
+    if (trial == 0) x[1] = moe::bf16::encode(0.0f);  // each half alone
+    if (trial == 1) x[0] = moe::bf16::encode(0.0f);
+    for (int l = 0; l < W; ++l) start[l] = normal(rng) * 10;
+    alignas(64) float lanes[W];
+    moe::simd::store(lanes,
+                     moe::simd::dot_bf16(moe::simd::load(start), moe::simd::load_int(w), moe::simd::load_bf16_pair(x)));
+    for (int l = 0; l < W; ++l) {
+      const double even = double(moe::bf16::decode(w[2 * l])) * moe::bf16::decode(x[0]);
+      const double odd = double(moe::bf16::decode(w[2 * l + 1])) * moe::bf16::decode(x[1]);
+      const double expected = double(start[l]) + even + odd;
+      // Two f32 additions of exact products.
+      INFO("trial " << trial << " lane " << l);
+      REQUIRE(std::abs(lanes[l] - expected) <= 2 * eps * (std::abs(start[l]) + std::abs(even) + std::abs(odd)));
+    }
+  }
+}
+
+TEST_CASE("the bf16a16 kernel sums products of bf16 pairs, padding included") {
+  using moe::kernels::kPanelColumns;
+  // Two panels, the second mostly padding; an odd in_features (the last pair half padding); two depth
+  // blocks of the kernel.
+  const moe::Index out = kPanelColumns + 3, in = moe::kernels::kDepthBlock + 45, depth = in + 1;
+  std::vector<float> w = random_vector(std::size_t(out * in), 9, 0.3f);
+  moe::kernels::PanelMatrix<moe::bf16a16> packed;
+  packed.pack(w.data(), out, in, in, in);
+  REQUIRE(packed.depth() == depth);
+  moe::round_trip<moe::bf16a16>(w.data(), out, in, in, w.data());  // the weights the panels hold
+  constexpr int kRows = moe::kernels::kTileRowsOf<moe::bf16a16>;
+  const std::vector<float> a = random_vector(std::size_t(kRows * in), 10, 1.0f);
+  std::vector<std::uint16_t> codes(std::size_t(kRows * depth));
+  moe::kernels::Bf16Row rows[kRows];
+  for (int r = 0; r < kRows; ++r) {
+    moe::kernels::round_activations_bf16(a.data() + r * in, in, depth, codes.data() + r * depth);
+    rows[r] = {codes.data() + r * depth};
+  }
+  // The odd depth range [kDepthBlock, in) ends in the padding half of a pair.
+  check_panel_products(
+      packed, rows, w, out, in, in,
+      [&](int r, moe::Index k) { return double(moe::bf16::decode(codes[std::size_t(r * depth + k)])); },
+      [&](moe::Index span) { return span * std::numeric_limits<float>::epsilon(); });
 }

@@ -60,10 +60,10 @@ public:
   static constexpr Index hidden_per_panel(bool gated) {
     return gated ? kernels::kPanelColumns / 2 : kernels::kPanelColumns;
   }
-  // With int8 activations also whole activation blocks (powers of two: the larger is a multiple of both).
+  // Also whole activation steps (kernels/quantize.hpp; powers of two: the larger is a multiple of both).
   static constexpr Index ffn_padded(Index ffn_size, bool gated) {
     const Index panel = hidden_per_panel(gated);
-    const Index block = int8_activations<Precision>::value ? kernels::kActivationBlock : 1;
+    const Index block = kernels::kActivationStep<Precision>;
     return simd::round_up(ffn_size, panel > block ? panel : block);
   }
 

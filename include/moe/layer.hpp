@@ -167,7 +167,8 @@ public:
     shape_.hidden_row_floats =
         Index(slots()) * ffn_padded(0) + Index(shared_experts()) * (shared_experts() ? ffn_padded(experts) : 0);
     for (int e = 0; e < expert_count(); ++e) shape_.input_items += input_panels(e);
-    if (kInt8) shape_.quantized_width = simd::round_up(config_.hidden_size, kernels::kActivationBlock);
+    if (kInt8 || kBf16)
+      shape_.quantized_width = simd::round_up(config_.hidden_size, kernels::kActivationStep<Precision>);
   }
 
   // ---- weights, in the PyTorch layout W[out][in]; packed (copied) on the call ----
@@ -268,9 +269,9 @@ public:
     ws.dropped_token_.resize(max_tokens * slots());
     ws.dropped_weight_.resize(max_tokens * slots());
     ws.hidden_offset_.resize(expert_count());
-    ws.hidden_.resize(max_tokens * shape_.hidden_row_floats);
+    ws.hidden_.resize(kBf16 ? 0 : max_tokens * shape_.hidden_row_floats);
     ws.items_.resize(3 * shape_.input_items);
-    const Index quantized = max_tokens * shape_.quantized_width;
+    const Index quantized = kInt8 ? max_tokens * shape_.quantized_width : 0;
     const Index hidden_quantized = kInt8 ? max_tokens * shape_.hidden_row_floats : 0;
     ws.input_codes_.resize(quantized);
     ws.input_scales_.resize(quantized / kernels::kActivationBlock);
@@ -278,6 +279,8 @@ public:
     ws.hidden_codes_.resize(hidden_quantized);
     ws.hidden_scales_.resize(hidden_quantized / kernels::kActivationBlock);
     ws.hidden_sums_.resize(hidden_quantized / kernels::kActivationBlock);
+    ws.input_bf16_.resize(kBf16 ? max_tokens * shape_.quantized_width : 0);
+    ws.hidden_bf16_.resize(kBf16 ? max_tokens * shape_.hidden_row_floats : 0);
     return ws;
   }
 
@@ -359,6 +362,7 @@ private:
   using Expert = ExpertWeights<Precision>;
   using Row = kernels::ActivationRow<Precision>;  // what the expert kernels read a token's activations as
   static constexpr bool kInt8 = int8_activations<Precision>::value;
+  static constexpr bool kBf16 = bf16_activations<Precision>::value;
   static constexpr int kRows = kernels::kTileRowsOf<Precision>;  // token rows per expert tile
   static constexpr int kRouterRows = kernels::kTileRows;         // the router is always f32
   static constexpr int kWidth = simd::kWidth;
@@ -469,6 +473,10 @@ private:
           kernels::quantize_activations(x + t * x_stride, hidden_size(), width, ws.input_codes_.data() + t * width,
                                         ws.input_scales_.data() + t * blocks_per_row,
                                         ws.input_sums_.data() + t * blocks_per_row);
+        }
+        if constexpr (kBf16) {
+          const Index width = shape_.quantized_width;
+          kernels::round_activations_bf16(x + t * x_stride, hidden_size(), width, ws.input_bf16_.data() + t * width);
         }
         for (int s = 0; s < shared; ++s)
           ws.shared_weights_[t * shared + s] =
@@ -609,21 +617,28 @@ private:
     const bool gated = config_.ffn.gated;
     const Index ffn = ffn_padded(e);
     const auto panel = experts_[std::size_t(e)].input_projection().panel(p);
-    float* hidden = ws.hidden_.data() + ws.hidden_offset_[e] + p * Expert::hidden_per_panel(gated);
+    const Index hidden = ws.hidden_offset_[e] + p * Expert::hidden_per_panel(gated);
+    // A hidden value goes to the f32 rows, or rounded straight to the bf16 rows the down projection reads.
+    auto put = [&ws](Index at, const simd::Vec& value) {
+      if constexpr (kBf16)
+        simd::store_bf16(ws.hidden_bf16_.data() + at, value);
+      else
+        simd::store(ws.hidden_.data() + at, value);
+    };
     const int begin = ws.offsets_[e], end = ws.offsets_[e + 1];
     for (int first = begin; first < end; first += kRows) {
       const int n = std::min(kRows, end - first);
       Row rows[kRows];
       for (int r = 0; r < n; ++r) rows[r] = input_row(x, x_stride, ws.assigned_token_[first + r], ws);
-      float* out = hidden + Index(first - begin) * ffn;
+      const Index out = hidden + Index(first - begin) * ffn;
       kernels::multiply_rows(rows, n, panel, hidden_size(), [&](auto& acc, int m) {
         for (int r = 0; r < m; ++r) {
           if (gated) {
             for (int v = 0; v < kHalf; ++v)
-              simd::store(out + r * ffn + v * kWidth, kernels::activate<A>(acc[r][v]) * acc[r][v + kHalf]);
+              put(out + r * ffn + v * kWidth, kernels::activate<A>(acc[r][v]) * acc[r][v + kHalf]);
           } else {
             for (int v = 0; v < kernels::kTileVectors; ++v)
-              simd::store(out + r * ffn + v * kWidth, kernels::activate<A>(acc[r][v]));
+              put(out + r * ffn + v * kWidth, kernels::activate<A>(acc[r][v]));
           }
         }
       });
@@ -685,11 +700,13 @@ private:
     return std::max<Index>(1, std::min(wanted, panels / 8));
   }
 
-  // Token t's input row as the expert kernels read it: x itself, or its int8 codes.
+  // Token t's input row as the expert kernels read it: x itself, or its int8 or bf16 codes.
   Row input_row(const float* x, Index x_stride, int t, const Workspace& ws) const {
     if constexpr (kInt8) {
       const Index width = shape_.quantized_width, block = t * width / kernels::kActivationBlock;
       return {ws.input_codes_.data() + t * width, ws.input_scales_.data() + block, ws.input_sums_.data() + block};
+    } else if constexpr (kBf16) {
+      return {ws.input_bf16_.data() + t * shape_.quantized_width};
     } else {
       return x + t * x_stride;
     }
@@ -700,6 +717,8 @@ private:
     if constexpr (kInt8) {
       const Index block = start / kernels::kActivationBlock;
       return {ws.hidden_codes_.data() + start, ws.hidden_scales_.data() + block, ws.hidden_sums_.data() + block};
+    } else if constexpr (kBf16) {
+      return {ws.hidden_bf16_.data() + start};
     } else {
       return ws.hidden_.data() + start;
     }

@@ -3,7 +3,7 @@
 // A precision says how a weight is stored; the kernels (simd.hpp's loads, kernels/gemm.hpp) turn a run
 // of stored weights back into f32 lanes in registers, never into a dequantised copy of a matrix.
 // Conversions happen once, when a layer packs its weights. Activations stay f32 at the API, and in the
-// kernels of every precision but the two int8-activation ones (q8a8, q4a8).
+// kernels of every precision but the ones named for their activations (bf16a16, q8a8, q4a8).
 //
 //   f32   4 bytes a weight, as is.
 //   bf16  2 bytes: the top half of the f32, rounded to nearest even (the format of most HF checkpoints).
@@ -17,8 +17,12 @@
 //   q8a8  q8's weights, times activations quantised to int8 per token in blocks of 32 (kernels/quantize.hpp):
 //         the dot products run on int8 x int8 in int32 (AVX-512 VNNI's vpdpbusd where the target has it).
 //   q4a8  q4's weights, times the same int8 activations.
+//   bf16a16  bf16's weights, times activations rounded to bf16 (to nearest even) per value: the dot
+//         products run on bf16 pairs with f32 sums (AVX-512 BF16's vdpbf16ps where the target has it).
 // The two a8 precisions trade the activations' exactness (a relative error of up to 1/254 of each block's
-// largest |x|, per projection input) for int8 dot products, the kind llama.cpp's q8_0 and q4_0 paths use.
+// largest |x|, per projection input) for int8 dot products, the kind llama.cpp's q8_0 and q4_0 paths use;
+// bf16a16 trades it (a relative error of up to 2^-9 per value) for twice the multiply-adds per instruction
+// of f32 FMAs, the kind llama.cpp's bf16 path uses. Both round the input rows and every hidden row.
 // Rounding is to nearest, ties to even, everywhere (std::nearbyint of the f32 quotient w / scale, in the
 // default rounding mode). Rows or blocks whose largest |w| is below FLT_MIN are stored as zeros.
 #pragma once
@@ -162,6 +166,20 @@ struct q4a8 {
   static constexpr double kBitsPerWeight = q4::kBitsPerWeight;
 };
 
+// bf16 weights, activations rounded to bf16 in the kernels (see the top of this file).
+struct bf16a16 {
+  using Weights = bf16;
+  using Storage = std::uint16_t;
+  static constexpr const char* kName = "bf16a16";
+  static constexpr double kBitsPerWeight = bf16::kBitsPerWeight;
+  static Storage encode(float value) { return bf16::encode(value); }
+  static float decode(Storage stored) { return bf16::decode(stored); }
+};
+
+// Whether a precision rounds activations to bf16 (bf16a16).
+template <class Precision>
+struct bf16_activations : std::is_same<Precision, bf16a16> {};
+
 // Whether a precision quantises activations to int8 (q8a8, q4a8).
 template <class Precision>
 struct int8_activations : std::false_type {};
@@ -235,7 +253,8 @@ template <class Precision>
 struct is_supported_precision {
   static constexpr bool value = std::is_same<Precision, f32>::value || std::is_same<Precision, bf16>::value ||
                                 std::is_same<Precision, f16>::value || std::is_same<Precision, q8>::value ||
-                                std::is_same<Precision, q4>::value || int8_activations<Precision>::value;
+                                std::is_same<Precision, q4>::value || int8_activations<Precision>::value ||
+                                bf16_activations<Precision>::value;
 };
 
 }  // namespace moe

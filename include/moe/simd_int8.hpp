@@ -43,8 +43,18 @@ MOE_ALWAYS_INLINE void store_int(std::int32_t* p, const IVec& v) { v.store_unali
 MOE_ALWAYS_INLINE Vec to_float(const IVec& v) { return xsimd::to_float(v); }
 // Rounds to the nearest integer, ties to even (the default rounding mode), as std::nearbyint does.
 MOE_ALWAYS_INLINE IVec round_to_int(const Vec& v) { return xsimd::nearbyint_as_int(v); }
-// (v >> 4) & mask per lane; the mask clears the bits an arithmetic shift would fill.
-MOE_ALWAYS_INLINE IVec shift_right4_and(const IVec& v, std::int32_t mask) { return (v >> 4) & IVec(mask); }
+// v >> bits per lane, filling with zeros. On AVX-512 the zero-masked intrinsic: xsimd's shift passes an
+// undefined vector that GCC 12 reports as uninitialised (simd.hpp's kAllLanes explains).
+template <int bits>
+MOE_ALWAYS_INLINE IVec shift_right(const IVec& v) {
+#if XSIMD_WITH_AVX512F
+  return IVec(_mm512_maskz_srli_epi32(kAllLanes, v, bits));
+#else
+  return xsimd::bitwise_cast<IVec>(xsimd::bitwise_cast<xsimd::batch<std::uint32_t> >(v) >> bits);
+#endif
+}
+// (v >> 4) & mask per lane.
+MOE_ALWAYS_INLINE IVec shift_right4_and(const IVec& v, std::int32_t mask) { return shift_right<4>(v) & IVec(mask); }
 MOE_ALWAYS_INLINE IVec bit_and(const IVec& v, std::int32_t mask) { return v & IVec(mask); }
 #else
 using IVec = std::int32_t;
@@ -57,7 +67,11 @@ MOE_ALWAYS_INLINE IVec broadcast_int(std::int32_t x) { return x; }
 MOE_ALWAYS_INLINE void store_int(std::int32_t* p, IVec v) { *p = v; }
 MOE_ALWAYS_INLINE Vec to_float(IVec v) { return float(v); }
 MOE_ALWAYS_INLINE IVec round_to_int(Vec v) { return static_cast<std::int32_t>(std::nearbyint(v)); }
-MOE_ALWAYS_INLINE IVec shift_right4_and(IVec v, std::int32_t mask) { return (v >> 4) & mask; }
+template <int bits>
+MOE_ALWAYS_INLINE IVec shift_right(IVec v) {
+  return static_cast<std::int32_t>(static_cast<std::uint32_t>(v) >> bits);
+}
+MOE_ALWAYS_INLINE IVec shift_right4_and(IVec v, std::int32_t mask) { return shift_right<4>(v) & mask; }
 MOE_ALWAYS_INLINE IVec bit_and(IVec v, std::int32_t mask) { return v & mask; }
 #endif
 
@@ -99,9 +113,9 @@ MOE_ALWAYS_INLINE IVec dot_u8s8(const IVec& acc, const IVec& a, const Int8Quad& 
   return IVec(_mm256_dpbusd_avx_epi32(acc, a, x.packed));
 #else
   IVec sum = acc + bit_and(a, 0xFF) * x.value[0];
-  sum = sum + bit_and(a >> 8, 0xFF) * x.value[1];
-  sum = sum + bit_and(a >> 16, 0xFF) * x.value[2];
-  return sum + bit_and(a >> 24, 0xFF) * x.value[3];
+  sum = sum + bit_and(shift_right<8>(a), 0xFF) * x.value[1];
+  sum = sum + bit_and(shift_right<16>(a), 0xFF) * x.value[2];
+  return sum + shift_right<24>(a) * x.value[3];
 #endif
 }
 

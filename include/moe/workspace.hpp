@@ -51,7 +51,8 @@ public:
                Index(sizeof(int)) +
            hidden_offset_.size() * Index(sizeof(Index)) + input_codes_.size() + hidden_codes_.size() +
            (input_scales_.size() + hidden_scales_.size()) * Index(sizeof(float)) +
-           (input_sums_.size() + hidden_sums_.size()) * Index(sizeof(std::int32_t));
+           (input_sums_.size() + hidden_sums_.size()) * Index(sizeof(std::int32_t)) +
+           (input_bf16_.size() + hidden_bf16_.size()) * Index(sizeof(std::uint16_t));
   }
 
 private:
@@ -67,7 +68,7 @@ private:
     int experts = 0;
     int shared_experts = 0;
     Index input_items = 0;      // (expert, panel) items when every expert is busy
-    Index quantized_width = 0;  // int8 codes of one input row (0: the layer keeps activations f32)
+    Index quantized_width = 0;  // int8 or bf16 codes of one input row (0: the layer keeps activations f32)
     bool operator==(const Shape& o) const {
       return hidden_size == o.hidden_size && logits_width == o.logits_width && quantized_width == o.quantized_width &&
              hidden_row_floats == o.hidden_row_floats && slots == o.slots && experts == o.experts &&
@@ -103,6 +104,10 @@ private:
   detail::AlignedBuffer<std::int8_t> hidden_codes_;  // laid out as hidden_
   detail::AlignedBuffer<float> hidden_scales_;       // one per 32 of hidden_
   detail::AlignedBuffer<std::int32_t> hidden_sums_;
+  // bf16 activations (bf16a16; kernels/quantize.hpp): the input rows and every hidden row, rounded. The
+  // compute stage writes the hidden rows straight as bf16, and hidden_ stays empty.
+  detail::AlignedBuffer<std::uint16_t> input_bf16_;   // tokens x quantized_width
+  detail::AlignedBuffer<std::uint16_t> hidden_bf16_;  // laid out as hidden_ would be
 };
 
 }  // namespace moe

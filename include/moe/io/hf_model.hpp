@@ -430,7 +430,7 @@ std::unique_ptr<MoeBlock> make_block(const BlockSpec& spec, const Checkpoint& ck
 
 // The precisions load_block() accepts: "auto" (the checkpoint's: f32, bf16 or f16), or a precision's name.
 inline const std::vector<std::string>& block_dtypes() {
-  static const std::vector<std::string> names = {"auto", "f32", "bf16", "f16", "q8", "q4", "q8a8", "q4a8"};
+  static const std::vector<std::string> names = {"auto", "f32", "bf16", "f16", "q8", "q4", "q8a8", "q4a8", "bf16a16"};
   return names;
 }
 
@@ -440,7 +440,7 @@ inline std::unique_ptr<MoeBlock> load_block(const std::string& dir, const std::s
                                             const std::string& dtype = "auto",
                                             const std::function<void(int, int)>& progress = {}) {
   MOE_CHECK(std::find(block_dtypes().begin(), block_dtypes().end(), dtype) != block_dtypes().end(), "io::load_block",
-            "--dtype must be one of auto, f32, bf16, f16, q8, q4, q8a8, q4a8, got '" + dtype + "'");
+            "--dtype must be one of auto, f32, bf16, f16, q8, q4, q8a8, q4a8, bf16a16, got '" + dtype + "'");
   const BlockSpec spec = read_block_spec(dir, layer);
   const Checkpoint ckpt(dir);
   std::string chosen = dtype;
@@ -454,6 +454,7 @@ inline std::unique_ptr<MoeBlock> load_block(const std::string& dir, const std::s
   if (chosen == "q8") return detail::make_block<q8>(spec, ckpt, dir, progress);
   if (chosen == "q4") return detail::make_block<q4>(spec, ckpt, dir, progress);
   if (chosen == "q8a8") return detail::make_block<q8a8>(spec, ckpt, dir, progress);
+  if (chosen == "bf16a16") return detail::make_block<bf16a16>(spec, ckpt, dir, progress);
   return detail::make_block<q4a8>(spec, ckpt, dir, progress);
 }
 

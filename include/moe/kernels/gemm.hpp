@@ -9,6 +9,7 @@
 #include "../config.hpp"
 #include "../precision.hpp"
 #include "../simd.hpp"
+#include "../simd_bf16.hpp"
 #include "../simd_int8.hpp"
 #include "panel.hpp"
 #include "quantize.hpp"
@@ -23,9 +24,11 @@ namespace kernels {
 inline constexpr Index kDepthBlock = 512;
 static_assert(kDepthBlock % q4::kBlock == 0, "a depth block must start on a q4 scale block");
 
-// The activation rows a tile multiplies: f32 rows, or int8 rows (quantize.hpp) for q8a8 and q4a8.
+// The activation rows a tile multiplies: f32 rows, int8 rows (quantize.hpp) for q8a8 and q4a8, or bf16
+// rows for bf16a16.
 template <class Precision>
-using ActivationRow = std::conditional_t<int8_activations<Precision>::value, Int8Row, const float*>;
+using ActivationRow = std::conditional_t<int8_activations<Precision>::value, Int8Row,
+                                         std::conditional_t<bf16_activations<Precision>::value, Bf16Row, const float*>>;
 
 // Token rows per tile: kTileRows, or 3 with int8 activations, whose tiles keep an int32 block sum beside
 // each f32 accumulator (3 x 4 of each, 4 weights and a broadcast fit 32 registers; 3 x 2 of each, 16).
@@ -191,6 +194,36 @@ MOE_ALWAYS_INLINE void multiply_tile_int8(const Int8Row* rows, const PanelRef<Pr
   }
 }
 
+// The bf16a16 tile: acc[r][v] = sum over depth pairs g of x[r][2g] * w[2g][v] + x[r][2g + 1] * w[2g + 1][v],
+// one dot_bf16 per pair (vdpbf16ps: 32 multiply-adds an instruction against an f32 FMA's 16). The
+// accumulators stay in registers as in accumulate_rows; an odd depth reads the zero padding row of both.
+template <int Rows>
+MOE_ALWAYS_INLINE void multiply_tile_bf16(const Bf16Row* rows, const PanelRef<bf16a16>& panel, Index depth,
+                                          simd::Vec (&acc)[kTileRows][kTileVectors]) {
+  constexpr int V = kTileVectors;
+  constexpr int kPairCodes = 2 * kPanelColumns;  // one depth pair of the panel
+  constexpr int kPairBytes = kPairCodes * int(sizeof(std::uint16_t));
+  simd::Vec sum[Rows][V];
+  for (int r = 0; r < Rows; ++r)
+    for (int v = 0; v < V; ++v) sum[r][v] = simd::broadcast(0.0f);
+  const std::uint16_t* codes = panel.codes;
+  const Index pairs = (depth + 1) / 2;
+  for (Index g = 0; g < pairs; ++g, codes += kPairCodes) {
+    if constexpr (Rows <= 2) {
+      for (int line = 0; line < kPairBytes; line += 64)
+        simd::prefetch(reinterpret_cast<std::uintptr_t>(codes) + kPrefetchBytes + line);
+    }
+    simd::IVec w[V];
+    for (int v = 0; v < V; ++v) w[v] = simd::load_int(codes + v * 2 * simd::kWidth);
+    for (int r = 0; r < Rows; ++r) {
+      const simd::Bf16Pair x = simd::load_bf16_pair(rows[r].codes + 2 * g);
+      for (int v = 0; v < V; ++v) sum[r][v] = simd::dot_bf16(sum[r][v], w[v], x);
+    }
+  }
+  for (int r = 0; r < Rows; ++r)
+    for (int v = 0; v < V; ++v) acc[r][v] = sum[r][v];
+}
+
 // Runs the tile for a run-time row count 1..kTileRowsOf<Precision>, then hands the accumulators to
 // epilogue(acc, rows). Each count is its own instantiation so the accumulator array is fully unrolled into
 // registers.
@@ -206,6 +239,8 @@ MOE_ALWAYS_INLINE void multiply_rows(const ActivationRow<Precision>* rows, int c
   simd::Vec acc[kTileRows][kTileVectors];
   if constexpr (int8_activations<Precision>::value)
     multiply_tile_int8<Rows, Precision>(rows, panel, depth, acc);
+  else if constexpr (bf16_activations<Precision>::value)
+    multiply_tile_bf16<Rows>(rows, panel, depth, acc);
   else
     multiply_tile<Rows, Precision>(rows, panel, depth, acc);
   epilogue(acc, Rows);

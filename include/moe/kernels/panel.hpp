@@ -19,6 +19,9 @@
 //                   is kTileVectors / 2 vectors of lanes; the low nibbles are columns of vector v, the high
 //                   nibbles those of vector v + kTileVectors / 2 (as in q4). The depth is padded to whole
 //                   blocks of 32 rows, the activation blocks of kernels/quantize.hpp.
+//   bf16a16         bf16 codes interleaved by two depth rows for vdpbf16ps (simd_bf16.hpp): the 32-bit lane
+//                   of column c in depth pair g holds row 2g's code in its low half and row 2g + 1's in its
+//                   high half; the depth is padded to even.
 // The layout of the scales follows their codes, so a kernel reads both front to back.
 #pragma once
 
@@ -52,6 +55,7 @@ struct PanelFormat {
   static constexpr int kCodesPerRow = kPanelColumns;
   static constexpr int kScaleRows = 0;      // depth rows one set of scales covers; 0: none
   static constexpr int kDepthMultiple = 1;  // the depth is padded to a multiple of this
+  static constexpr int kInterleave = 1;     // consecutive depth rows a column lane holds together
 };
 template <>
 struct PanelFormat<q8> {
@@ -60,6 +64,7 @@ struct PanelFormat<q8> {
   static constexpr int kCodesPerRow = kPanelColumns;
   static constexpr int kScaleRows = -1;  // one scale per column for the whole depth
   static constexpr int kDepthMultiple = 1;
+  static constexpr int kInterleave = 1;
 };
 template <>
 struct PanelFormat<q4> {
@@ -68,15 +73,27 @@ struct PanelFormat<q4> {
   static constexpr int kCodesPerRow = kPanelColumns / 2;
   static constexpr int kScaleRows = q4::kBlock;
   static constexpr int kDepthMultiple = 1;
+  static constexpr int kInterleave = 1;
 };
 template <>
 struct PanelFormat<q8a8> : PanelFormat<q8> {
   using Code = std::uint8_t;
   static constexpr int kDepthMultiple = 32;
+  static constexpr int kInterleave = 4;
 };
 template <>
 struct PanelFormat<q4a8> : PanelFormat<q4> {
   static constexpr int kDepthMultiple = 32;
+  static constexpr int kInterleave = 4;
+};
+template <>
+struct PanelFormat<bf16a16> {
+  using Code = std::uint16_t;
+  using Scale = float;  // unused: no scales
+  static constexpr int kCodesPerRow = kPanelColumns;
+  static constexpr int kScaleRows = 0;
+  static constexpr int kDepthMultiple = 2;
+  static constexpr int kInterleave = 2;
 };
 
 // Where a kernel starts reading a panel: its codes from some depth row on, and the matching scales.
@@ -160,17 +177,16 @@ private:
   // Stores one output row w[0..in) as column `column` of panel `panel`.
   void set_column(Index panel, Index column, const float* w, Index in) {
     using W = weight_format_t<Precision>;
-    constexpr bool kInterleaved = int8_activations<Precision>::value;
+    constexpr Index kInterleave = Format::kInterleave;
     Code* codes = codes_.data() + panel * depth_ * Format::kCodesPerRow;
     Scale* scales = scales_.data() + panel * scale_sets() * kPanelColumns;
-    // Where depth row k of a column lane starts: row by row, or by groups of four rows (see the top).
+    // Where depth row k of a column lane is: row by row, or in groups of kInterleave rows (see the top).
     auto at = [](Index k, Index lane) {
-      return kInterleaved ? (k & ~Index(3)) * Format::kCodesPerRow + lane * 4 + (k & 3)
-                          : k * Format::kCodesPerRow + lane;
+      return (k - k % kInterleave) * Format::kCodesPerRow + lane * kInterleave + k % kInterleave;
     };
     if constexpr (std::is_same<W, q8>::value) {
       const float scale = q8::row_scale(w, in);
-      const int offset = kInterleaved ? 128 : 0;
+      const int offset = int8_activations<Precision>::value ? 128 : 0;
       for (Index k = 0; k < in; ++k) codes[at(k, column)] = static_cast<Code>(q8::code(w[k], scale) + offset);
       scales[column] = scale > 0.0f ? scale : 1.0f;
     } else if constexpr (std::is_same<W, q4>::value) {
@@ -189,7 +205,7 @@ private:
         }
       }
     } else {
-      for (Index k = 0; k < in; ++k) codes[k * kPanelColumns + column] = Precision::encode(w[k]);
+      for (Index k = 0; k < in; ++k) codes[at(k, column)] = Precision::encode(w[k]);
     }
   }
 

@@ -1,11 +1,15 @@
-// moe/kernels/quantize.hpp: activations quantised to int8 for the int8-activation precisions (q8a8, q4a8).
+// moe/kernels/quantize.hpp: activations quantised to int8 for the int8-activation precisions (q8a8, q4a8),
+// and rounded to bf16 for bf16a16.
 //
-// A row of activations x is cut into blocks of kActivationBlock consecutive values (the input dimension of
-// the next projection); each block b gets a scale s_b = max|x_b| / 127 and codes
-// q_i = round(x_i * (127 / max|x_b|)) in [-127, 127], so x_i ~ q_i * s_b with |error| <= s_b / 2 (plus the
-// f32 rounding of the scale). All-zero blocks get s_b = 0 and zero codes. The per-token, per-block scale is
-// llama.cpp's q8_0 shape for activations. Each block also keeps sum_i q_i, which the kernels use to undo
-// the +128 / +8 offset that makes weight codes unsigned (vpdpbusd multiplies unsigned by signed bytes).
+// bf16 (bf16a16): each value rounded to nearest even on its own (bf16::encode), in rows padded with zeros
+// to an even length, as the kernels read depth rows in pairs.
+//
+// int8 (q8a8, q4a8): a row of activations x is cut into blocks of kActivationBlock consecutive values (the input
+// dimension of the next projection); each block b gets a scale s_b = max|x_b| / 127 and codes q_i = round(x_i * (127 /
+// max|x_b|)) in [-127, 127], so x_i ~ q_i * s_b with |error| <= s_b / 2 (plus the f32 rounding of the scale). All-zero
+// blocks get s_b = 0 and zero codes. The per-token, per-block scale is llama.cpp's q8_0 shape for activations. Each
+// block also keeps sum_i q_i, which the kernels use to undo the +128 / +8 offset that makes weight codes unsigned
+// (vpdpbusd multiplies unsigned by signed bytes).
 #pragma once
 
 #include <algorithm>
@@ -13,13 +17,22 @@
 #include <cstdint>
 
 #include "../config.hpp"
+#include "../precision.hpp"
 #include "../simd.hpp"
+#include "../simd_bf16.hpp"
 #include "../simd_int8.hpp"
 
 namespace moe {
 namespace kernels {
 
 inline constexpr int kActivationBlock = 32;
+
+// Depth rows a precision's kernels read activations in: whole int8 blocks, bf16 pairs, or single f32
+// values. Activation rows, and the depth of the weight panels they multiply, are padded to a multiple.
+template <class Precision>
+inline constexpr int kActivationStep = int8_activations<Precision>::value
+                                           ? kActivationBlock
+                                           : (bf16_activations<Precision>::value ? 2 : 1);
 
 // One token's quantised activations, from some depth on (the kernels' view of a row).
 struct Int8Row {
@@ -30,6 +43,22 @@ struct Int8Row {
   // The same row from depth k0 on (k0 a multiple of kActivationBlock).
   Int8Row from(Index k0) const { return {codes + k0, scales + k0 / kActivationBlock, sums + k0 / kActivationBlock}; }
 };
+
+// One token's bf16 activations, from some depth on.
+struct Bf16Row {
+  const std::uint16_t* codes;  // padded to an even length with zeros
+
+  // The same row from depth k0 on (k0 even).
+  Bf16Row from(Index k0) const { return {codes + k0}; }
+};
+
+// Rounds x[0, n) to bf16 into codes[0, padded); codes past n are zero. padded >= n.
+inline void round_activations_bf16(const float* x, Index n, Index padded, std::uint16_t* codes) {
+  Index i = 0;
+  for (; i + simd::kWidth <= n; i += simd::kWidth) simd::store_bf16(codes + i, simd::load(x + i));
+  for (; i < n; ++i) codes[i] = detail::float_to_bf16(x[i]);
+  for (; i < padded; ++i) codes[i] = 0;
+}
 
 // Quantises x[0, n) into codes[0, padded), scales and sums of padded / kActivationBlock blocks; codes past n
 // are zero. padded is a multiple of kActivationBlock >= n. x must be finite.
