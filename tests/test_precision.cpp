@@ -43,14 +43,14 @@ Row advance(const Row& row, moe::Index k0) {
   return row.from(k0);
 }
 
-// Runs the micro-kernel on kTileRowsOf<P> `rows` for every row count, every panel of `packed` and two depth
+// Runs the micro-kernel on kTileRows `rows` for every row count, every panel of `packed` and two depth
 // ranges ([0, kDepthBlock) and [kDepthBlock, end)), and checks each lane against the double sum over
 // k < in of w[o][k] * activation(r, k), within bound(span) times the sum of the terms' magnitudes.
 template <class P, class Row, class Activation, class Bound>
 void check_panel_products(const moe::kernels::PanelMatrix<P>& packed, const Row* rows, const std::vector<float>& w,
                           moe::Index out, moe::Index in, moe::Index end, Activation activation, Bound bound) {
   using moe::kernels::kPanelColumns;
-  constexpr int kRows = moe::kernels::kTileRowsOf<P>;
+  constexpr int kRows = moe::kernels::kTileRows;
   for (int count = 1; count <= kRows; ++count)
     for (moe::Index p = 0; p < packed.panels(); ++p)
       for (moe::Index k0 : {moe::Index(0), moe::kernels::kDepthBlock}) {
@@ -341,7 +341,7 @@ TEST_CASE_TEMPLATE("the int8-activation kernel sums exact block products, paddin
   packed.pack(w.data(), out, in, in, in);
   REQUIRE(packed.depth() == depth);
   moe::round_trip<P>(w.data(), out, in, in, w.data());  // the weights the panels hold
-  constexpr int kRows = moe::kernels::kTileRowsOf<P>;
+  constexpr int kRows = moe::kernels::kTileRows;
   std::vector<std::int8_t> codes(std::size_t(kRows * depth));
   std::vector<float> scales(std::size_t(kRows * depth / kBlock));
   std::vector<std::int32_t> sums(scales.size());
@@ -418,7 +418,7 @@ TEST_CASE("the bf16a16 kernel sums products of bf16 pairs, padding included") {
   packed.pack(w.data(), out, in, in, in);
   REQUIRE(packed.depth() == depth);
   moe::round_trip<moe::bf16a16>(w.data(), out, in, in, w.data());  // the weights the panels hold
-  constexpr int kRows = moe::kernels::kTileRowsOf<moe::bf16a16>;
+  constexpr int kRows = moe::kernels::kTileRows;
   const std::vector<float> a = random_vector(std::size_t(kRows * in), 10, 1.0f);
   std::vector<std::uint16_t> codes(std::size_t(kRows * depth));
   moe::kernels::Bf16Row rows[kRows];

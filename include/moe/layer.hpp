@@ -363,8 +363,8 @@ private:
   using Row = kernels::ActivationRow<Precision>;  // what the expert kernels read a token's activations as
   static constexpr bool kInt8 = int8_activations<Precision>::value;
   static constexpr bool kBf16 = bf16_activations<Precision>::value;
-  static constexpr int kRows = kernels::kTileRowsOf<Precision>;  // token rows per expert tile
-  static constexpr int kRouterRows = kernels::kTileRows;         // the router is always f32
+  static constexpr int kRows = kernels::kTileRows;        // token rows per expert tile
+  static constexpr int kRouterRows = kernels::kTileRows;  // the router is always f32
   static constexpr int kWidth = simd::kWidth;
   static constexpr Index kPanel = kernels::kPanelColumns;
 

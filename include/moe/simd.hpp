@@ -57,9 +57,11 @@ MOE_ALWAYS_INLINE float reduce_add(const Vec& v) {
   return xsimd::hadd(v);
 #endif
 }
-// Keeps v in a register. Without it GCC folds a loaded weight vector into each FMA that uses it as a
-// memory operand, so a tile reloads every weight once per row and becomes load-bound.
-MOE_ALWAYS_INLINE void pin(Vec& v) {
+// Keeps v (a float or int32 vector) in a register. Without it GCC folds a loaded weight vector into each
+// FMA or dot product that uses it as a memory operand, so a tile reloads every weight once per row and
+// becomes load-bound.
+template <class V>
+MOE_ALWAYS_INLINE void pin(V& v) {
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
   __asm__("" : "+v"(v.data));
 #elif defined(__GNUC__) && (defined(__aarch64__) || defined(__arm__))
@@ -100,7 +102,8 @@ MOE_ALWAYS_INLINE Vec max(Vec a, Vec b) { return a > b ? a : b; }
 MOE_ALWAYS_INLINE Vec abs(Vec a) { return std::fabs(a); }
 MOE_ALWAYS_INLINE Vec exp(Vec x) { return std::exp(x); }
 MOE_ALWAYS_INLINE Vec erfc(Vec x) { return std::erfc(x); }
-MOE_ALWAYS_INLINE void pin(Vec&) {}
+template <class V>
+MOE_ALWAYS_INLINE void pin(V&) {}
 MOE_ALWAYS_INLINE float reduce_add(Vec v) { return v; }
 MOE_ALWAYS_INLINE float reduce_max(Vec v) { return v; }
 
