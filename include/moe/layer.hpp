@@ -604,8 +604,10 @@ private:
         }
         MOE_OMP(omp barrier)
       }
+      const Index span = combine_span(tokens, out_panels, threads);
       MOE_OMP(omp for schedule(dynamic))
-      for (Index p = 0; p < out_panels; ++p) combine(p, x, x_stride, y, y_stride, tokens, ws);
+      for (Index p = 0; p < out_panels; p += span)
+        combine(p, std::min(out_panels, p + span), x, x_stride, y, y_stride, tokens, ws);
     }
   }
 
@@ -645,33 +647,52 @@ private:
     }
   }
 
-  // Output panel p of every token: zero it, then add each expert's weighted down projection, experts in
-  // index order, then dropped tokens passed through (weight * x), then shared experts, so each output element
-  // has one owner and a fixed summation order.
-  void combine(Index p, const float* x, Index x_stride, float* y, Index y_stride, Index tokens, Workspace& ws) const {
-    const Index column = p * kPanel;
-    const Index width = std::min(kPanel, hidden_size() - column);
-    for (Index t = 0; t < tokens; ++t) std::fill_n(y + t * y_stride + column, width, 0.0f);
+  // Output panels [p_begin, p_end) of every token: zero them, then add each expert's weighted down
+  // projection, experts in index order, then dropped tokens passed through (weight * x), then shared
+  // experts, so each output element has one owner and a fixed summation order (whatever the panel range).
+  void combine(Index p_begin, Index p_end, const float* x, Index x_stride, float* y, Index y_stride, Index tokens,
+               Workspace& ws) const {
+    const Index first_column = p_begin * kPanel;
+    const Index columns = std::min(p_end * kPanel, hidden_size()) - first_column;
+    for (Index t = 0; t < tokens; ++t) std::fill_n(y + t * y_stride + first_column, columns, 0.0f);
     for (int e = 0; e < expert_count(); ++e) {
-      if (e == experts()) pass_dropped_through(column, width, x, x_stride, y, y_stride, ws);
+      if (e == experts()) pass_dropped_through(first_column, columns, x, x_stride, y, y_stride, ws);
       const Index ffn = ffn_padded(e);
       const int begin = ws.offsets_[e], end = ws.offsets_[e + 1];
-      for (Index k0 = 0; k0 < ffn; k0 += kernels::kDepthBlock) {
-        const Index depth = std::min(kernels::kDepthBlock, ffn - k0);
-        const auto panel = experts_[std::size_t(e)].down_projection().panel(p, k0);
-        for (int first = begin; first < end; first += kRows) {
-          const int n = std::min(kRows, end - first);
-          Row rows[kRows];
-          for (int r = 0; r < n; ++r) rows[r] = hidden_row(e, first - begin + r, k0, ws);
-          kernels::multiply_rows(rows, n, panel, depth, [&](auto& acc, int m) {
-            for (int r = 0; r < m; ++r)
-              add_weighted(acc[r], ws.assigned_weight_[first + r],
-                           y + ws.assigned_token_[first + r] * y_stride + column, width);
-          });
+      if (begin == end) continue;
+      // Panel by panel, each front to back: one stream through the expert's contiguous panels.
+      for (Index p = p_begin; p < p_end; ++p) {
+        const Index column = p * kPanel;
+        const Index width = std::min(kPanel, hidden_size() - column);
+        for (Index k0 = 0; k0 < ffn; k0 += kernels::kDepthBlock) {
+          const Index depth = std::min(kernels::kDepthBlock, ffn - k0);
+          const auto panel = experts_[std::size_t(e)].down_projection().panel(p, k0);
+          for (int first = begin; first < end; first += kRows) {
+            const int n = std::min(kRows, end - first);
+            Row rows[kRows];
+            for (int r = 0; r < n; ++r) rows[r] = hidden_row(e, first - begin + r, k0, ws);
+            kernels::multiply_rows(rows, n, panel, depth, [&](auto& acc, int m) {
+              for (int r = 0; r < m; ++r)
+                add_weighted(acc[r], ws.assigned_weight_[first + r],
+                             y + ws.assigned_token_[first + r] * y_stride + column, width);
+            });
+          }
         }
       }
     }
-    if (shared_experts() == 0) pass_dropped_through(column, width, x, x_stride, y, y_stride, ws);
+    if (shared_experts() == 0) pass_dropped_through(first_column, columns, x, x_stride, y, y_stride, ws);
+  }
+
+  // Consecutive output panels one combine item takes. With one tile of tokens an item streams each
+  // expert's down-projection panels once, and consecutive panels are contiguous: for short panels, an item
+  // of several reads each expert as one stream of up to kStreamBytes (item_span explains why that
+  // matters), while two items per thread keep the threads balanced (every output panel costs the same).
+  // With more tokens one panel per item keeps it in L2 across the token tiles.
+  Index combine_span(Index tokens, Index out_panels, int threads) const {
+    if (tokens > kRows) return 1;
+    const double panel_bytes = experts_.front().down_projection().bytes() / double(out_panels);
+    const Index wanted = std::max<Index>(1, Index(kStreamBytes / panel_bytes));
+    return std::max<Index>(1, std::min(wanted, out_panels / (2 * Index(threads))));
   }
 
   // y[t] += weight * x[t] over columns [column, column + width) for each dropped choice, when the policy
@@ -691,8 +712,8 @@ private:
   // short spends much of its time ramping up the hardware prefetcher, so items then take consecutive panels
   // (contiguous in memory) up to kStreamBytes, while leaving at least 8 items per expert for the threads.
   // With more tokens a panel is reused across tiles and one panel per item keeps it in L2.
+  static constexpr double kStreamBytes = 256 * 1024;
   Index item_span(int e, int tokens) const {
-    constexpr double kStreamBytes = 256 * 1024;
     if (tokens > kRows) return 1;
     const Index panels = input_panels(e);
     const double panel_bytes = experts_[std::size_t(e)].input_projection().bytes() / double(panels);
