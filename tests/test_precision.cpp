@@ -179,6 +179,11 @@ TEST_CASE_TEMPLATE("the layer computes with stored weights like the reference do
     // 1024 hidden units in 32+ panels of a 40-deep projection: items of several consecutive panels.
     check::against_reference<Layer>(check::config(40, 1000, 4, 2), moe::SoftmaxTopK(true), 2, 204);
   }
+  SUBCASE("decode combine items that span several output panels, the last one partial") {
+    // 581 outputs: 10 panels of 64 (AVX-512) or more, each a short 40-deep down projection.
+    check::against_reference<Layer>(check::config(581, 40, 3, 2), moe::SoftmaxTopK(true), 1, 205, 1);
+    check::against_reference<Layer>(check::config(581, 40, 3, 2), moe::SoftmaxTopK(true), 3, 206, 2);
+  }
   SUBCASE("an FFN wider than a depth block, a plain MLP, a shared expert") {
     auto c = check::config(33, 530, 3, 1, moe::ReluMLP);
     c.num_shared_experts = 1;
