@@ -511,6 +511,8 @@ void BM_Fused(benchmark::State& state) {
     ++i;
   }
   report(state, bytes, flops, tokens, std::string(moe::TypeName<Precision>()) + ", " + rotation.label(shape));
+  // The memory footprint of an expert's weights as packed (codes, scales and padding) per parameter.
+  state.counters["bytes/param"] = rotation[0].expert_bytes() / (3.0 * double(shape.hidden) * double(shape.ffn));
 }
 
 void BM_EigenPerExpert(benchmark::State& state) {

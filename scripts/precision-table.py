@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""precision-table.py [MOE_BENCH] [extra benchmark flags]: runs the precision benchmarks of moe-bench once
+(BM_Fused for every precision, shape and token count, and the two roofline probes, 3 repetitions, medians)
+and prints docs/PERFORMANCE.md's precision table as Markdown: per precision and shape, time, GB/s (and % of
+the read-bandwidth probe), tokens/s relative to f32, GFLOP/s (and % of the f32 FMA probe) and bytes per
+parameter, at 1, 8, 64 and 512 tokens. Every figure comes from the same run.
+"""
+import json
+import re
+import subprocess
+import sys
+
+
+def main():
+    binary = sys.argv[1] if len(sys.argv) > 1 else "build/moe-bench"
+    command = [binary, "--benchmark_filter=BM_Fused|BM_ReadBandwidth|BM_FmaPeak", "--benchmark_repetitions=3",
+               "--benchmark_report_aggregates_only=true", "--benchmark_format=json"] + sys.argv[2:]
+    print("command: " + " ".join(command), file=sys.stderr)
+    report = json.loads(subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout)
+    medians = {b["run_name"]: b for b in report["benchmarks"] if b.get("aggregate_name") == "median"}
+    bandwidth = medians["BM_ReadBandwidth/real_time"]["GB/s"]  # counters are stored as rates already
+    peak = medians["BM_FmaPeak/real_time"]["GFLOP/s"]
+    rows = {}
+    for name, b in medians.items():
+        match = re.match(r"BM_Fused<moe::(\w+)>/shape:(\d)/tokens:(\d+)/real_time", name)
+        if match:
+            precision, shape, tokens = match.group(1), int(match.group(2)), int(match.group(3))
+            rows.setdefault((shape, precision), {})[tokens] = b
+    shapes = {0: "mixtral", 1: "finegrained"}
+    print(f"Probes in this run: read bandwidth {bandwidth:.1f} GB/s, FMA peak {peak:.1f} GFLOP/s "
+          f"({report['context'].get('date', '')}).\n")
+    token_counts = sorted({t for r in rows.values() for t in r})
+    header = ["precision", "shape", "bytes/param"]
+    for t in token_counts:
+        header += [f"{t} tok ms", f"{t} tok GB/s (% probe)" if t <= 8 else f"{t} tok GFLOP/s (% f32 peak)",
+                   f"{t} tok vs f32"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for (shape, precision) in sorted(rows, key=lambda k: (k[0], k[1] != "f32")):
+        by_tokens = rows[(shape, precision)]
+        base = rows.get((shape, "f32"), {})
+        first = next(iter(by_tokens.values()))
+        cells = [precision, shapes.get(shape, str(shape)), f"{first['bytes/param']:.3f}"]
+        for t in token_counts:
+            b = by_tokens.get(t)
+            if b is None:
+                cells += ["-", "-", "-"]
+                continue
+            ms = b["real_time"] * {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}[b["time_unit"]]
+            if t <= 8:
+                rate = b["GB/s"]
+                cells += [f"{ms:.3g}", f"{rate:.1f} ({100 * rate / bandwidth:.0f}%)"]
+            else:
+                rate = b["GFLOP/s"]
+                cells += [f"{ms:.3g}", f"{rate:.0f} ({100 * rate / peak:.0f}%)"]
+            ratio = b["tokens/s"] / base[t]["tokens/s"] if t in base else float("nan")
+            cells.append(f"{ratio:.2f}x")
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
