@@ -173,6 +173,13 @@ TEST_CASE("more bad arguments: pointers, strides, kinds, shared experts, limits,
   moe::Workspace plain_ws = plain.workspace(4);
   CHECK_THROWS_WITH_AS(layer.forward(x.data(), 16, y.data(), 16, 2, plain_ws), doctest::Contains("another shape"),
                        moe::Error);
+  // Layers whose kernels code activations differently keep different buffers, even where every size matches
+  // (a hidden size of 64 is whole int8 blocks and whole bf16 pairs alike).
+  auto int8_layer = loaded<moe::Layer<Dynamic, Dynamic, moe::q8a8>>(check::config(64, 32, 3, 2));
+  moe::Workspace bf16_ws = loaded<moe::Layer<Dynamic, Dynamic, moe::bf16a16>>(check::config(64, 32, 3, 2)).workspace(4);
+  std::vector<float> x64(2 * 64, 0.1f), y64(2 * 64);
+  CHECK_THROWS_WITH_AS(int8_layer.forward(x64.data(), 64, y64.data(), 64, 2, bf16_ws),
+                       doctest::Contains("another shape"), moe::Error);
   std::vector<float> a(8 * 16, 0.1f), b(16 * 8, 0.1f);
   CHECK_THROWS_WITH_AS(plain.set_expert(0, moe::WeightView(a.data(), 8, 16), moe::WeightView(a.data(), 8, 16),
                                         moe::WeightView(b.data(), 16, 8)),

@@ -169,6 +169,7 @@ public:
     for (int e = 0; e < expert_count(); ++e) shape_.input_items += input_panels(e);
     if (kInt8 || kBf16)
       shape_.quantized_width = simd::round_up(config_.hidden_size, kernels::kActivationStep<Precision>);
+    shape_.activation_coding = kInt8 ? 1 : (kBf16 ? 2 : 0);
   }
 
   // ---- weights, in the PyTorch layout W[out][in]; packed (copied) on the call ----

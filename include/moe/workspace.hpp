@@ -69,10 +69,11 @@ private:
     int shared_experts = 0;
     Index input_items = 0;      // (expert, panel) items when every expert is busy
     Index quantized_width = 0;  // int8 or bf16 codes of one input row (0: the layer keeps activations f32)
+    int activation_coding = 0;  // 0 f32, 1 int8 (q8a8, q4a8), 2 bf16 (bf16a16): which buffers exist
     bool operator==(const Shape& o) const {
       return hidden_size == o.hidden_size && logits_width == o.logits_width && quantized_width == o.quantized_width &&
-             hidden_row_floats == o.hidden_row_floats && slots == o.slots && experts == o.experts &&
-             shared_experts == o.shared_experts && input_items == o.input_items;
+             activation_coding == o.activation_coding && hidden_row_floats == o.hidden_row_floats && slots == o.slots &&
+             experts == o.experts && shared_experts == o.shared_experts && input_items == o.input_items;
     }
   };
 
