@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""precision-table.py [MOE_BENCH] [extra benchmark flags]: runs the precision benchmarks of moe-bench once
+"""precision-table.py [MOE_BENCH] [benchmark flags]: runs the precision benchmarks of moe-bench once
 (BM_Fused for every precision, shape and token count, and the two roofline probes, 3 repetitions, medians)
 and prints docs/PERFORMANCE.md's precision table as Markdown: per precision and shape, time, GB/s (and % of
 the read-bandwidth probe), tokens/s relative to f32, GFLOP/s (and % of the f32 FMA probe) and bytes per
-parameter, at 1, 8, 64 and 512 tokens. Every figure comes from the same run.
+parameter, at 1, 8, 64 and 512 tokens. Every figure comes from the same run. A --benchmark_filter among the
+flags narrows the BM_Fused runs (the probes always run); the other flags go to moe-bench as they are.
 """
 import json
 import re
@@ -12,9 +13,16 @@ import sys
 
 
 def main():
-    binary = sys.argv[1] if len(sys.argv) > 1 else "build/moe-bench"
-    command = [binary, "--benchmark_filter=BM_Fused|BM_ReadBandwidth|BM_FmaPeak", "--benchmark_repetitions=3",
-               "--benchmark_report_aggregates_only=true", "--benchmark_format=json"] + sys.argv[2:]
+    args = sys.argv[1:]
+    binary = args.pop(0) if args and not args[0].startswith("-") else "build/moe-bench"
+    # A narrower --benchmark_filter among the extra arguments still runs the two probes every ratio needs.
+    pattern = "BM_Fused"
+    for arg in list(args):
+        if arg.startswith("--benchmark_filter="):
+            pattern = arg.split("=", 1)[1]
+            args.remove(arg)
+    command = [binary, f"--benchmark_filter={pattern}|BM_ReadBandwidth|BM_FmaPeak", "--benchmark_repetitions=3",
+               "--benchmark_report_aggregates_only=true", "--benchmark_format=json"] + args
     print("command: " + " ".join(command), file=sys.stderr)
     report = json.loads(subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout)
     medians = {b["run_name"]: b for b in report["benchmarks"] if b.get("aggregate_name") == "median"}
@@ -40,10 +48,11 @@ def main():
         by_tokens = rows[(shape, precision)]
         base = rows.get((shape, "f32"), {})
         first = next(iter(by_tokens.values()))
-        cells = [precision, shapes.get(shape, str(shape)), f"{first['bytes/param']:.3f}"]
+        footprint = first.get("bytes/param")  # absent when the benchmark was skipped with an error
+        cells = [precision, shapes.get(shape, str(shape)), f"{footprint:.3f}" if footprint else "-"]
         for t in token_counts:
             b = by_tokens.get(t)
-            if b is None:
+            if b is None or "tokens/s" not in b:
                 cells += ["-", "-", "-"]
                 continue
             ms = b["real_time"] * {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}[b["time_unit"]]
@@ -53,7 +62,7 @@ def main():
             else:
                 rate = b["GFLOP/s"]
                 cells += [f"{ms:.3g}", f"{rate:.0f} ({100 * rate / peak:.0f}%)"]
-            ratio = b["tokens/s"] / base[t]["tokens/s"] if t in base else float("nan")
+            ratio = b["tokens/s"] / base[t]["tokens/s"] if "tokens/s" in base.get(t, {}) else float("nan")
             cells.append(f"{ratio:.2f}x")
         print("| " + " | ".join(cells) + " |")
 

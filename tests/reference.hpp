@@ -128,11 +128,12 @@ inline std::vector<double> int8_step_error(const std::vector<double>& v, const s
 }
 
 // The most a bf16 rounding of each value of v can be off, given that each v[i] may itself be off by up to
-// v_error[i]: half a unit in the 8th significant bit of the largest value possible, 2^-9 (|v| + error), with
-// a margin; and 2^-126 for a value vdpbf16ps treats as zero (a subnormal).
+// v_error[i]: half a unit in the 8th significant bit of the largest value possible, at most
+// 2^-8 (|v| + error) (a value just above a power of two, 2^e (1 + 2^-8), is a tie that rounds to 2^e), with a
+// margin; and 2^-126 for a value vdpbf16ps treats as zero (a subnormal).
 inline std::vector<double> bf16_step_error(const std::vector<double>& v, const std::vector<double>& v_error) {
   std::vector<double> step(v.size());
-  for (std::size_t i = 0; i < v.size(); ++i) step[i] = 1.01 * std::ldexp(std::abs(v[i]) + v_error[i], -9) + 0x1p-126;
+  for (std::size_t i = 0; i < v.size(); ++i) step[i] = 1.01 * std::ldexp(std::abs(v[i]) + v_error[i], -8) + 0x1p-126;
   return step;
 }
 

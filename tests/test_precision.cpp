@@ -374,6 +374,7 @@ TEST_CASE("activations round to bf16 as bf16::encode does, ties, NaN and subnorm
   for (std::uint32_t high = 0; high < 65536; high += 257)
     for (std::uint32_t low : {0x0000u, 0x7FFFu, 0x8000u, 0x8001u, 0xFFFFu, 0x1234u})
       x.push_back(bits_float((high << 16) | low));
+  for (float v : {1.0f + 0x1p-8f, -3.0f, 0.1f}) x.push_back(v);  // and a tail shorter than a vector
   const moe::Index n = moe::Index(x.size()), padded = n + 5;
   std::vector<std::uint16_t> codes(std::size_t(padded), 0xAAAA);
   moe::kernels::round_activations_bf16(x.data(), n, padded, codes.data());

@@ -7,8 +7,8 @@
 //            sees its tokens as one contiguous list;
 //   compute  per (expert, panel) work item, the input projection of the expert's tokens with the
 //            activation fused into its epilogue (act(gate) * up for gated experts), into scratch;
-//   combine  per output panel, every expert's down projection with the weighted scatter-add into the
-//            output fused into its epilogue.
+//   combine  per output panel (per run of consecutive panels at decode), every expert's down projection
+//            with the weighted scatter-add into the output fused into its epilogue.
 // Every output element is owned by one work item and summed in a fixed order (experts in index order,
 // shared experts last), so the result is bitwise the same for any thread count.
 #pragma once

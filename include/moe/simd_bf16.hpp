@@ -4,8 +4,8 @@
 // values in w (a pair of consecutive depth rows, low half first) with the two bf16 values of x, shared by
 // every lane. Both products are exact in f32 (8-bit by 8-bit significands), so only the two additions
 // round. It is one vdpbf16ps where the target has AVX-512 BF16; elsewhere each half is widened to f32 by a
-// shift or a mask and multiplied with two FMAs, in the order vdpbf16ps is specified to add them (the odd
-// product, then the even one). vdpbf16ps also treats subnormal inputs and results as zero: the two paths
+// shift or a mask and multiplied with two FMAs, in the order vdpbf16ps is specified to add them (the high
+// half's product, then the low half's). vdpbf16ps also treats subnormal inputs and results as zero: the two paths
 // can differ by the subnormal range (below 2^-126) and nothing else.
 #pragma once
 
@@ -25,12 +25,13 @@ namespace moe {
 namespace simd {
 
 // Two consecutive bf16 activations, prepared once and used against many weight vectors: the packed pair in
-// every lane for vdpbf16ps, or the two values widened and broadcast for the emulation.
+// every lane for vdpbf16ps, or the two values widened and broadcast for the emulation. Both read the pair as
+// one 32-bit lane, as the weights are read, so the halves pair up on either byte order.
 struct Bf16Pair {
 #if MOE_SIMD_AVX512BF16
   IVec packed;
 #else
-  Vec even, odd;
+  Vec low, high;  // the low and high halves of the 32-bit lane, as f32
 #endif
 };
 
@@ -41,8 +42,10 @@ MOE_ALWAYS_INLINE Bf16Pair load_bf16_pair(const std::uint16_t* x) {
   std::memcpy(&packed, x, sizeof packed);
   pair.packed = broadcast_int(packed);
 #else
-  pair.even = broadcast(::moe::detail::bf16_to_float(x[0]));
-  pair.odd = broadcast(::moe::detail::bf16_to_float(x[1]));
+  std::uint32_t packed;
+  std::memcpy(&packed, x, sizeof packed);
+  pair.low = broadcast(::moe::detail::bits_float(packed << 16));
+  pair.high = broadcast(::moe::detail::bits_float(packed & 0xFFFF0000u));
 #endif
   return pair;
 }
@@ -61,15 +64,15 @@ MOE_ALWAYS_INLINE Vec dot_bf16(const Vec& acc, const IVec& w, const Bf16Pair& x)
   // The zero-masked shift: simd.hpp's kAllLanes explains.
   const Vec low(_mm512_castsi512_ps(_mm512_maskz_slli_epi32(kAllLanes, w, 16)));
   const Vec high(_mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32(std::int32_t(0xFFFF0000u)))));
-  return fma(x.even, low, fma(x.odd, high, acc));
+  return fma(x.low, low, fma(x.high, high, acc));
 #elif MOE_SIMD_XSIMD
   const Vec low = xsimd::bitwise_cast<Vec>(w << 16);
   const Vec high = xsimd::bitwise_cast<Vec>(w & IVec(std::int32_t(0xFFFF0000u)));
-  return fma(x.even, low, fma(x.odd, high, acc));
+  return fma(x.low, low, fma(x.high, high, acc));
 #else
   const std::uint32_t bits = static_cast<std::uint32_t>(w);
   const float low = ::moe::detail::bits_float(bits << 16), high = ::moe::detail::bits_float(bits & 0xFFFF0000u);
-  return fma(x.even, low, fma(x.odd, high, acc));
+  return fma(x.low, low, fma(x.high, high, acc));
 #endif
 }
 

@@ -92,7 +92,11 @@ MOE_ALWAYS_INLINE Int8Quad load_quad(const std::int8_t* x) {
   std::memcpy(&packed, x, sizeof packed);
   q.packed = broadcast_int(packed);
 #else
-  for (int j = 0; j < 4; ++j) q.value[j] = broadcast_int(x[j]);
+  // Byte j of the 32-bit lane, as dot_u8s8 takes byte j of the weights' lanes: the same pairing on either
+  // byte order.
+  std::uint32_t packed;
+  std::memcpy(&packed, x, sizeof packed);
+  for (int j = 0; j < 4; ++j) q.value[j] = broadcast_int(static_cast<std::int8_t>((packed >> (8 * j)) & 0xFFu));
 #endif
   return q;
 }

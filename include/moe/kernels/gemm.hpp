@@ -102,8 +102,20 @@ MOE_ALWAYS_INLINE void multiply_tile(const float* const* rows, const PanelRef<Pr
       simd::Vec scale[kTileVectors];
       const std::uint16_t* block_scales = panel.scales + k0 / q4::kBlock * kPanelColumns;
       for (int v = 0; v < kTileVectors; ++v) scale[v] = simd::load_f16(block_scales + v * simd::kWidth);
-      accumulate_rows<Rows, Precision, true>(rows, panel.codes, k0, std::min<Index>(depth, k0 + q4::kBlock), scale,
-                                             acc);
+      const Index k_end = std::min<Index>(depth, k0 + q4::kBlock);
+      if constexpr (Rows <= 2) {
+        // Decode: a block's sums with the bare codes, then one FMA by the scale per accumulator, rather than
+        // a multiply per weight vector per depth row (which bound q4 decode by instructions, not memory).
+        // Registers allow it here: Rows x 4 block sums beside the Rows x 4 accumulators.
+        simd::Vec block[kTileRows][kTileVectors];
+        for (int r = 0; r < Rows; ++r)
+          for (int v = 0; v < kTileVectors; ++v) block[r][v] = simd::broadcast(0.0f);
+        accumulate_rows<Rows, Precision, false>(rows, panel.codes, k0, k_end, nullptr, block);
+        for (int r = 0; r < Rows; ++r)
+          for (int v = 0; v < kTileVectors; ++v) acc[r][v] = simd::fma(block[r][v], scale[v], acc[r][v]);
+      } else {
+        accumulate_rows<Rows, Precision, true>(rows, panel.codes, k0, k_end, scale, acc);
+      }
     }
   } else {
     accumulate_rows<Rows, Precision, false>(rows, panel.codes, 0, depth, nullptr, acc);
