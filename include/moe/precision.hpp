@@ -21,9 +21,9 @@
 //         products run on bf16 pairs with f32 sums (AVX-512 BF16's vdpbf16ps where the target has it).
 // The two a8 precisions trade the activations' exactness (a relative error of up to 1/254 of each block's
 // largest |x|, per projection input) for int8 dot products, the kind llama.cpp's q8_0 and q4_0 paths use;
-// bf16a16 trades it (a relative error of up to 2^-8 per value, half a unit in its 8th bit) for twice the multiply-adds per instruction
-// of f32 FMAs, the kind llama.cpp's bf16 path uses. Both round the input rows and every hidden row.
-// Rounding is to nearest, ties to even, everywhere (std::nearbyint of the f32 quotient w / scale, in the
+// bf16a16 trades it (a relative error of up to 2^-8 per value, half a unit in its 8th bit) for twice the
+// multiply-adds per instruction of f32 FMAs, the kind llama.cpp's bf16 path uses. Both round the input rows and every
+// hidden row. Rounding is to nearest, ties to even, everywhere (std::nearbyint of the f32 quotient w / scale, in the
 // default rounding mode). Rows or blocks whose largest |w| is below FLT_MIN are stored as zeros.
 #pragma once
 

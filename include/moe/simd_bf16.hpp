@@ -10,7 +10,6 @@
 #pragma once
 
 #include <cstdint>
-#include <cstring>
 
 #include "simd.hpp"
 #include "simd_int8.hpp"
@@ -37,13 +36,10 @@ struct Bf16Pair {
 
 MOE_ALWAYS_INLINE Bf16Pair load_bf16_pair(const std::uint16_t* x) {
   Bf16Pair pair;
+  const std::uint32_t packed = lane_bits(x);
 #if MOE_SIMD_AVX512BF16
-  std::int32_t packed;
-  std::memcpy(&packed, x, sizeof packed);
-  pair.packed = broadcast_int(packed);
+  pair.packed = broadcast_int(static_cast<std::int32_t>(packed));
 #else
-  std::uint32_t packed;
-  std::memcpy(&packed, x, sizeof packed);
   pair.low = broadcast(::moe::detail::bits_float(packed << 16));
   pair.high = broadcast(::moe::detail::bits_float(packed & 0xFFFF0000u));
 #endif

@@ -85,17 +85,21 @@ struct Int8Quad {
 #endif
 };
 
+// The 4 bytes at p as one 32-bit lane (any alignment), the way load_int reads each lane of the weights.
+MOE_ALWAYS_INLINE std::uint32_t lane_bits(const void* p) {
+  std::uint32_t bits;
+  std::memcpy(&bits, p, sizeof bits);
+  return bits;
+}
+
 MOE_ALWAYS_INLINE Int8Quad load_quad(const std::int8_t* x) {
   Int8Quad q;
+  const std::uint32_t packed = lane_bits(x);
 #if MOE_SIMD_VNNI
-  std::int32_t packed;
-  std::memcpy(&packed, x, sizeof packed);
-  q.packed = broadcast_int(packed);
+  q.packed = broadcast_int(static_cast<std::int32_t>(packed));
 #else
   // Byte j of the 32-bit lane, as dot_u8s8 takes byte j of the weights' lanes: the same pairing on either
   // byte order.
-  std::uint32_t packed;
-  std::memcpy(&packed, x, sizeof packed);
   for (int j = 0; j < 4; ++j) q.value[j] = broadcast_int(static_cast<std::int8_t>((packed >> (8 * j)) & 0xFFu));
 #endif
   return q;
