@@ -281,6 +281,7 @@ TEST_CASE("activations quantise to int8 per block of 32 as documented") {
   x[40] = 127.0f;  // block 1's largest, so its inverse step is exactly 1 and ties are visible
   x[41] = 2.5f;    // a tie: rounds to even, 2
   x[42] = -3.5f;   // -4
+  x[5] = -5.0f;    // block 0's largest magnitude, negative: code -127
   std::vector<std::int8_t> codes(128, 99);
   std::vector<float> scales(4);
   std::vector<std::int32_t> sums(4);
@@ -304,6 +305,7 @@ TEST_CASE("activations quantise to int8 per block of 32 as documented") {
   CHECK(codes[40] == 127);
   CHECK(codes[41] == 2);
   CHECK(codes[42] == -4);
+  CHECK(codes[5] == -127);
   // An all-zero block (and one below FLT_MIN) has scale 0 and zero codes, never NaN.
   std::vector<float> tiny(32, 1e-39f);
   moe::kernels::quantize_activations(tiny.data(), 32, 32, codes.data(), scales.data(), sums.data());

@@ -444,8 +444,12 @@ private:
     float* logits = ws.logits_.data();
     Index bad_token = -1;
     const int threads = thread_count(ws);
+    // One tile of tokens by one panel of logits (decode with up to 64 experts) is one item: a team of
+    // threads would add a fork, two barriers and a join and split nothing.
+    const bool split = blocks * panels > 1;
     (void)threads;
-    MOE_OMP(omp parallel num_threads(threads)) {
+    (void)split;
+    MOE_OMP(omp parallel num_threads(threads) if (split)) {
       MOE_OMP(omp for schedule(static))
       for (Index item = 0; item < blocks * panels; ++item) {
         const Index first = item / panels * kRouterRows;

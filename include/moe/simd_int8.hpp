@@ -56,6 +56,14 @@ MOE_ALWAYS_INLINE IVec shift_right(const IVec& v) {
 // (v >> 4) & mask per lane.
 MOE_ALWAYS_INLINE IVec shift_right4_and(const IVec& v, std::int32_t mask) { return shift_right<4>(v) & IVec(mask); }
 MOE_ALWAYS_INLINE IVec bit_and(const IVec& v, std::int32_t mask) { return v & IVec(mask); }
+// Sum of the lanes (simd.hpp's reduce_add explains the name).
+MOE_ALWAYS_INLINE std::int32_t reduce_add(const IVec& v) {
+#if XSIMD_VERSION_MAJOR >= 9
+  return xsimd::reduce_add(v);
+#else
+  return xsimd::hadd(v);
+#endif
+}
 #else
 using IVec = std::int32_t;
 MOE_ALWAYS_INLINE IVec load_int(const void* p) {
@@ -73,7 +81,23 @@ MOE_ALWAYS_INLINE IVec shift_right(IVec v) {
 }
 MOE_ALWAYS_INLINE IVec shift_right4_and(IVec v, std::int32_t mask) { return shift_right<4>(v) & mask; }
 MOE_ALWAYS_INLINE IVec bit_and(IVec v, std::int32_t mask) { return v & mask; }
+MOE_ALWAYS_INLINE std::int32_t reduce_add(IVec v) { return v; }
 #endif
+
+// The lanes of q, each in [-127, 127], as kWidth int8 codes at out (any alignment).
+MOE_ALWAYS_INLINE void store_int8(std::int8_t* out, const IVec& q) {
+#if MOE_SIMD_XSIMD && XSIMD_WITH_AVX512F
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm512_cvtepi32_epi8(q));
+#elif MOE_SIMD_XSIMD && XSIMD_WITH_AVX2
+  // Two saturating packs (int32 -> int16 -> int8) of the two 128-bit halves: lanes in order, exact in range.
+  const __m128i words = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(out), _mm_packs_epi16(words, words));
+#else
+  alignas(64) std::int32_t lanes[kWidth];
+  store_int(lanes, q);
+  for (int i = 0; i < kWidth; ++i) out[i] = static_cast<std::int8_t>(lanes[i]);
+#endif
+}
 
 // Four consecutive int8 activations, prepared once and used against many weight vectors: the packed
 // bytes in every lane for vpdpbusd, or the four values broadcast one by one for the emulation.

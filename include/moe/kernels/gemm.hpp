@@ -31,7 +31,7 @@ using ActivationRow = std::conditional_t<int8_activations<Precision>::value, Int
                                          std::conditional_t<bf16_activations<Precision>::value, Bf16Row, const float*>>;
 
 // How far ahead of the current depth row the decode tiles prefetch weights, in bytes.
-inline constexpr int kPrefetchBytes = 2048;
+inline constexpr int kPrefetchBytes = 4096;
 
 // One depth row of weights as kTileVectors vectors of f32 lanes.
 template <class Precision>
@@ -68,7 +68,8 @@ MOE_ALWAYS_INLINE void accumulate_rows(const float* const* rows, const typename 
     const auto* row = codes + k * PanelFormat<Precision>::kCodesPerRow;
     // With one or two token rows a tile is bound by memory, not FMAs: ask for the weights a few depth
     // rows ahead so that DRAM requests overlap even where the hardware prefetcher is still ramping up
-    // (every expert panel is a new stream). Measured on Zen 5: +5-10% decode bandwidth at 2 KiB ahead.
+    // (every expert panel is a new stream). Measured on Zen 5: +5-10% decode bandwidth at 2 KiB ahead;
+    // 4 KiB ahead, 4-10% faster again at 1 token for bf16, q4 and q4a8, q8a8 within noise (alternating runs).
     if constexpr (Rows <= 2) {
       for (int line = 0; line < kRowBytes; line += 64)
         simd::prefetch(reinterpret_cast<std::uintptr_t>(row) + kPrefetchBytes + line);
@@ -128,27 +129,33 @@ MOE_ALWAYS_INLINE void multiply_tile(const float* const* rows, const PanelRef<Pr
   }
 }
 
+// Token rows of one int8-activation tile; multiply_rows runs a 6-row tile as two of them. 3 rows keep both
+// the int32 block sums and the f32 sums in registers (3 x 4 each, with the 4 weight vectors and a
+// broadcast: 29 of 32 registers; 3 x 2 each, 2 and 1: 15 of 16). On Zen 5 the previous 6-row tile, whose
+// f32 sums lived in memory, spent half its samples (perf) at block ends converting, storing and reloading
+// them; two 3-row tiles, which read each weight vector twice from L1, were 0-13% faster at 512 tokens
+// (alternating moe-bench runs, q8a8 and q4a8, both shapes).
+inline constexpr int kInt8TileRows = 3;
+static_assert(kTileRows <= 2 * kInt8TileRows, "multiply_rows runs at most two int8 tiles");
+
 // The int8-activation tile (q8a8, q4a8): acc[r][v] = sum over 32-row blocks b of
 //   s_x[r][b] * sum_{k in b} x_code[r][k] * q_w[k][v]              (q8a8; times the column scale at the end)
 //   s_x[r][b] * d_w[b][v] * sum_{k in b} x_code[r][k] * q_w[k][v]  (q4a8)
 // with the inner sums exact in int32 (dot_u8s8). The weight codes carry an offset (+128, +8) that makes
 // them unsigned; each block's sum starts at -offset * sum_k x_code[r][k], which cancels it exactly. No
-// lane can overflow: a block sums 32 products of at most 255 * 127 in magnitude.
+// lane can overflow: a block sums 32 products of at most 255 * 127 in magnitude. Writes acc[0, Rows).
 template <int Rows, class Precision>
 MOE_ALWAYS_INLINE void multiply_tile_int8(const Int8Row* rows, const PanelRef<Precision>& panel, Index depth,
-                                          simd::Vec (&acc)[kTileRows][kTileVectors]) {
+                                          simd::Vec (*acc)[kTileVectors]) {
   constexpr int V = kTileVectors;
   constexpr bool kQ4 = std::is_same<Precision, q4a8>::value;
   constexpr std::int32_t kOffset = kQ4 ? 8 : 128;
   constexpr int kGroupBytes = 4 * PanelFormat<Precision>::kCodesPerRow;
   constexpr int kLaneBytes = 4 * simd::kWidth;  // one vector of four-row lanes
   constexpr int kMask = 0x0F0F0F0F;
-  // The f32 sums live in the caller's array, which GCC keeps in memory (accumulate_rows explains): here
-  // that is wanted, as they change once per block and the registers belong to the int32 sums: 6 x 4 of
-  // them, the 4 weight vectors and a broadcast fit 32 registers (6 x 2 and 2, 16). The weights are pinned:
-  // reloaded for each row instead, a 6-row tile is load-bound (measured on Zen 5 at 512 tokens: 6 pinned
-  // rows 1.2x faster than 3 unpinned ones, the previous shape).
-  simd::Vec(&out)[kTileRows][kTileVectors] = acc;
+  // The weights are pinned in registers for all rows: reloaded for each row instead, a tile is load-bound.
+  static_assert(Rows <= kInt8TileRows, "the int32 and f32 sums of more rows do not fit the registers");
+  simd::Vec out[Rows][V];
   for (int r = 0; r < Rows; ++r)
     for (int v = 0; v < V; ++v) out[r][v] = simd::broadcast(0.0f);
   const std::uint8_t* codes = panel.codes;
@@ -194,10 +201,12 @@ MOE_ALWAYS_INLINE void multiply_tile_int8(const Int8Row* rows, const PanelRef<Pr
       }
     }
   }
-  if constexpr (!kQ4) {
-    for (int v = 0; v < V; ++v) {
+  for (int v = 0; v < V; ++v) {
+    if constexpr (kQ4) {
+      for (int r = 0; r < Rows; ++r) acc[r][v] = out[r][v];
+    } else {
       const simd::Vec scale = simd::load(panel.scales + v * simd::kWidth);
-      for (int r = 0; r < Rows; ++r) acc[r][v] = acc[r][v] * scale;
+      for (int r = 0; r < Rows; ++r) acc[r][v] = out[r][v] * scale;
     }
   }
 }
@@ -245,12 +254,15 @@ MOE_ALWAYS_INLINE void multiply_rows(const ActivationRow<Precision>* rows, int c
     }
   }
   simd::Vec acc[kTileRows][kTileVectors];
-  if constexpr (int8_activations<Precision>::value)
-    multiply_tile_int8<Rows, Precision>(rows, panel, depth, acc);
-  else if constexpr (bf16_activations<Precision>::value)
+  if constexpr (int8_activations<Precision>::value) {
+    multiply_tile_int8<(Rows < kInt8TileRows ? Rows : kInt8TileRows), Precision>(rows, panel, depth, acc);
+    if constexpr (Rows > kInt8TileRows)
+      multiply_tile_int8<Rows - kInt8TileRows, Precision>(rows + kInt8TileRows, panel, depth, acc + kInt8TileRows);
+  } else if constexpr (bf16_activations<Precision>::value) {
     multiply_tile_bf16<Rows>(rows, panel, depth, acc);
-  else
+  } else {
     multiply_tile<Rows, Precision>(rows, panel, depth, acc);
+  }
   epilogue(acc, Rows);
 }
 

@@ -80,16 +80,14 @@ inline void quantize_activations(const float* x, Index n, Index padded, std::int
     const bool zero = !(largest > 0.0f) || !std::isfinite(step_inverse);
     const simd::Vec inverse = simd::broadcast(zero ? 0.0f : step_inverse);
     // |x * inverse| <= 127 * (1 + 2^-23): the rounded codes fit in [-127, 127] without a clamp.
-    alignas(64) std::int32_t q[kActivationBlock];
-    for (int v = 0; v < kVectors; ++v)
-      simd::store_int(q + v * simd::kWidth, simd::round_to_int(simd::load(block + v * simd::kWidth) * inverse));
-    std::int32_t sum = 0;
-    for (int i = 0; i < kActivationBlock; ++i) {
-      codes[begin + i] = static_cast<std::int8_t>(q[i]);
-      sum += q[i];
+    simd::IVec sum = simd::broadcast_int(0);
+    for (int v = 0; v < kVectors; ++v) {
+      const simd::IVec q = simd::round_to_int(simd::load(block + v * simd::kWidth) * inverse);
+      simd::store_int8(codes + begin + v * simd::kWidth, q);
+      sum = sum + q;
     }
     scales[b] = zero ? 0.0f : largest / 127.0f;
-    sums[b] = sum;
+    sums[b] = simd::reduce_add(sum);
   }
 }
 
