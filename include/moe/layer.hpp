@@ -270,7 +270,7 @@ public:
     ws.dropped_token_.resize(max_tokens * slots());
     ws.dropped_weight_.resize(max_tokens * slots());
     ws.hidden_offset_.resize(expert_count());
-    ws.hidden_.resize(kBf16 ? 0 : max_tokens * shape_.hidden_row_floats);
+    ws.hidden_.resize(kBf16 || kQuantizeInEpilogue ? 0 : max_tokens * shape_.hidden_row_floats);
     ws.items_.resize(3 * shape_.input_items);
     const Index quantized = kInt8 ? max_tokens * shape_.quantized_width : 0;
     const Index hidden_quantized = kInt8 ? max_tokens * shape_.hidden_row_floats : 0;
@@ -364,6 +364,10 @@ private:
   using Row = kernels::ActivationRow<Precision>;  // what the expert kernels read a token's activations as
   static constexpr bool kInt8 = int8_activations<Precision>::value;
   static constexpr bool kBf16 = bf16_activations<Precision>::value;
+  // Where half a gated panel is whole int8 activation blocks (AVX-512: 32 floats, one block), the input
+  // projection's epilogue quantises each hidden block as it makes it: no f32 hidden rows, and no separate
+  // pass (nor its barrier) before the down projection. Elsewhere that pass quantises the f32 rows.
+  static constexpr bool kQuantizeInEpilogue = kInt8 && (kernels::kPanelColumns / 2) % kernels::kActivationBlock == 0;
   static constexpr int kRows = kernels::kTileRows;        // token rows per expert tile
   static constexpr int kRouterRows = kernels::kTileRows;  // the router is always f32
   static constexpr int kWidth = simd::kWidth;
@@ -596,7 +600,7 @@ private:
       for (int item = 0; item < items; ++item)
         for (int p = ws.items_[3 * item + 1], last = p + ws.items_[3 * item + 2]; p < last; ++p)
           compute<A>(ws.items_[3 * item], p, x, x_stride, ws);
-      if constexpr (kInt8) {
+      if constexpr (kInt8 && !kQuantizeInEpilogue) {
         // The down projections read the hidden rows as int8: quantise each once, every block of it.
         for (int e = 0; e < expert_count(); ++e) {
           const Index ffn = ffn_padded(e);
@@ -625,12 +629,21 @@ private:
     const Index ffn = ffn_padded(e);
     const auto panel = experts_[std::size_t(e)].input_projection().panel(p);
     const Index hidden = ws.hidden_offset_[e] + p * Expert::hidden_per_panel(gated);
-    // A hidden value goes to the f32 rows, or rounded straight to the bf16 rows the down projection reads.
-    auto put = [&ws](Index at, const simd::Vec& value) {
-      if constexpr (kBf16)
-        simd::store_bf16(ws.hidden_bf16_.data() + at, value);
-      else
-        simd::store(ws.hidden_.data() + at, value);
+    // A row's hidden values from this panel, h[0, count), go to the f32 rows, or straight to the bf16 or
+    // int8 rows the down projection reads (at and count are whole blocks: Expert::ffn_padded).
+    auto put = [&ws](Index at, const simd::Vec* h, int count) {
+      for (int v = 0; v < count; ++v) {
+        if constexpr (kBf16) {
+          simd::store_bf16(ws.hidden_bf16_.data() + at + v * kWidth, h[v]);
+        } else if constexpr (kQuantizeInEpilogue) {
+          if (v % kernels::kBlockVectors != 0) continue;
+          const Index start = at + v * kWidth, block = start / kernels::kActivationBlock;
+          kernels::quantize_block(h + v, ws.hidden_codes_.data() + start, ws.hidden_scales_.data() + block,
+                                  ws.hidden_sums_.data() + block);
+        } else {
+          simd::store(ws.hidden_.data() + at + v * kWidth, h[v]);
+        }
+      }
     };
     const int begin = ws.offsets_[e], end = ws.offsets_[e + 1];
     for (int first = begin; first < end; first += kRows) {
@@ -640,12 +653,13 @@ private:
       const Index out = hidden + Index(first - begin) * ffn;
       kernels::multiply_rows(rows, n, panel, hidden_size(), [&](auto& acc, int m) {
         for (int r = 0; r < m; ++r) {
+          simd::Vec h[kernels::kTileVectors];
           if (gated) {
-            for (int v = 0; v < kHalf; ++v)
-              put(out + r * ffn + v * kWidth, kernels::activate<A>(acc[r][v]) * acc[r][v + kHalf]);
+            for (int v = 0; v < kHalf; ++v) h[v] = kernels::activate<A>(acc[r][v]) * acc[r][v + kHalf];
+            put(out + r * ffn, h, kHalf);
           } else {
-            for (int v = 0; v < kernels::kTileVectors; ++v)
-              put(out + r * ffn + v * kWidth, kernels::activate<A>(acc[r][v]));
+            for (int v = 0; v < kernels::kTileVectors; ++v) h[v] = kernels::activate<A>(acc[r][v]);
+            put(out + r * ffn, h, kernels::kTileVectors);
           }
         }
       });

@@ -40,12 +40,24 @@ inline constexpr int kRegisters = 32;
 inline constexpr int kRegisters = 16;
 #endif
 
+#if XSIMD_WITH_AVX512F
+// The zero-masked forms with every lane selected: the same instructions, but GCC 12's unmasked AVX-512
+// intrinsics pass _mm512_undefined_*() (`__m512 __Y = __Y;`), which trips -Wuninitialized (GCC PR 105593).
+inline constexpr __mmask16 kAllLanes = 0xFFFF;
+#endif
+
 MOE_ALWAYS_INLINE Vec load(const float* p) { return Vec::load_unaligned(p); }
 MOE_ALWAYS_INLINE void store(float* p, const Vec& v) { v.store_unaligned(p); }
 MOE_ALWAYS_INLINE Vec broadcast(float x) { return Vec(x); }
 // xsimd 8.1 falls back to x*y+z when no FMA arch is compiled in; that is still correct, only slower.
 MOE_ALWAYS_INLINE Vec fma(const Vec& a, const Vec& b, const Vec& c) { return xsimd::fma(a, b, c); }
-MOE_ALWAYS_INLINE Vec max(const Vec& a, const Vec& b) { return xsimd::max(a, b); }
+MOE_ALWAYS_INLINE Vec max(const Vec& a, const Vec& b) {
+#if XSIMD_WITH_AVX512F
+  return Vec(_mm512_maskz_max_ps(kAllLanes, a, b));
+#else
+  return xsimd::max(a, b);
+#endif
+}
 MOE_ALWAYS_INLINE Vec abs(const Vec& a) { return xsimd::abs(a); }
 MOE_ALWAYS_INLINE Vec exp(const Vec& x) { return xsimd::exp(x); }
 MOE_ALWAYS_INLINE Vec erfc(const Vec& x) { return xsimd::erfc(x); }
@@ -122,12 +134,6 @@ MOE_ALWAYS_INLINE Vec by_lane(Decode decode) {
   return load(lanes);
 }
 }  // namespace detail_load
-
-#if MOE_SIMD_XSIMD && XSIMD_WITH_AVX512F
-// The zero-masked forms with every lane selected: the same instructions, but GCC 12's unmasked AVX-512
-// intrinsics pass _mm512_undefined_*() (`__m512 __Y = __Y;`), which trips -Wuninitialized (GCC PR 105593).
-inline constexpr __mmask16 kAllLanes = 0xFFFF;
-#endif
 
 MOE_ALWAYS_INLINE Vec load_bf16(const std::uint16_t* p) {
 #if MOE_SIMD_XSIMD && XSIMD_WITH_AVX512F

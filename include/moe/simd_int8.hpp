@@ -42,7 +42,13 @@ MOE_ALWAYS_INLINE IVec broadcast_int(std::int32_t x) { return IVec(x); }
 MOE_ALWAYS_INLINE void store_int(std::int32_t* p, const IVec& v) { v.store_unaligned(p); }
 MOE_ALWAYS_INLINE Vec to_float(const IVec& v) { return xsimd::to_float(v); }
 // Rounds to the nearest integer, ties to even (the default rounding mode), as std::nearbyint does.
-MOE_ALWAYS_INLINE IVec round_to_int(const Vec& v) { return xsimd::nearbyint_as_int(v); }
+MOE_ALWAYS_INLINE IVec round_to_int(const Vec& v) {
+#if XSIMD_WITH_AVX512F
+  return IVec(_mm512_maskz_cvtps_epi32(kAllLanes, v));
+#else
+  return xsimd::nearbyint_as_int(v);
+#endif
+}
 // v >> bits per lane, filling with zeros. On AVX-512 the zero-masked intrinsic: xsimd's shift passes an
 // undefined vector that GCC 12 reports as uninitialised (simd.hpp's kAllLanes explains).
 template <int bits>
@@ -58,7 +64,14 @@ MOE_ALWAYS_INLINE IVec shift_right4_and(const IVec& v, std::int32_t mask) { retu
 MOE_ALWAYS_INLINE IVec bit_and(const IVec& v, std::int32_t mask) { return v & IVec(mask); }
 // Sum of the lanes (simd.hpp's reduce_add explains the name).
 MOE_ALWAYS_INLINE std::int32_t reduce_add(const IVec& v) {
-#if XSIMD_VERSION_MAJOR >= 9
+#if XSIMD_WITH_AVX512F
+  const __m256i half =
+      _mm256_add_epi32(_mm512_maskz_extracti64x4_epi64(0xF, v, 0), _mm512_maskz_extracti64x4_epi64(0xF, v, 1));
+  const __m128i quarter = _mm_add_epi32(_mm256_castsi256_si128(half), _mm256_extracti128_si256(half, 1));
+  alignas(16) std::int32_t lanes[4];
+  _mm_store_si128(reinterpret_cast<__m128i*>(lanes), quarter);
+  return lanes[0] + lanes[1] + lanes[2] + lanes[3];
+#elif XSIMD_VERSION_MAJOR >= 9
   return xsimd::reduce_add(v);
 #else
   return xsimd::hadd(v);
@@ -87,7 +100,7 @@ MOE_ALWAYS_INLINE std::int32_t reduce_add(IVec v) { return v; }
 // The lanes of q, each in [-127, 127], as kWidth int8 codes at out (any alignment).
 MOE_ALWAYS_INLINE void store_int8(std::int8_t* out, const IVec& q) {
 #if MOE_SIMD_XSIMD && XSIMD_WITH_AVX512F
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm512_cvtepi32_epi8(q));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm512_maskz_cvtepi32_epi8(kAllLanes, q));
 #elif MOE_SIMD_XSIMD && XSIMD_WITH_AVX2
   // Two saturating packs (int32 -> int16 -> int8) of the two 128-bit halves: lanes in order, exact in range.
   const __m128i words = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));

@@ -99,6 +99,7 @@ private:
   detail::AlignedBuffer<float> hidden_;          // hidden activations of every (token, expert) pair
   detail::AlignedBuffer<int> items_;             // (expert, panel) work items of the input projections
   // Int8 activations (q8a8, q4a8; kernels/quantize.hpp): the input rows and every hidden row, quantised.
+  // Where the compute stage quantises the hidden rows in its epilogue (AVX-512), hidden_ stays empty.
   detail::AlignedBuffer<std::int8_t> input_codes_;  // tokens x quantized_width
   detail::AlignedBuffer<float> input_scales_;       // tokens x quantized_width / 32
   detail::AlignedBuffer<std::int32_t> input_sums_;

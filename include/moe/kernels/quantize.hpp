@@ -60,34 +60,42 @@ inline void round_activations_bf16(const float* x, Index n, Index padded, std::u
   for (; i < padded; ++i) codes[i] = 0;
 }
 
+// Vectors of one int8 activation block.
+inline constexpr int kBlockVectors = kActivationBlock / simd::kWidth;
+static_assert(kActivationBlock % simd::kWidth == 0, "a block must be whole vectors");
+
+// Quantises one block of finite values x[0, kBlockVectors) into codes[0, kActivationBlock), *scale and *sum.
+MOE_ALWAYS_INLINE void quantize_block(const simd::Vec* x, std::int8_t* codes, float* scale, std::int32_t* sum) {
+  simd::Vec m = simd::abs(x[0]);
+  for (int v = 1; v < kBlockVectors; ++v) m = simd::max(m, simd::abs(x[v]));
+  const float largest = simd::reduce_max(m);
+  // A block whose 127 / largest overflows (largest below about 3.7e-37, zero included) is stored as zeros.
+  const float step_inverse = 127.0f / largest;
+  const bool zero = !(largest > 0.0f) || !std::isfinite(step_inverse);
+  const simd::Vec inverse = simd::broadcast(zero ? 0.0f : step_inverse);
+  // |x * inverse| <= 127 * (1 + 2^-23): the rounded codes fit in [-127, 127] without a clamp.
+  simd::IVec total = simd::broadcast_int(0);
+  for (int v = 0; v < kBlockVectors; ++v) {
+    const simd::IVec q = simd::round_to_int(x[v] * inverse);
+    simd::store_int8(codes + v * simd::kWidth, q);
+    total = total + q;
+  }
+  *scale = zero ? 0.0f : largest / 127.0f;
+  *sum = simd::reduce_add(total);
+}
+
 // Quantises x[0, n) into codes[0, padded), scales and sums of padded / kActivationBlock blocks; codes past n
 // are zero. padded is a multiple of kActivationBlock >= n. x must be finite.
 inline void quantize_activations(const float* x, Index n, Index padded, std::int8_t* codes, float* scales,
                                  std::int32_t* sums) {
-  constexpr int kVectors = kActivationBlock / simd::kWidth;
-  static_assert(kActivationBlock % simd::kWidth == 0, "a block must be whole vectors");
   for (Index b = 0; b * kActivationBlock < padded; ++b) {
     const Index begin = b * kActivationBlock;
     const Index count = std::max<Index>(0, std::min<Index>(kActivationBlock, n - begin));
-    float largest = 0.0f;
     alignas(64) float block[kActivationBlock] = {};  // the block, zero past n
     std::copy(x + begin, x + begin + count, block);
-    simd::Vec m = simd::abs(simd::load(block));
-    for (int v = 1; v < kVectors; ++v) m = simd::max(m, simd::abs(simd::load(block + v * simd::kWidth)));
-    largest = simd::reduce_max(m);
-    // A block whose 127 / largest overflows (largest below about 3.7e-37, zero included) is stored as zeros.
-    const float step_inverse = 127.0f / largest;
-    const bool zero = !(largest > 0.0f) || !std::isfinite(step_inverse);
-    const simd::Vec inverse = simd::broadcast(zero ? 0.0f : step_inverse);
-    // |x * inverse| <= 127 * (1 + 2^-23): the rounded codes fit in [-127, 127] without a clamp.
-    simd::IVec sum = simd::broadcast_int(0);
-    for (int v = 0; v < kVectors; ++v) {
-      const simd::IVec q = simd::round_to_int(simd::load(block + v * simd::kWidth) * inverse);
-      simd::store_int8(codes + begin + v * simd::kWidth, q);
-      sum = sum + q;
-    }
-    scales[b] = zero ? 0.0f : largest / 127.0f;
-    sums[b] = simd::reduce_add(sum);
+    simd::Vec values[kBlockVectors];
+    for (int v = 0; v < kBlockVectors; ++v) values[v] = simd::load(block + v * simd::kWidth);
+    quantize_block(values, codes + begin, scales + b, sums + b);
   }
 }
 
