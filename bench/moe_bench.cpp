@@ -9,11 +9,13 @@
 //                      eager MoE does), on the same weights;
 //   BM_Naive           the same layer as plain scalar loops, one token at a time, selected experts only;
 //                      single-threaded by design, and only for 1 and 8 tokens (it is slow);
+//   BM_Kernel<P>       the micro-kernel alone, one thread, one weight panel hot in L2, 1, 2 or 6 token rows
+//                      (no shape, no tokens argument);
 //   BM_ReadBandwidth   what the cores can stream from DRAM (a vectorised sum over 1 GiB);
 //   BM_FmaPeak         what the cores can compute (independent FMA chains in registers).
-// Every family may use omp_get_max_threads() threads (set OMP_NUM_THREADS to change it) except BM_Naive;
-// Eigen itself decides per product (a 1-row product is a GEMV, which it never parallelises). All are timed
-// in wall-clock time (UseRealTime: the default CPU timer counts only the main thread).
+// Every family may use omp_get_max_threads() threads (set OMP_NUM_THREADS to change it) except BM_Naive
+// and BM_Kernel; Eigen itself decides per product (a 1-row product is a GEMV, which it never
+// parallelises). All are timed in wall-clock time (UseRealTime: the default CPU timer counts only the main thread).
 //
 // Run (a full run holds ~5 GiB: weight copies, the bandwidth buffer, the token batches; with
 // --benchmark_repetitions=3 it took 70 s on the 2-core Zen 5 machine, setup included):
@@ -561,6 +563,74 @@ void BM_Naive(benchmark::State& state) {
   report(state, bytes, flops, tokens, rotation.label(shape) + ", 1 thread");
 }
 
+// ---- the micro-kernel alone ------------------------------------------------------------------------
+
+// One thread multiplies `rows` token rows (range 0: 1, 2 or 6) by one packed weight panel of kKernelDepth
+// depth rows, hot in L2 (256 KiB in f32, 64 KiB in q8), through kernels::multiply_rows: the rate the
+// kernel computes at when memory is not the limit. A decode pass is bound by DRAM only when this rate, at
+// 1 row, exceeds one thread's share of BM_ReadBandwidth; otherwise the kernel's instructions are.
+constexpr Index kKernelDepth = 1024;
+
+// One pass of the kernel over the panel into out. Not inlined into the benchmark loop: there GCC spilled
+// the rows-1 tile's registers (2.5x slower), where in the layer's own functions it keeps them.
+template <class Precision>
+__attribute__((noinline)) void kernel_pass(const moe::kernels::ActivationRow<Precision>* rows, int count,
+                                           const moe::kernels::PanelRef<Precision>& panel, Index depth,
+                                           float (*out)[moe::kernels::kPanelColumns]) {
+  moe::kernels::multiply_rows<Precision>(rows, count, panel, depth, [&](auto& acc, int n) {
+    for (int r = 0; r < n; ++r)
+      for (int v = 0; v < moe::kernels::kTileVectors; ++v) moe::simd::store(out[r] + v * moe::simd::kWidth, acc[r][v]);
+  });
+}
+
+template <class Precision>
+void BM_Kernel(benchmark::State& state) {
+  namespace k = moe::kernels;
+  const int rows = int(state.range(0));
+  std::vector<float> w(std::size_t(k::kPanelColumns * kKernelDepth)), x(std::size_t(rows * kKernelDepth));
+  std::uint64_t seed = 7;
+  auto next = [&seed] {  // a small LCG: values in [-1, 1)
+    seed = seed * 6364136223846793005u + 1442695040888963407u;
+    return float(seed >> 40) / float(1u << 23) - 1.0f;
+  };
+  for (float& v : w) v = next();
+  for (float& v : x) v = next();
+  k::PanelMatrix<Precision> panel;
+  panel.pack(w.data(), k::kPanelColumns, kKernelDepth, kKernelDepth, kKernelDepth);
+  // The activation rows as this precision's kernel reads them.
+  const Index padded = panel.depth();
+  std::vector<std::int8_t> codes(std::size_t(rows * padded));
+  std::vector<float> scales(std::size_t(rows * padded / k::kActivationBlock));
+  std::vector<std::int32_t> sums(scales.size());
+  std::vector<std::uint16_t> halves(std::size_t(rows * padded));
+  k::ActivationRow<Precision> row[k::kTileRows];
+  for (int r = 0; r < rows; ++r) {
+    const float* xr = x.data() + r * kKernelDepth;
+    if constexpr (moe::int8_activations<Precision>::value) {
+      const Index b = r * padded / k::kActivationBlock;
+      k::quantize_activations(xr, kKernelDepth, padded, codes.data() + r * padded, scales.data() + b, sums.data() + b);
+      row[r] = {codes.data() + r * padded, scales.data() + b, sums.data() + b};
+    } else if constexpr (moe::bf16_activations<Precision>::value) {
+      k::round_activations_bf16(xr, kKernelDepth, padded, halves.data() + r * padded);
+      row[r] = {halves.data() + r * padded};
+    } else {
+      row[r] = xr;
+    }
+  }
+  alignas(64) float out[k::kTileRows][k::kPanelColumns];
+  for (auto _ : state) {
+    kernel_pass<Precision>(row, rows, panel.panel(0), padded, out);
+    benchmark::DoNotOptimize(out);
+    benchmark::ClobberMemory();
+  }
+  const double passes = double(state.iterations());
+  state.counters["GB/s"] = benchmark::Counter(panel.bytes() / kGiga * passes, benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * double(rows) * double(k::kPanelColumns) * double(kKernelDepth) / kGiga * passes,
+                         benchmark::Counter::kIsRate);
+  state.SetLabel(std::string(moe::TypeName<Precision>()) + ", 1 thread, " + moe::simd::arch_name());
+}
+
 // ---- machine probes ------------------------------------------------------------------------------
 
 // DRAM read bandwidth: each thread sums its contiguous share of a 1 GiB buffer with kAccumulators
@@ -664,6 +734,15 @@ BENCHMARK(BM_Naive)
     ->ArgsProduct({{0, 1}, {1, 8}})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
+#define MOE_BENCH_KERNEL(PRECISION) BENCHMARK_TEMPLATE(BM_Kernel, PRECISION)->ArgName("rows")->Arg(1)->Arg(2)->Arg(6)
+MOE_BENCH_KERNEL(moe::f32);
+MOE_BENCH_KERNEL(moe::bf16);
+MOE_BENCH_KERNEL(moe::f16);
+MOE_BENCH_KERNEL(moe::q8);
+MOE_BENCH_KERNEL(moe::q4);
+MOE_BENCH_KERNEL(moe::q8a8);
+MOE_BENCH_KERNEL(moe::q4a8);
+MOE_BENCH_KERNEL(moe::bf16a16);
 BENCHMARK(BM_ReadBandwidth)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_FmaPeak)->UseRealTime()->Unit(benchmark::kMillisecond);
 

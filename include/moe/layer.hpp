@@ -463,8 +463,8 @@ private:
         for (int r = 0; r < count; ++r) rows[r] = x + (first + r) * x_stride;
         kernels::multiply_rows(rows, count, router_.panel(p), hidden_size(), [&](auto& acc, int n) {
           for (int r = 0; r < n; ++r)
-            for (int v = 0; v < kernels::kTileVectors; ++v)
-              simd::store(logits + (first + r) * width + p * kPanel + v * kWidth, acc[r][v]);
+            MOE_UNROLL for (int v = 0; v < kernels::kTileVectors; ++v)
+                simd::store(logits + (first + r) * width + p * kPanel + v * kWidth, acc[r][v]);
         });
       }
       MOE_OMP(omp for schedule(static))
@@ -655,10 +655,10 @@ private:
         for (int r = 0; r < m; ++r) {
           simd::Vec h[kernels::kTileVectors];
           if (gated) {
-            for (int v = 0; v < kHalf; ++v) h[v] = kernels::activate<A>(acc[r][v]) * acc[r][v + kHalf];
+            MOE_UNROLL for (int v = 0; v < kHalf; ++v) h[v] = kernels::activate<A>(acc[r][v]) * acc[r][v + kHalf];
             put(out + r * ffn, h, kHalf);
           } else {
-            for (int v = 0; v < kernels::kTileVectors; ++v) h[v] = kernels::activate<A>(acc[r][v]);
+            MOE_UNROLL for (int v = 0; v < kernels::kTileVectors; ++v) h[v] = kernels::activate<A>(acc[r][v]);
             put(out + r * ffn, h, kernels::kTileVectors);
           }
         }
@@ -769,12 +769,12 @@ private:
                                              Index width) {
     if (width == kPanel) {
       const simd::Vec w = simd::broadcast(weight);
-      for (int v = 0; v < kernels::kTileVectors; ++v)
-        simd::store(out + v * kWidth, simd::fma(w, acc[v], simd::load(out + v * kWidth)));
+      MOE_UNROLL for (int v = 0; v < kernels::kTileVectors; ++v)
+          simd::store(out + v * kWidth, simd::fma(w, acc[v], simd::load(out + v * kWidth)));
     } else {
       // The last panel of a hidden size that is not a multiple of it: the same sums, lane by lane.
       alignas(64) float lanes[kPanel];
-      for (int v = 0; v < kernels::kTileVectors; ++v) simd::store(lanes + v * kWidth, acc[v]);
+      MOE_UNROLL for (int v = 0; v < kernels::kTileVectors; ++v) simd::store(lanes + v * kWidth, acc[v]);
       for (Index c = 0; c < width; ++c) out[c] = std::fma(weight, lanes[c], out[c]);
     }
   }

@@ -36,7 +36,7 @@ inline constexpr int kPrefetchBytes = 4096;
 // One depth row of weights as kTileVectors vectors of f32 lanes.
 template <class Precision>
 MOE_ALWAYS_INLINE void load_weight_row(const typename PanelFormat<Precision>::Code* row, simd::Vec (&w)[kTileVectors]) {
-  for (int v = 0; v < kTileVectors; ++v) {
+  MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) {
     if constexpr (std::is_same<Precision, f32>::value)
       w[v] = simd::load(row + v * simd::kWidth);
     else if constexpr (std::is_same<Precision, bf16>::value)
@@ -47,8 +47,35 @@ MOE_ALWAYS_INLINE void load_weight_row(const typename PanelFormat<Precision>::Co
       w[v] = simd::load_i8(row + v * simd::kWidth);
   }
   if constexpr (std::is_same<Precision, q4>::value) {
-    for (int v = 0; v < kTileVectors / 2; ++v)
-      simd::load_i4_pair(row + v * simd::kWidth, w[v], w[v + kTileVectors / 2]);
+    MOE_UNROLL for (int v = 0; v < kTileVectors / 2; ++v)
+        simd::load_i4_pair(row + v * simd::kWidth, w[v], w[v + kTileVectors / 2]);
+  }
+}
+
+// sum[r][v] += rows[r][k] * w[k][v-th vector] for one depth row k, its weights widened to f32 lanes (and,
+// with kScaled, multiplied by block_scale: q4's per-block scales).
+template <int Rows, class Precision, bool kScaled>
+MOE_ALWAYS_INLINE void accumulate_row(const float* const* rows, const typename PanelFormat<Precision>::Code* codes,
+                                      Index k, const simd::Vec* block_scale, simd::Vec (&sum)[Rows][kTileVectors]) {
+  constexpr int kRowBytes = PanelFormat<Precision>::kCodesPerRow * int(sizeof(typename PanelFormat<Precision>::Code));
+  const auto* row = codes + k * PanelFormat<Precision>::kCodesPerRow;
+  // With one or two token rows a tile is bound by memory, not FMAs: ask for the weights a few depth
+  // rows ahead so that DRAM requests overlap even where the hardware prefetcher is still ramping up
+  // (every expert panel is a new stream). Measured on Zen 5: +5-10% decode bandwidth at 2 KiB ahead;
+  // 4 KiB ahead, 4-10% faster again at 1 token for bf16, q4 and q4a8, q8a8 within noise (alternating runs).
+  if constexpr (Rows <= 2) {
+    MOE_UNROLL for (int line = 0; line < kRowBytes; line += 64)
+        simd::prefetch(reinterpret_cast<std::uintptr_t>(row) + kPrefetchBytes + line);
+  }
+  simd::Vec w[kTileVectors];
+  load_weight_row<Precision>(row, w);
+  MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) {
+    if constexpr (kScaled) w[v] = w[v] * block_scale[v];
+    simd::pin(w[v]);
+  }
+  MOE_UNROLL for (int r = 0; r < Rows; ++r) {
+    const simd::Vec x = simd::broadcast(rows[r][k]);
+    MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) sum[r][v] = simd::fma(x, w[v], sum[r][v]);
   }
 }
 
@@ -58,35 +85,39 @@ template <int Rows, class Precision, bool kScaled>
 MOE_ALWAYS_INLINE void accumulate_rows(const float* const* rows, const typename PanelFormat<Precision>::Code* codes,
                                        Index k_begin, Index k_end, const simd::Vec* block_scale,
                                        simd::Vec (&acc)[kTileRows][kTileVectors]) {
-  constexpr int kRowBytes = PanelFormat<Precision>::kCodesPerRow * int(sizeof(typename PanelFormat<Precision>::Code));
   // A local copy of the accumulators: GCC keeps a by-reference array in memory across the loop (a store
   // and a reload per FMA, measured 2x slower at decode), but a local one entirely in registers.
   simd::Vec sum[Rows][kTileVectors];
-  for (int r = 0; r < Rows; ++r)
-    for (int v = 0; v < kTileVectors; ++v) sum[r][v] = acc[r][v];
-  for (Index k = k_begin; k < k_end; ++k) {
-    const auto* row = codes + k * PanelFormat<Precision>::kCodesPerRow;
-    // With one or two token rows a tile is bound by memory, not FMAs: ask for the weights a few depth
-    // rows ahead so that DRAM requests overlap even where the hardware prefetcher is still ramping up
-    // (every expert panel is a new stream). Measured on Zen 5: +5-10% decode bandwidth at 2 KiB ahead;
-    // 4 KiB ahead, 4-10% faster again at 1 token for bf16, q4 and q4a8, q8a8 within noise (alternating runs).
-    if constexpr (Rows <= 2) {
-      for (int line = 0; line < kRowBytes; line += 64)
-        simd::prefetch(reinterpret_cast<std::uintptr_t>(row) + kPrefetchBytes + line);
-    }
-    simd::Vec w[kTileVectors];
-    load_weight_row<Precision>(row, w);
-    for (int v = 0; v < kTileVectors; ++v) {
-      if constexpr (kScaled) w[v] = w[v] * block_scale[v];
-      simd::pin(w[v]);
-    }
-    for (int r = 0; r < Rows; ++r) {
-      const simd::Vec x = simd::broadcast(rows[r][k]);
-      for (int v = 0; v < kTileVectors; ++v) sum[r][v] = simd::fma(x, w[v], sum[r][v]);
-    }
+  MOE_UNROLL for (int r = 0; r < Rows; ++r) { MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) sum[r][v] = acc[r][v]; }
+  // Two chains: the first half of the depth rows into sum, the second into rest, added at the end. With one
+  // row, 4 accumulators are 4 FMA chains that each wait the FMA latency (4 cycles) per depth row, which
+  // bounded q8 and q4 at 1 row; interleaving the halves doubles the chains (BM_Kernel at 1 row, medians of
+  // 3 alternating runs: q8 +13%, q4 +7%, bf16 and f16 +3-4%; at 2 and 6 rows, within 3%). Larger tiles
+  // have no registers for a second set and run the halves one after the other: the same sums in the same
+  // order, so a token's result does not depend on how many tokens share its expert's tile.
+  const Index mid = k_begin + (k_end - k_begin + 1) / 2;
+  simd::Vec rest[Rows][kTileVectors];
+  MOE_UNROLL for (int r = 0; r < Rows; ++r) {
+    MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) rest[r][v] = simd::broadcast(0.0f);
   }
-  for (int r = 0; r < Rows; ++r)
-    for (int v = 0; v < kTileVectors; ++v) acc[r][v] = sum[r][v];
+  if constexpr (Rows <= 2) {
+    Index k = k_begin;
+    for (Index j = mid; j < k_end; ++k, ++j) {
+      accumulate_row<Rows, Precision, kScaled>(rows, codes, k, block_scale, sum);
+      accumulate_row<Rows, Precision, kScaled>(rows, codes, j, block_scale, rest);
+    }
+    if (k < mid) accumulate_row<Rows, Precision, kScaled>(rows, codes, k, block_scale, sum);
+  } else if constexpr (kScaled) {
+    // q4's prefill tile, whose 32-row blocks are too short to split (8% slower at 6 rows); its arithmetic
+    // differs from the 1-2 row tiles' anyway (scaled block sums there, scaled weights here).
+    for (Index k = k_begin; k < k_end; ++k) accumulate_row<Rows, Precision, kScaled>(rows, codes, k, block_scale, sum);
+  } else {
+    for (Index k = k_begin; k < mid; ++k) accumulate_row<Rows, Precision, kScaled>(rows, codes, k, block_scale, sum);
+    for (Index k = mid; k < k_end; ++k) accumulate_row<Rows, Precision, kScaled>(rows, codes, k, block_scale, rest);
+  }
+  MOE_UNROLL for (int r = 0; r < Rows; ++r) {
+    MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) acc[r][v] = sum[r][v] + rest[r][v];
+  }
 }
 
 // acc[r][v] = sum_k rows[r][k] * W[k][v-th vector] for Rows token rows and `depth` rows of the panel.
@@ -96,24 +127,27 @@ MOE_ALWAYS_INLINE void accumulate_rows(const float* const* rows, const typename 
 template <int Rows, class Precision>
 MOE_ALWAYS_INLINE void multiply_tile(const float* const* rows, const PanelRef<Precision>& panel, Index depth,
                                      simd::Vec (&acc)[kTileRows][kTileVectors]) {
-  for (int r = 0; r < Rows; ++r)
-    for (int v = 0; v < kTileVectors; ++v) acc[r][v] = simd::broadcast(0.0f);
+  MOE_UNROLL for (int r = 0; r < Rows; ++r) {
+    MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) acc[r][v] = simd::broadcast(0.0f);
+  }
   if constexpr (std::is_same<Precision, q4>::value) {
     for (Index k0 = 0; k0 < depth; k0 += q4::kBlock) {
       simd::Vec scale[kTileVectors];
       const std::uint16_t* block_scales = panel.scales + k0 / q4::kBlock * kPanelColumns;
-      for (int v = 0; v < kTileVectors; ++v) scale[v] = simd::load_f16(block_scales + v * simd::kWidth);
+      MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) scale[v] = simd::load_f16(block_scales + v * simd::kWidth);
       const Index k_end = std::min<Index>(depth, k0 + q4::kBlock);
       if constexpr (Rows <= 2) {
         // Decode: a block's sums with the bare codes, then one FMA by the scale per accumulator, rather than
         // a multiply per weight vector per depth row (which bound q4 decode by instructions, not memory).
         // Registers allow it here: Rows x 4 block sums beside the Rows x 4 accumulators.
         simd::Vec block[kTileRows][kTileVectors];
-        for (int r = 0; r < Rows; ++r)
-          for (int v = 0; v < kTileVectors; ++v) block[r][v] = simd::broadcast(0.0f);
+        MOE_UNROLL for (int r = 0; r < Rows; ++r) {
+          MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) block[r][v] = simd::broadcast(0.0f);
+        }
         accumulate_rows<Rows, Precision, false>(rows, panel.codes, k0, k_end, nullptr, block);
-        for (int r = 0; r < Rows; ++r)
-          for (int v = 0; v < kTileVectors; ++v) acc[r][v] = simd::fma(block[r][v], scale[v], acc[r][v]);
+        MOE_UNROLL for (int r = 0; r < Rows; ++r) {
+          MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) acc[r][v] = simd::fma(block[r][v], scale[v], acc[r][v]);
+        }
       } else {
         accumulate_rows<Rows, Precision, true>(rows, panel.codes, k0, k_end, scale, acc);
       }
@@ -121,9 +155,9 @@ MOE_ALWAYS_INLINE void multiply_tile(const float* const* rows, const PanelRef<Pr
   } else {
     accumulate_rows<Rows, Precision, false>(rows, panel.codes, 0, depth, nullptr, acc);
     if constexpr (std::is_same<Precision, q8>::value) {
-      for (int v = 0; v < kTileVectors; ++v) {
+      MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) {
         const simd::Vec scale = simd::load(panel.scales + v * simd::kWidth);
-        for (int r = 0; r < Rows; ++r) acc[r][v] = acc[r][v] * scale;
+        MOE_UNROLL for (int r = 0; r < Rows; ++r) acc[r][v] = acc[r][v] * scale;
       }
     }
   }
@@ -156,57 +190,60 @@ MOE_ALWAYS_INLINE void multiply_tile_int8(const Int8Row* rows, const PanelRef<Pr
   // The weights are pinned in registers for all rows: reloaded for each row instead, a tile is load-bound.
   static_assert(Rows <= kInt8TileRows, "the int32 and f32 sums of more rows do not fit the registers");
   simd::Vec out[Rows][V];
-  for (int r = 0; r < Rows; ++r)
-    for (int v = 0; v < V; ++v) out[r][v] = simd::broadcast(0.0f);
+  MOE_UNROLL for (int r = 0; r < Rows; ++r) {
+    MOE_UNROLL for (int v = 0; v < V; ++v) out[r][v] = simd::broadcast(0.0f);
+  }
   const std::uint8_t* codes = panel.codes;
   const Index blocks = (depth + kActivationBlock - 1) / kActivationBlock;
   for (Index b = 0; b < blocks; ++b) {
     simd::IVec sum[Rows][V];
-    for (int r = 0; r < Rows; ++r) {
+    MOE_UNROLL for (int r = 0; r < Rows; ++r) {
       const simd::IVec start = simd::broadcast_int(-kOffset * rows[r].sums[b]);
-      for (int v = 0; v < V; ++v) sum[r][v] = start;
+      MOE_UNROLL for (int v = 0; v < V; ++v) sum[r][v] = start;
     }
     for (int g = 0; g < kActivationBlock / 4; ++g, codes += kGroupBytes) {
       if constexpr (Rows <= 2) {
-        for (int line = 0; line < kGroupBytes; line += 64)
-          simd::prefetch(reinterpret_cast<std::uintptr_t>(codes) + kPrefetchBytes + line);
+        MOE_UNROLL for (int line = 0; line < kGroupBytes; line += 64)
+            simd::prefetch(reinterpret_cast<std::uintptr_t>(codes) + kPrefetchBytes + line);
       }
       simd::IVec w[V];
       if constexpr (kQ4) {
-        for (int c = 0; c < V / 2; ++c) {
+        MOE_UNROLL for (int c = 0; c < V / 2; ++c) {
           const simd::IVec packed = simd::load_int(codes + c * kLaneBytes);
           w[c] = simd::bit_and(packed, kMask);
           w[c + V / 2] = simd::shift_right4_and(packed, kMask);
         }
       } else {
-        for (int v = 0; v < V; ++v) w[v] = simd::load_int(codes + v * kLaneBytes);
+        MOE_UNROLL for (int v = 0; v < V; ++v) w[v] = simd::load_int(codes + v * kLaneBytes);
       }
-      for (int v = 0; v < V; ++v) simd::pin(w[v]);
-      for (int r = 0; r < Rows; ++r) {
+      MOE_UNROLL for (int v = 0; v < V; ++v) simd::pin(w[v]);
+      MOE_UNROLL for (int r = 0; r < Rows; ++r) {
         const simd::Int8Quad x = simd::load_quad(rows[r].codes + b * kActivationBlock + 4 * g);
-        for (int v = 0; v < V; ++v) sum[r][v] = simd::dot_u8s8(sum[r][v], w[v], x);
+        MOE_UNROLL for (int v = 0; v < V; ++v) sum[r][v] = simd::dot_u8s8(sum[r][v], w[v], x);
       }
     }
     if constexpr (kQ4) {
       simd::Vec scale[V];
-      for (int v = 0; v < V; ++v) scale[v] = simd::load_f16(panel.scales + b * kPanelColumns + v * simd::kWidth);
-      for (int r = 0; r < Rows; ++r) {
+      MOE_UNROLL for (int v = 0; v < V; ++v) scale[v] =
+          simd::load_f16(panel.scales + b * kPanelColumns + v * simd::kWidth);
+      MOE_UNROLL for (int r = 0; r < Rows; ++r) {
         const simd::Vec s = simd::broadcast(rows[r].scales[b]);
-        for (int v = 0; v < V; ++v) out[r][v] = simd::fma(simd::to_float(sum[r][v]), scale[v] * s, out[r][v]);
+        MOE_UNROLL for (int v = 0; v < V; ++v) out[r][v] =
+            simd::fma(simd::to_float(sum[r][v]), scale[v] * s, out[r][v]);
       }
     } else {
-      for (int r = 0; r < Rows; ++r) {
+      MOE_UNROLL for (int r = 0; r < Rows; ++r) {
         const simd::Vec s = simd::broadcast(rows[r].scales[b]);
-        for (int v = 0; v < V; ++v) out[r][v] = simd::fma(simd::to_float(sum[r][v]), s, out[r][v]);
+        MOE_UNROLL for (int v = 0; v < V; ++v) out[r][v] = simd::fma(simd::to_float(sum[r][v]), s, out[r][v]);
       }
     }
   }
-  for (int v = 0; v < V; ++v) {
+  MOE_UNROLL for (int v = 0; v < V; ++v) {
     if constexpr (kQ4) {
-      for (int r = 0; r < Rows; ++r) acc[r][v] = out[r][v];
+      MOE_UNROLL for (int r = 0; r < Rows; ++r) acc[r][v] = out[r][v];
     } else {
       const simd::Vec scale = simd::load(panel.scales + v * simd::kWidth);
-      for (int r = 0; r < Rows; ++r) acc[r][v] = out[r][v] * scale;
+      MOE_UNROLL for (int r = 0; r < Rows; ++r) acc[r][v] = out[r][v] * scale;
     }
   }
 }
@@ -221,24 +258,24 @@ MOE_ALWAYS_INLINE void multiply_tile_bf16(const Bf16Row* rows, const PanelRef<bf
   constexpr int kPairCodes = 2 * kPanelColumns;  // one depth pair of the panel
   constexpr int kPairBytes = kPairCodes * int(sizeof(std::uint16_t));
   simd::Vec sum[Rows][V];
-  for (int r = 0; r < Rows; ++r)
-    for (int v = 0; v < V; ++v) sum[r][v] = simd::broadcast(0.0f);
+  MOE_UNROLL for (int r = 0; r < Rows; ++r) {
+    MOE_UNROLL for (int v = 0; v < V; ++v) sum[r][v] = simd::broadcast(0.0f);
+  }
   const std::uint16_t* codes = panel.codes;
   const Index pairs = (depth + 1) / 2;
   for (Index g = 0; g < pairs; ++g, codes += kPairCodes) {
     if constexpr (Rows <= 2) {
-      for (int line = 0; line < kPairBytes; line += 64)
-        simd::prefetch(reinterpret_cast<std::uintptr_t>(codes) + kPrefetchBytes + line);
+      MOE_UNROLL for (int line = 0; line < kPairBytes; line += 64)
+          simd::prefetch(reinterpret_cast<std::uintptr_t>(codes) + kPrefetchBytes + line);
     }
     simd::IVec w[V];
-    for (int v = 0; v < V; ++v) w[v] = simd::load_int(codes + v * 2 * simd::kWidth);
-    for (int r = 0; r < Rows; ++r) {
+    MOE_UNROLL for (int v = 0; v < V; ++v) w[v] = simd::load_int(codes + v * 2 * simd::kWidth);
+    MOE_UNROLL for (int r = 0; r < Rows; ++r) {
       const simd::Bf16Pair x = simd::load_bf16_pair(rows[r].codes + 2 * g);
-      for (int v = 0; v < V; ++v) sum[r][v] = simd::dot_bf16(sum[r][v], w[v], x);
+      MOE_UNROLL for (int v = 0; v < V; ++v) sum[r][v] = simd::dot_bf16(sum[r][v], w[v], x);
     }
   }
-  for (int r = 0; r < Rows; ++r)
-    for (int v = 0; v < V; ++v) acc[r][v] = sum[r][v];
+  MOE_UNROLL for (int r = 0; r < Rows; ++r) { MOE_UNROLL for (int v = 0; v < V; ++v) acc[r][v] = sum[r][v]; }
 }
 
 // Runs the tile for a run-time row count 1..kTileRows, then hands the accumulators to

@@ -67,7 +67,7 @@ static_assert(kActivationBlock % simd::kWidth == 0, "a block must be whole vecto
 // Quantises one block of finite values x[0, kBlockVectors) into codes[0, kActivationBlock), *scale and *sum.
 MOE_ALWAYS_INLINE void quantize_block(const simd::Vec* x, std::int8_t* codes, float* scale, std::int32_t* sum) {
   simd::Vec m = simd::abs(x[0]);
-  for (int v = 1; v < kBlockVectors; ++v) m = simd::max(m, simd::abs(x[v]));
+  MOE_UNROLL for (int v = 1; v < kBlockVectors; ++v) m = simd::max(m, simd::abs(x[v]));
   const float largest = simd::reduce_max(m);
   // A block whose 127 / largest overflows (largest below about 3.7e-37, zero included) is stored as zeros.
   const float step_inverse = 127.0f / largest;
@@ -75,7 +75,7 @@ MOE_ALWAYS_INLINE void quantize_block(const simd::Vec* x, std::int8_t* codes, fl
   const simd::Vec inverse = simd::broadcast(zero ? 0.0f : step_inverse);
   // |x * inverse| <= 127 * (1 + 2^-23): the rounded codes fit in [-127, 127] without a clamp.
   simd::IVec total = simd::broadcast_int(0);
-  for (int v = 0; v < kBlockVectors; ++v) {
+  MOE_UNROLL for (int v = 0; v < kBlockVectors; ++v) {
     const simd::IVec q = simd::round_to_int(x[v] * inverse);
     simd::store_int8(codes + v * simd::kWidth, q);
     total = total + q;
@@ -94,7 +94,7 @@ inline void quantize_activations(const float* x, Index n, Index padded, std::int
     alignas(64) float block[kActivationBlock] = {};  // the block, zero past n
     std::copy(x + begin, x + begin + count, block);
     simd::Vec values[kBlockVectors];
-    for (int v = 0; v < kBlockVectors; ++v) values[v] = simd::load(block + v * simd::kWidth);
+    MOE_UNROLL for (int v = 0; v < kBlockVectors; ++v) values[v] = simd::load(block + v * simd::kWidth);
     quantize_block(values, codes + begin, scales + b, sums + b);
   }
 }
