@@ -41,9 +41,10 @@ static_assert(MOE_MAX_THREADS >= 1, "MOE_MAX_THREADS must be at least 1");
 #endif
 
 // Unrolls the loop that follows completely. The micro-kernels' loops over tile rows, weight vectors and
-// chains have compile-time trip counts and must become straight-line code for their accumulator arrays
-// to live in registers. GCC does that by itself at -O3, but not at -O2 (CMake's RelWithDebInfo, many
-// distributions' default), where the accumulators stayed in memory and the decode kernels ran 3-5x slower.
+// cache lines have compile-time trip counts and must become straight-line code for their accumulator arrays
+// to live in registers. GCC 12 does that by itself at -O3, but not at -O2 (CMake's RelWithDebInfo, many
+// distributions' default), where the accumulators stayed in memory and the kernels ran 2.7-6.5x slower
+// (BM_Kernel, docs/PERFORMANCE.md).
 #if defined(__clang__)
 #define MOE_UNROLL _Pragma("unroll")
 #elif defined(__GNUC__)

@@ -89,35 +89,8 @@ MOE_ALWAYS_INLINE void accumulate_rows(const float* const* rows, const typename 
   // and a reload per FMA, measured 2x slower at decode), but a local one entirely in registers.
   simd::Vec sum[Rows][kTileVectors];
   MOE_UNROLL for (int r = 0; r < Rows; ++r) { MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) sum[r][v] = acc[r][v]; }
-  // Two chains: the first half of the depth rows into sum, the second into rest, added at the end. With one
-  // row, 4 accumulators are 4 FMA chains that each wait the FMA latency (4 cycles) per depth row, which
-  // bounded q8 and q4 at 1 row; interleaving the halves doubles the chains (BM_Kernel at 1 row, medians of
-  // 3 alternating runs: q8 +13%, q4 +7%, bf16 and f16 +3-4%; at 2 and 6 rows, within 3%). Larger tiles
-  // have no registers for a second set and run the halves one after the other: the same sums in the same
-  // order, so a token's result does not depend on how many tokens share its expert's tile.
-  const Index mid = k_begin + (k_end - k_begin + 1) / 2;
-  simd::Vec rest[Rows][kTileVectors];
-  MOE_UNROLL for (int r = 0; r < Rows; ++r) {
-    MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) rest[r][v] = simd::broadcast(0.0f);
-  }
-  if constexpr (Rows <= 2) {
-    Index k = k_begin;
-    for (Index j = mid; j < k_end; ++k, ++j) {
-      accumulate_row<Rows, Precision, kScaled>(rows, codes, k, block_scale, sum);
-      accumulate_row<Rows, Precision, kScaled>(rows, codes, j, block_scale, rest);
-    }
-    if (k < mid) accumulate_row<Rows, Precision, kScaled>(rows, codes, k, block_scale, sum);
-  } else if constexpr (kScaled) {
-    // q4's prefill tile, whose 32-row blocks are too short to split (8% slower at 6 rows); its arithmetic
-    // differs from the 1-2 row tiles' anyway (scaled block sums there, scaled weights here).
-    for (Index k = k_begin; k < k_end; ++k) accumulate_row<Rows, Precision, kScaled>(rows, codes, k, block_scale, sum);
-  } else {
-    for (Index k = k_begin; k < mid; ++k) accumulate_row<Rows, Precision, kScaled>(rows, codes, k, block_scale, sum);
-    for (Index k = mid; k < k_end; ++k) accumulate_row<Rows, Precision, kScaled>(rows, codes, k, block_scale, rest);
-  }
-  MOE_UNROLL for (int r = 0; r < Rows; ++r) {
-    MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) acc[r][v] = sum[r][v] + rest[r][v];
-  }
+  for (Index k = k_begin; k < k_end; ++k) accumulate_row<Rows, Precision, kScaled>(rows, codes, k, block_scale, sum);
+  MOE_UNROLL for (int r = 0; r < Rows; ++r) { MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) acc[r][v] = sum[r][v]; }
 }
 
 // acc[r][v] = sum_k rows[r][k] * W[k][v-th vector] for Rows token rows and `depth` rows of the panel.
