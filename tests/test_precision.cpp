@@ -200,6 +200,50 @@ TEST_CASE_TEMPLATE("stored precisions give the same bits on one and two threads"
   CHECK(std::memcmp(one.y.data(), two.y.data(), one.y.size() * sizeof(float)) == 0);
 }
 
+// A token's output is a function of the token alone: the same bits whether it runs alone (decode: 1-row
+// tiles, work items of several panels) or in a batch (tiles of up to kTileRows rows, one panel per item),
+// at whatever position its experts' tiles give it.
+TEST_CASE_TEMPLATE("a token gives the same bits alone and in a batch", P, moe::f32, moe::bf16, moe::f16, moe::q8,
+                   moe::q4, moe::q8a8, moe::q4a8, moe::bf16a16) {
+  const auto c = check::config(70, 100, 3, 2);  // 13 tokens on 3 experts: tiles of 6 rows and fewer
+  const reference::Weights w = reference::random_weights(c, 221, 4.0f);
+  moe::Layer<Dynamic, Dynamic, P> layer(c, moe::SoftmaxTopK(true));
+  reference::load(layer, w);
+  constexpr moe::Index kTokens = 13, H = 70;
+  const std::vector<float> x = synthetic::tokens(kTokens, H, 222);
+  moe::Workspace ws = layer.workspace(kTokens);
+  std::vector<float> batch(kTokens * H), alone(H);
+  layer.forward(x.data(), H, batch.data(), H, kTokens, ws);
+  for (moe::Index t = 0; t < kTokens; ++t) {
+    layer.forward(x.data() + t * H, H, alone.data(), H, 1, ws);
+    INFO("token " << t);
+    CHECK(std::memcmp(alone.data(), batch.data() + t * H, H * sizeof(float)) == 0);
+  }
+}
+
+// A NaN inside an expert is an error in every precision, as in f32: never dropped or turned into a finite
+// code by the int8 or bf16 activation rounding.
+TEST_CASE_TEMPLATE("a NaN hidden value is reported, not dropped", P, moe::f32, moe::bf16, moe::f16, moe::q8, moe::q4,
+                   moe::q8a8, moe::q4a8, moe::bf16a16) {
+  constexpr moe::Index H = 40, F = 8;
+  const auto c = check::config(H, F, 2, 1);
+  moe::Layer<Dynamic, Dynamic, P> layer(c, moe::SoftmaxTopK(true));
+  // Huge finite inputs and weights every precision holds: gate unit 0 overflows to +Inf, and its up
+  // weights are zero, so its hidden value is silu(Inf) * 0 = NaN; every other hidden value is 0.
+  std::vector<float> router(2 * H, 0.0f), gate(F * H, 0.0f), up(F * H, 0.0f), down(H * F, 1.0f);
+  std::fill_n(gate.begin(), H, 1000.0f);
+  layer.set_router(moe::WeightView(router.data(), 2, H));
+  for (int e = 0; e < 2; ++e)
+    layer.set_expert(e, moe::WeightView(gate.data(), F, H), moe::WeightView(up.data(), F, H),
+                     moe::WeightView(down.data(), H, F));
+  const std::vector<float> x(3 * H, 1e36f);
+  std::vector<float> y(x.size());
+  moe::Workspace ws = layer.workspace(3);
+  for (moe::Index tokens : {1, 3})
+    CHECK_THROWS_WITH_AS(layer.forward(x.data(), H, y.data(), H, tokens, ws),
+                         doctest::Contains("overflowed to Inf or NaN inside an expert"), moe::Error);
+}
+
 TEST_CASE("weights a precision cannot hold are refused with their place") {
   const auto c = check::config(8, 4, 2, 1);
   moe::Layer<Dynamic, Dynamic, moe::f16> layer(c);
@@ -312,6 +356,24 @@ TEST_CASE("activations quantise to int8 per block of 32 as documented") {
   CHECK(scales[0] == 0.0f);
   CHECK(sums[0] == 0);
   for (int i = 0; i < 32; ++i) CHECK(codes[std::size_t(i)] == 0);
+  // A block with a NaN or an Inf anywhere (first, middle, last value) has a NaN scale and zero codes; the
+  // blocks around it are quantised as usual.
+  for (float bad : {std::nanf(""), std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity()}) {
+    for (int at : {32, 45, 63}) {
+      CAPTURE(bad);
+      CAPTURE(at);
+      std::vector<float> y(96, 1.0f);
+      y[std::size_t(at)] = bad;
+      std::fill(codes.begin(), codes.end(), std::int8_t(99));
+      moe::kernels::quantize_activations(y.data(), 96, 96, codes.data(), scales.data(), sums.data());
+      CHECK(std::isnan(scales[1]));
+      CHECK(sums[1] == 0);
+      for (int i = 32; i < 64; ++i) REQUIRE(codes[std::size_t(i)] == 0);
+      CHECK(scales[0] == 1.0f / 127.0f);
+      CHECK(scales[2] == 1.0f / 127.0f);
+      CHECK((codes[0] == 127 && codes[95] == 127));
+    }
+  }
 }
 
 TEST_CASE("the int8 dot product matches plain integer arithmetic on every byte value") {

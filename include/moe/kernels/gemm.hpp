@@ -52,11 +52,10 @@ MOE_ALWAYS_INLINE void load_weight_row(const typename PanelFormat<Precision>::Co
   }
 }
 
-// sum[r][v] += rows[r][k] * w[k][v-th vector] for one depth row k, its weights widened to f32 lanes (and,
-// with kScaled, multiplied by block_scale: q4's per-block scales).
-template <int Rows, class Precision, bool kScaled>
+// sum[r][v] += rows[r][k] * w[k][v-th vector] for one depth row k, its weights widened to f32 lanes.
+template <int Rows, class Precision>
 MOE_ALWAYS_INLINE void accumulate_row(const float* const* rows, const typename PanelFormat<Precision>::Code* codes,
-                                      Index k, const simd::Vec* block_scale, simd::Vec (&sum)[Rows][kTileVectors]) {
+                                      Index k, simd::Vec (&sum)[Rows][kTileVectors]) {
   constexpr int kRowBytes = PanelFormat<Precision>::kCodesPerRow * int(sizeof(typename PanelFormat<Precision>::Code));
   const auto* row = codes + k * PanelFormat<Precision>::kCodesPerRow;
   // With one or two token rows a tile is bound by memory, not FMAs: ask for the weights a few depth
@@ -69,9 +68,11 @@ MOE_ALWAYS_INLINE void accumulate_row(const float* const* rows, const typename P
   }
   simd::Vec w[kTileVectors];
   load_weight_row<Precision>(row, w);
-  MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) {
-    if constexpr (kScaled) w[v] = w[v] * block_scale[v];
-    simd::pin(w[v]);
+  // Pinned so that the rows reuse one loaded vector (pin). q4's vectors are table lookups, which no FMA
+  // can fold, and pinning them made GCC 12 also store each one to the stack every depth row: 4 dead
+  // stores per 64 weights, which bound its 1-row tile.
+  if constexpr (!std::is_same<Precision, q4>::value) {
+    MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) simd::pin(w[v]);
   }
   MOE_UNROLL for (int r = 0; r < Rows; ++r) {
     const simd::Vec x = simd::broadcast(rows[r][k]);
@@ -79,24 +80,26 @@ MOE_ALWAYS_INLINE void accumulate_row(const float* const* rows, const typename P
   }
 }
 
-// acc[r][v] += sum over depth rows k of rows[r][k] * w[k][v-th vector], weights already in f32 lanes.
-// With kScaled every weight vector is first multiplied by block_scale (q4's per-block scales).
-template <int Rows, class Precision, bool kScaled>
+// sum[r][v] += sum over depth rows k of rows[r][k] * w[k][v-th vector], weights widened to f32 lanes.
+template <int Rows, class Precision>
 MOE_ALWAYS_INLINE void accumulate_rows(const float* const* rows, const typename PanelFormat<Precision>::Code* codes,
-                                       Index k_begin, Index k_end, const simd::Vec* block_scale,
-                                       simd::Vec (&acc)[kTileRows][kTileVectors]) {
+                                       Index k_begin, Index k_end, simd::Vec (&acc)[kTileRows][kTileVectors]) {
   // A local copy of the accumulators: GCC keeps a by-reference array in memory across the loop (a store
   // and a reload per FMA, measured 2x slower at decode), but a local one entirely in registers.
   simd::Vec sum[Rows][kTileVectors];
   MOE_UNROLL for (int r = 0; r < Rows; ++r) { MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) sum[r][v] = acc[r][v]; }
-  for (Index k = k_begin; k < k_end; ++k) accumulate_row<Rows, Precision, kScaled>(rows, codes, k, block_scale, sum);
+  for (Index k = k_begin; k < k_end; ++k) accumulate_row<Rows, Precision>(rows, codes, k, sum);
   MOE_UNROLL for (int r = 0; r < Rows; ++r) { MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) acc[r][v] = sum[r][v]; }
 }
 
 // acc[r][v] = sum_k rows[r][k] * W[k][v-th vector] for Rows token rows and `depth` rows of the panel.
 // The accumulators stay in registers across the whole depth; the caller's epilogue reads them once per
-// tile. q8's per-column scales multiply the finished sums; q4's per-block scales multiply the weights
-// of their 32 rows (so the sum stays one FMA chain per accumulator).
+// tile. q8's per-column scales multiply the finished sums. q4 sums each 32-row block with the bare codes
+// and then adds block sum * block scale, one FMA per accumulator per block, rather than a multiply per
+// weight vector per depth row. Every tile, 1 to kTileRows rows, does the same, so a token's sums do not
+// depend on the tile it lands in. At 6 rows the block sums, the 4 weight vectors and a broadcast take 29
+// of 32 registers and the running sums live in memory, read and written once per block (BM_Kernel<q4>
+// at 6 rows: 166 -> 200 GFLOP/s against scaling the weights with the running sums in registers).
 template <int Rows, class Precision>
 MOE_ALWAYS_INLINE void multiply_tile(const float* const* rows, const PanelRef<Precision>& panel, Index depth,
                                      simd::Vec (&acc)[kTileRows][kTileVectors]) {
@@ -105,28 +108,19 @@ MOE_ALWAYS_INLINE void multiply_tile(const float* const* rows, const PanelRef<Pr
   }
   if constexpr (std::is_same<Precision, q4>::value) {
     for (Index k0 = 0; k0 < depth; k0 += q4::kBlock) {
-      simd::Vec scale[kTileVectors];
+      simd::Vec block[kTileRows][kTileVectors];
+      MOE_UNROLL for (int r = 0; r < Rows; ++r) {
+        MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) block[r][v] = simd::broadcast(0.0f);
+      }
+      accumulate_rows<Rows, Precision>(rows, panel.codes, k0, std::min<Index>(depth, k0 + q4::kBlock), block);
       const std::uint16_t* block_scales = panel.scales + k0 / q4::kBlock * kPanelColumns;
-      MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) scale[v] = simd::load_f16(block_scales + v * simd::kWidth);
-      const Index k_end = std::min<Index>(depth, k0 + q4::kBlock);
-      if constexpr (Rows <= 2) {
-        // Decode: a block's sums with the bare codes, then one FMA by the scale per accumulator, rather than
-        // a multiply per weight vector per depth row (which bound q4 decode by instructions, not memory).
-        // Registers allow it here: Rows x 4 block sums beside the Rows x 4 accumulators.
-        simd::Vec block[kTileRows][kTileVectors];
-        MOE_UNROLL for (int r = 0; r < Rows; ++r) {
-          MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) block[r][v] = simd::broadcast(0.0f);
-        }
-        accumulate_rows<Rows, Precision, false>(rows, panel.codes, k0, k_end, nullptr, block);
-        MOE_UNROLL for (int r = 0; r < Rows; ++r) {
-          MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) acc[r][v] = simd::fma(block[r][v], scale[v], acc[r][v]);
-        }
-      } else {
-        accumulate_rows<Rows, Precision, true>(rows, panel.codes, k0, k_end, scale, acc);
+      MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) {
+        const simd::Vec scale = simd::load_f16(block_scales + v * simd::kWidth);
+        MOE_UNROLL for (int r = 0; r < Rows; ++r) acc[r][v] = simd::fma(block[r][v], scale, acc[r][v]);
       }
     }
   } else {
-    accumulate_rows<Rows, Precision, false>(rows, panel.codes, 0, depth, nullptr, acc);
+    accumulate_rows<Rows, Precision>(rows, panel.codes, 0, depth, acc);
     if constexpr (std::is_same<Precision, q8>::value) {
       MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) {
         const simd::Vec scale = simd::load(panel.scales + v * simd::kWidth);

@@ -7,7 +7,9 @@
 // int8 (q8a8, q4a8): a row of activations x is cut into blocks of kActivationBlock consecutive values (the input
 // dimension of the next projection); each block b gets a scale s_b = max|x_b| / 127 and codes q_i = round(x_i * (127 /
 // max|x_b|)) in [-127, 127], so x_i ~ q_i * s_b with |error| <= s_b / 2 (plus the f32 rounding of the scale). All-zero
-// blocks get s_b = 0 and zero codes. The per-token, per-block scale is llama.cpp's q8_0 shape for activations. Each
+// blocks get s_b = 0 and zero codes; a block holding NaN or Inf gets s_b = NaN and zero codes, so that every sum
+// it enters is NaN, as in f32 (the layer then reports the overflow). The per-token, per-block scale is llama.cpp's
+// q8_0 shape for activations. Each
 // block also keeps sum_i q_i, which the kernels use to undo the +128 / +8 offset that makes weight codes unsigned
 // (vpdpbusd multiplies unsigned by signed bytes).
 #pragma once
@@ -15,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 #include "../config.hpp"
 #include "../precision.hpp"
@@ -64,10 +67,22 @@ inline void round_activations_bf16(const float* x, Index n, Index padded, std::u
 inline constexpr int kBlockVectors = kActivationBlock / simd::kWidth;
 static_assert(kActivationBlock % simd::kWidth == 0, "a block must be whole vectors");
 
-// Quantises one block of finite values x[0, kBlockVectors) into codes[0, kActivationBlock), *scale and *sum.
+// Quantises one block x[0, kBlockVectors) into codes[0, kActivationBlock), *scale and *sum.
 MOE_ALWAYS_INLINE void quantize_block(const simd::Vec* x, std::int8_t* codes, float* scale, std::int32_t* sum) {
   simd::Vec m = simd::abs(x[0]);
-  MOE_UNROLL for (int v = 1; v < kBlockVectors; ++v) m = simd::max(m, simd::abs(x[v]));
+  simd::Vec not_finite = x[0] - x[0];  // x - x is 0, or NaN where x is NaN or Inf
+  MOE_UNROLL for (int v = 1; v < kBlockVectors; ++v) {
+    m = simd::max(m, simd::abs(x[v]));
+    not_finite = not_finite + (x[v] - x[v]);
+  }
+  if (!(simd::reduce_add(not_finite) == 0.0f)) {
+    // The max above may have skipped a NaN (vmaxps returns its second operand), and codes of x * 0 would
+    // be garbage: zero codes and a NaN scale carry the NaN into every sum instead.
+    std::fill_n(codes, kActivationBlock, std::int8_t(0));
+    *scale = std::numeric_limits<float>::quiet_NaN();
+    *sum = 0;
+    return;
+  }
   const float largest = simd::reduce_max(m);
   // A block whose 127 / largest overflows (largest below about 3.7e-37, zero included) is stored as zeros.
   const float step_inverse = 127.0f / largest;
@@ -85,7 +100,7 @@ MOE_ALWAYS_INLINE void quantize_block(const simd::Vec* x, std::int8_t* codes, fl
 }
 
 // Quantises x[0, n) into codes[0, padded), scales and sums of padded / kActivationBlock blocks; codes past n
-// are zero. padded is a multiple of kActivationBlock >= n. x must be finite.
+// are zero. padded is a multiple of kActivationBlock >= n.
 inline void quantize_activations(const float* x, Index n, Index padded, std::int8_t* codes, float* scales,
                                  std::int32_t* sums) {
   for (Index b = 0; b * kActivationBlock < padded; ++b) {
