@@ -45,12 +45,16 @@ static_assert(MOE_MAX_THREADS >= 1, "MOE_MAX_THREADS must be at least 1");
 // to live in registers. GCC 12 does that by itself at -O3, but not at -O2 (CMake's RelWithDebInfo, many
 // distributions' default), where the accumulators stayed in memory and the kernels ran 2.7-6.5x slower
 // (BM_Kernel, docs/PERFORMANCE.md).
+// MOE_NO_UNROLL keeps the loop that follows a loop, where unrolling measured slower.
 #if defined(__clang__)
 #define MOE_UNROLL _Pragma("unroll")
+#define MOE_NO_UNROLL _Pragma("nounroll")
 #elif defined(__GNUC__)
 #define MOE_UNROLL _Pragma("GCC unroll 32")
+#define MOE_NO_UNROLL _Pragma("GCC unroll 1")
 #else
 #define MOE_UNROLL
+#define MOE_NO_UNROLL
 #endif
 
 // Throws moe::Error("moe::<where>: <problem>") unless `condition` holds. A macro so that the message, often
