@@ -80,7 +80,7 @@ MOE_ALWAYS_INLINE void accumulate_row(const float* const* rows, const typename P
   }
 }
 
-// sum[r][v] += sum over depth rows k of rows[r][k] * w[k][v-th vector], weights widened to f32 lanes.
+// acc[r][v] += sum over depth rows k of rows[r][k] * w[k][v-th vector], weights widened to f32 lanes.
 template <int Rows, class Precision>
 MOE_ALWAYS_INLINE void accumulate_rows(const float* const* rows, const typename PanelFormat<Precision>::Code* codes,
                                        Index k_begin, Index k_end, simd::Vec (&acc)[kTileRows][kTileVectors]) {
