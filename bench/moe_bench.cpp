@@ -11,6 +11,7 @@
 //                      single-threaded by design, and only for 1 and 8 tokens (it is slow);
 //   BM_Kernel<P>       the micro-kernel alone, one thread, one weight panel hot in L2, 1, 2 or 6 token rows
 //                      (no shape, no tokens argument);
+//   BM_PassOverhead    one token through a tiny layer on 1 or 2 threads: what a pass costs whatever its size;
 //   BM_ReadBandwidth   what the cores can stream from DRAM (a vectorised sum over 1 GiB);
 //   BM_FmaPeak         what the cores can compute (independent FMA chains in registers).
 // Every family may use omp_get_max_threads() threads (set OMP_NUM_THREADS to change it) except BM_Naive
@@ -563,6 +564,29 @@ void BM_Naive(benchmark::State& state) {
   report(state, bytes, flops, tokens, rotation.label(shape) + ", 1 thread");
 }
 
+// ---- the fixed cost of a pass ----------------------------------------------------------------------
+
+// One token through a layer so small (hidden 64, FFN 64, 8 experts, top-2, f32, hot in L1: 50 K multiply-
+// adds) that its time is what every pass pays whatever its size: checks, routing, grouping, the thread
+// team and its barriers. range 0: threads. In a decode pass of the shapes above (0.2-1.4 ms) it is the part
+// no kernel speed removes.
+void BM_PassOverhead(benchmark::State& state) {
+  const int threads = int(state.range(0));
+  moe::LayerConfig c = config_of(Shape{"tiny", 64, 64, 8, 2});
+  FusedLayer layer(c, moe::SoftmaxTopK(true));
+  synthetic::fill(layer, 5);
+  const std::vector<float> x = synthetic::tokens(kBatches, c.hidden_size, 6);
+  std::vector<float> y(std::size_t(c.hidden_size));
+  moe::Workspace ws = layer.workspace(1, threads);
+  std::size_t i = 0;
+  for (auto _ : state) {
+    layer.forward(x.data() + Index(i++ % kBatches) * c.hidden_size, c.hidden_size, y.data(), c.hidden_size, 1, ws);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetLabel(std::to_string(threads) + (threads == 1 ? " thread" : " threads"));
+}
+
 // ---- the micro-kernel alone ------------------------------------------------------------------------
 
 // One thread multiplies `rows` token rows (range 0: 1, 2 or 6) by one packed weight panel of kKernelDepth
@@ -743,6 +767,7 @@ MOE_BENCH_KERNEL(moe::q4);
 MOE_BENCH_KERNEL(moe::q8a8);
 MOE_BENCH_KERNEL(moe::q4a8);
 MOE_BENCH_KERNEL(moe::bf16a16);
+BENCHMARK(BM_PassOverhead)->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_ReadBandwidth)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_FmaPeak)->UseRealTime()->Unit(benchmark::kMillisecond);
 

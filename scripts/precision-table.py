@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """precision-table.py [MOE_BENCH] [benchmark flags]: runs the precision benchmarks of moe-bench once
-(BM_Fused for every precision, shape and token count, and the two roofline probes, 3 repetitions, medians)
+(BM_Fused for every precision, shape and token count, and the two roofline probes; 9 repetitions of 0.1 s
+each, interleaved in random order so that a slow minute of a shared machine spreads over every row
+instead of landing on a few; medians)
 and prints docs/PERFORMANCE.md's precision table as Markdown: per precision and shape, time, GB/s (and % of
 the read-bandwidth probe), tokens/s relative to f32, GFLOP/s (and % of the f32 FMA probe) and bytes per
 parameter, at 1, 8, 64 and 512 tokens. Every figure comes from the same run. A --benchmark_filter among the
@@ -21,7 +23,8 @@ def main():
         if arg.startswith("--benchmark_filter="):
             pattern = arg.split("=", 1)[1]
             args.remove(arg)
-    command = [binary, f"--benchmark_filter={pattern}|BM_ReadBandwidth|BM_FmaPeak", "--benchmark_repetitions=3",
+    command = [binary, f"--benchmark_filter={pattern}|BM_ReadBandwidth|BM_FmaPeak", "--benchmark_repetitions=9",
+               "--benchmark_min_time=0.1", "--benchmark_enable_random_interleaving=true",
                "--benchmark_report_aggregates_only=true", "--benchmark_format=json"] + args
     print("command: " + " ".join(command), file=sys.stderr)
     report = json.loads(subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout)
@@ -44,7 +47,9 @@ def main():
                    f"{t} tok vs f32"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    for (shape, precision) in sorted(rows, key=lambda k: (k[0], k[1] != "f32")):
+    order = ["f32", "bf16", "f16", "q8", "q4", "q8a8", "q4a8", "bf16a16"]  # the report's order is random
+    for (shape, precision) in sorted(rows, key=lambda k: (k[0], order.index(k[1]) if k[1] in order else len(order),
+                                                          k[1])):
         by_tokens = rows[(shape, precision)]
         base = rows.get((shape, "f32"), {})
         first = next(iter(by_tokens.values()))

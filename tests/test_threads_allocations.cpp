@@ -57,6 +57,35 @@ TEST_CASE("one and two threads give bitwise identical outputs and routing") {
   }
 }
 
+// Callers that run passes from their own threads, each with its own workspace. A pass of one thread runs its
+// work-sharing loops without a parallel region of its own (Layer::run_on_team); inside a caller's OpenMP
+// team those loops would otherwise be shared out among the caller's threads, each with other data.
+TEST_CASE("passes called from a caller's parallel region each compute their own tokens") {
+  auto c = check::config(70, 50, 8, 2);
+  c.num_shared_experts = 1;
+  moe::Layer<> layer(c, moe::SoftmaxTopK(true));
+  synthetic::fill(layer, 31);
+  constexpr int kCallers = 4;
+  for (moe::Index tokens : {1, 9}) {
+    CAPTURE(tokens);
+    const std::vector<float> x = synthetic::tokens(kCallers * tokens, 70, 32);
+    std::vector<float> expected(x.size()), y(x.size(), 0.0f);
+    moe::Workspace serial = layer.workspace(tokens, 1);
+    for (int caller = 0; caller < kCallers; ++caller)
+      layer.forward(x.data() + caller * tokens * 70, 70, expected.data() + caller * tokens * 70, 70, tokens, serial);
+    for (int threads : {1, 2}) {
+      CAPTURE(threads);
+      std::fill(y.begin(), y.end(), 0.0f);
+      MOE_OMP(omp parallel for num_threads(2) schedule(static, 1))
+      for (int caller = 0; caller < kCallers; ++caller) {
+        moe::Workspace ws = layer.workspace(tokens, threads);
+        layer.forward(x.data() + caller * tokens * 70, 70, y.data() + caller * tokens * 70, 70, tokens, ws);
+      }
+      CHECK(std::memcmp(y.data(), expected.data(), y.size() * sizeof(float)) == 0);
+    }
+  }
+}
+
 TEST_CASE("a steady-state forward pass allocates nothing") {
   auto c = check::config(64, 40, 6, 2);
   c.num_shared_experts = 1;
