@@ -11,6 +11,8 @@
 //                      single-threaded by design, and only for 1 and 8 tokens (it is slow);
 //   BM_Kernel<P>       the micro-kernel alone, one thread, one weight panel hot in L2, 1, 2 or 6 token rows
 //                      (no shape, no tokens argument);
+//   BM_DecodeStream<P> the micro-kernel alone on every thread, one token row, weights streamed from DRAM
+//                      (no shape, no tokens argument);
 //   BM_PassOverhead    one token through a tiny layer on 1 or 2 threads: what a pass costs whatever its size;
 //   BM_ReadBandwidth   what the cores can stream from DRAM (a vectorised sum over 1 GiB);
 //   BM_FmaPeak         what the cores can compute (independent FMA chains in registers).
@@ -18,8 +20,9 @@
 // and BM_Kernel; Eigen itself decides per product (a 1-row product is a GEMV, which it never
 // parallelises). All are timed in wall-clock time (UseRealTime: the default CPU timer counts only the main thread).
 //
-// Run (a full run holds ~5 GiB: weight copies, the bandwidth buffer, the token batches; with
-// --benchmark_repetitions=3 it took 70 s on the 2-core Zen 5 machine, setup included):
+// Run (a full run holds ~9 GiB: weight copies, BM_DecodeStream's 8 x 512 MiB matrices, the bandwidth buffer,
+// the token batches; before BM_DecodeStream, --benchmark_repetitions=3 took 70 s on the 2-core Zen 5 machine,
+// setup included):
 //   ./moe-bench --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
 //   ./moe-bench --benchmark_filter='BM_Fused<moe::q4>/shape:1' --benchmark_min_time=0.2
 // MOE_BENCH_LLC_MIB overrides the last-level cache size the cold-weight rotation is sized for (32 MiB).
@@ -607,43 +610,61 @@ __attribute__((noinline)) void kernel_pass(const moe::kernels::ActivationRow<Pre
   });
 }
 
+// Values in [-1, 1) from a small LCG, the same for every precision.
+struct RandomValues {
+  std::uint64_t seed = 7;
+  float operator()() {
+    seed = seed * 6364136223846793005u + 1442695040888963407u;
+    return float(seed >> 40) / float(1u << 23) - 1.0f;
+  }
+};
+
+// `count` token rows of x (depth values each) as this precision's kernel reads them: f32 rows as they are,
+// int8 codes with block scales and sums, or bf16 codes, over the panel's padded depth.
+template <class Precision>
+struct KernelRows {
+  std::vector<std::int8_t> codes;
+  std::vector<float> scales;
+  std::vector<std::int32_t> sums;
+  std::vector<std::uint16_t> halves;
+  moe::kernels::ActivationRow<Precision> row[moe::kernels::kTileRows];
+
+  KernelRows(const float* x, int count, Index depth, Index padded)
+      : codes(std::size_t(count * padded)),
+        scales(std::size_t(count * padded / moe::kernels::kActivationBlock)),
+        sums(scales.size()),
+        halves(std::size_t(count * padded)) {
+    namespace k = moe::kernels;
+    for (int r = 0; r < count; ++r) {
+      const float* xr = x + r * depth;
+      if constexpr (moe::int8_activations<Precision>::value) {
+        const Index b = r * padded / k::kActivationBlock;
+        k::quantize_activations(xr, depth, padded, codes.data() + r * padded, scales.data() + b, sums.data() + b);
+        row[r] = {codes.data() + r * padded, scales.data() + b, sums.data() + b};
+      } else if constexpr (moe::bf16_activations<Precision>::value) {
+        k::round_activations_bf16(xr, depth, padded, halves.data() + r * padded);
+        row[r] = {halves.data() + r * padded};
+      } else {
+        row[r] = xr;
+      }
+    }
+  }
+};
+
 template <class Precision>
 void BM_Kernel(benchmark::State& state) {
   namespace k = moe::kernels;
   const int rows = int(state.range(0));
   std::vector<float> w(std::size_t(k::kPanelColumns * kKernelDepth)), x(std::size_t(rows * kKernelDepth));
-  std::uint64_t seed = 7;
-  auto next = [&seed] {  // a small LCG: values in [-1, 1)
-    seed = seed * 6364136223846793005u + 1442695040888963407u;
-    return float(seed >> 40) / float(1u << 23) - 1.0f;
-  };
+  RandomValues next;
   for (float& v : w) v = next();
   for (float& v : x) v = next();
   k::PanelMatrix<Precision> panel;
   panel.pack(w.data(), k::kPanelColumns, kKernelDepth, kKernelDepth, kKernelDepth);
-  // The activation rows as this precision's kernel reads them.
-  const Index padded = panel.depth();
-  std::vector<std::int8_t> codes(std::size_t(rows * padded));
-  std::vector<float> scales(std::size_t(rows * padded / k::kActivationBlock));
-  std::vector<std::int32_t> sums(scales.size());
-  std::vector<std::uint16_t> halves(std::size_t(rows * padded));
-  k::ActivationRow<Precision> row[k::kTileRows];
-  for (int r = 0; r < rows; ++r) {
-    const float* xr = x.data() + r * kKernelDepth;
-    if constexpr (moe::int8_activations<Precision>::value) {
-      const Index b = r * padded / k::kActivationBlock;
-      k::quantize_activations(xr, kKernelDepth, padded, codes.data() + r * padded, scales.data() + b, sums.data() + b);
-      row[r] = {codes.data() + r * padded, scales.data() + b, sums.data() + b};
-    } else if constexpr (moe::bf16_activations<Precision>::value) {
-      k::round_activations_bf16(xr, kKernelDepth, padded, halves.data() + r * padded);
-      row[r] = {halves.data() + r * padded};
-    } else {
-      row[r] = xr;
-    }
-  }
+  const KernelRows<Precision> activations(x.data(), rows, kKernelDepth, panel.depth());
   alignas(64) float out[k::kTileRows][k::kPanelColumns];
   for (auto _ : state) {
-    kernel_pass<Precision>(row, rows, panel.panel(0), padded, out);
+    kernel_pass<Precision>(activations.row, rows, panel.panel(0), panel.depth(), out);
     benchmark::DoNotOptimize(out);
     benchmark::ClobberMemory();
   }
@@ -653,6 +674,62 @@ void BM_Kernel(benchmark::State& state) {
       benchmark::Counter(2.0 * double(rows) * double(k::kPanelColumns) * double(kKernelDepth) / kGiga * passes,
                          benchmark::Counter::kIsRate);
   state.SetLabel(std::string(moe::TypeName<Precision>()) + ", 1 thread, " + moe::simd::arch_name());
+}
+
+// ---- the micro-kernel streaming cold weights -------------------------------------------------------
+
+// One token row times a matrix of kStreamCaches last-level caches of weights (kKernelDepth depth rows),
+// each of thread_count() threads taking a contiguous share of its panels through kernels::multiply_rows.
+// This is a decode pass's weight stream without a layer around it (no routing, no barriers, no
+// epilogue): BM_DecodeStream GB/s / BM_ReadBandwidth GB/s says how close a precision's kernel streams to
+// the probe, and BM_Fused at 1 token how much of that a layer pass keeps. 16 caches, not kColdFactor's 4:
+// on the 2-core Zen 5 VM a 128 MiB matrix streamed at 139% of the probe (f32), so part of it stayed
+// cached, where 512 MiB gave 89-99%. The matrix is built once per precision and kept (512 MiB each at
+// 32 MiB); its output rows repeat a pool of 64 random rows.
+constexpr double kStreamCaches = 16.0;
+
+template <class Precision>
+void BM_DecodeStream(benchmark::State& state) {
+  namespace k = moe::kernels;
+  constexpr Index kPoolRows = 64;
+  static k::PanelMatrix<Precision> matrix;
+  static std::vector<float> x;
+  if (matrix.panels() == 0) {
+    k::PanelMatrix<Precision> probe;  // one panel, for the bytes a panel takes in this precision
+    probe.resize(k::kPanelColumns, kKernelDepth);
+    const Index panels = Index(std::ceil(kStreamCaches * last_level_cache_bytes() / probe.bytes()));
+    std::vector<float> pool(std::size_t(kPoolRows * kKernelDepth));
+    RandomValues next;
+    for (float& v : pool) v = next();
+    x.resize(std::size_t(kKernelDepth));
+    for (float& v : x) v = next();
+    matrix.resize(panels * k::kPanelColumns, kKernelDepth);
+    for (Index o = 0; o < panels * k::kPanelColumns; ++o)
+      matrix.set_row(o, pool.data() + o % kPoolRows * kKernelDepth, kKernelDepth);
+  }
+  const KernelRows<Precision> activations(x.data(), 1, kKernelDepth, matrix.depth());
+  const int threads = thread_count();
+  struct alignas(64) ThreadOutput {  // a cache line of its own per thread
+    float rows[1][k::kPanelColumns];
+  };
+  std::vector<ThreadOutput> out(static_cast<std::size_t>(threads));
+  for (auto _ : state) {
+    BENCH_OMP(omp parallel num_threads(threads)) {
+#ifdef _OPENMP
+      const int thread = omp_get_thread_num();
+#else
+      const int thread = 0;
+#endif
+      for (Index p = matrix.panels() * thread / threads; p < matrix.panels() * (thread + 1) / threads; ++p)
+        kernel_pass<Precision>(activations.row, 1, matrix.panel(p), matrix.depth(), out[std::size_t(thread)].rows);
+    }
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["GB/s"] =
+      benchmark::Counter(matrix.bytes() / kGiga * double(state.iterations()), benchmark::Counter::kIsRate);
+  state.SetLabel(std::string(moe::TypeName<Precision>()) + ", " + std::to_string(int(matrix.bytes() / (1 << 20))) +
+                 " MiB, " + std::to_string(threads) + " threads, " + moe::simd::arch_name());
 }
 
 // ---- machine probes ------------------------------------------------------------------------------
@@ -767,6 +844,16 @@ MOE_BENCH_KERNEL(moe::q4);
 MOE_BENCH_KERNEL(moe::q8a8);
 MOE_BENCH_KERNEL(moe::q4a8);
 MOE_BENCH_KERNEL(moe::bf16a16);
+#define MOE_BENCH_DECODE_STREAM(PRECISION) \
+  BENCHMARK_TEMPLATE(BM_DecodeStream, PRECISION)->UseRealTime()->Unit(benchmark::kMillisecond)
+MOE_BENCH_DECODE_STREAM(moe::f32);
+MOE_BENCH_DECODE_STREAM(moe::bf16);
+MOE_BENCH_DECODE_STREAM(moe::f16);
+MOE_BENCH_DECODE_STREAM(moe::q8);
+MOE_BENCH_DECODE_STREAM(moe::q4);
+MOE_BENCH_DECODE_STREAM(moe::q8a8);
+MOE_BENCH_DECODE_STREAM(moe::q4a8);
+MOE_BENCH_DECODE_STREAM(moe::bf16a16);
 BENCHMARK(BM_PassOverhead)->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_ReadBandwidth)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_FmaPeak)->UseRealTime()->Unit(benchmark::kMillisecond);

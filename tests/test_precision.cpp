@@ -266,19 +266,22 @@ TEST_CASE("weights a precision cannot hold are refused with their place") {
 TEST_CASE("the SIMD loads decode every code as the scalar conversions do") {
   constexpr int W = moe::simd::kWidth;
   alignas(64) float lanes[W], high[W];
+  auto same_bits = [](float expected, float got) {
+    return std::isnan(expected) ? std::isnan(got) : std::memcmp(&got, &expected, 4) == 0;
+  };
   for (std::uint32_t first = 0; first < 65536; first += W) {
-    std::uint16_t codes[W];
-    for (int i = 0; i < W; ++i) codes[i] = std::uint16_t((first + std::uint32_t(i) * 4099u) & 0xffffu);
-    moe::simd::store(lanes, moe::simd::load_bf16(codes));
+    std::uint16_t codes[2 * W];
+    for (int i = 0; i < 2 * W; ++i) codes[i] = std::uint16_t((first + std::uint32_t(i) * 4099u) & 0xffffu);
+    moe::simd::Vec even, odd;
+    moe::simd::load_bf16_halves(codes, even, odd);
+    moe::simd::store(lanes, even);
+    moe::simd::store(high, odd);
     for (int i = 0; i < W; ++i) {
-      const float expected = moe::bf16::decode(codes[i]);
-      REQUIRE((std::isnan(expected) ? std::isnan(lanes[i]) : std::memcmp(&lanes[i], &expected, 4) == 0));
+      REQUIRE(same_bits(moe::bf16::decode(codes[2 * i]), lanes[i]));
+      REQUIRE(same_bits(moe::bf16::decode(codes[2 * i + 1]), high[i]));
     }
     moe::simd::store(lanes, moe::simd::load_f16(codes));
-    for (int i = 0; i < W; ++i) {
-      const float expected = moe::f16::decode(codes[i]);
-      REQUIRE((std::isnan(expected) ? std::isnan(lanes[i]) : std::memcmp(&lanes[i], &expected, 4) == 0));
-    }
+    for (int i = 0; i < W; ++i) REQUIRE(same_bits(moe::f16::decode(codes[i]), lanes[i]));
   }
   for (int first = 0; first < 256; first += W) {
     std::int8_t signed_codes[W];

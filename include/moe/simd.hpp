@@ -158,15 +158,22 @@ MOE_ALWAYS_INLINE Vec by_lane(Decode decode) {
 }
 }  // namespace detail_load
 
-MOE_ALWAYS_INLINE Vec load_bf16(const std::uint16_t* p) {
+// 2 * kWidth bf16 codes whose 32-bit lane l holds lane l of `low` in its low half and lane l of `high` in
+// its high half (the bf16 panel layout, panel.hpp). A bf16 code is the top half of its f32, so `low` is
+// the lane shifted up and `high` the lane with its low half cleared: one full-width load and two bit
+// operations for two vectors, where widening 16-bit codes takes a load and a shuffle per vector.
+MOE_ALWAYS_INLINE void load_bf16_halves(const std::uint16_t* p, Vec& low, Vec& high) {
 #if MOE_SIMD_XSIMD && XSIMD_WITH_AVX512F
-  const __m512i wide = _mm512_maskz_cvtepu16_epi32(kAllLanes, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-  return Vec(_mm512_castsi512_ps(_mm512_maskz_slli_epi32(kAllLanes, wide, 16)));
+  const __m512i both = _mm512_maskz_loadu_epi32(kAllLanes, p);
+  low = Vec(_mm512_castsi512_ps(_mm512_maskz_slli_epi32(kAllLanes, both, 16)));
+  high = Vec(_mm512_castsi512_ps(_mm512_maskz_and_epi32(kAllLanes, both, _mm512_set1_epi32(int(0xFFFF0000u)))));
 #elif MOE_SIMD_XSIMD && XSIMD_WITH_AVX2
-  const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  return Vec(_mm256_castsi256_ps(_mm256_slli_epi32(wide, 16)));
+  const __m256i both = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  low = Vec(_mm256_castsi256_ps(_mm256_slli_epi32(both, 16)));
+  high = Vec(_mm256_castsi256_ps(_mm256_and_si256(both, _mm256_set1_epi32(int(0xFFFF0000u)))));
 #else
-  return detail_load::by_lane([p](int i) { return ::moe::detail::bf16_to_float(p[i]); });
+  low = detail_load::by_lane([p](int i) { return ::moe::detail::bf16_to_float(p[2 * i]); });
+  high = detail_load::by_lane([p](int i) { return ::moe::detail::bf16_to_float(p[2 * i + 1]); });
 #endif
 }
 

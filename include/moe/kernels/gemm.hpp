@@ -39,12 +39,13 @@ MOE_ALWAYS_INLINE void load_weight_row(const typename PanelFormat<Precision>::Co
   MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) {
     if constexpr (std::is_same<Precision, f32>::value)
       w[v] = simd::load(row + v * simd::kWidth);
-    else if constexpr (std::is_same<Precision, bf16>::value)
-      w[v] = simd::load_bf16(row + v * simd::kWidth);
     else if constexpr (std::is_same<Precision, f16>::value)
       w[v] = simd::load_f16(row + v * simd::kWidth);
     else if constexpr (std::is_same<Precision, q8>::value)
       w[v] = simd::load_i8(row + v * simd::kWidth);
+  }
+  if constexpr (std::is_same<Precision, bf16>::value) {
+    MOE_UNROLL for (int v = 0; v < kTileVectors; v += 2) simd::load_bf16_halves(row + v * simd::kWidth, w[v], w[v + 1]);
   }
   if constexpr (std::is_same<Precision, q4>::value) {
     MOE_UNROLL for (int v = 0; v < kTileVectors / 2; ++v)

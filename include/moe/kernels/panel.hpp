@@ -7,7 +7,10 @@
 // tail is padding in the weights rather than a tail loop in the kernel.
 //
 // Per precision (precision.hpp), a depth row of a panel holds:
-//   f32, bf16, f16  kPanelColumns values;
+//   f32, f16        kPanelColumns values;
+//   bf16            kPanelColumns values, vectors in pairs: the 32-bit lane l of pair (v, v + 1), v even,
+//                   holds lane l of vector v in its low half and of vector v + 1 in its high half, so that
+//                   one load and two bit operations give both as f32 (simd::load_bf16_halves);
 //   q8              kPanelColumns int8 codes; the panel has one f32 scale per column (output row);
 //   q4              kPanelColumns / 2 bytes: byte v * kWidth + l holds lane l of vector v in its low
 //                   nibble and lane l of vector v + kTileVectors / 2 in its high nibble, each as q + 8;
@@ -204,6 +207,10 @@ private:
           c = static_cast<Code>((c & (0xF0 >> shift)) | ((q[i] + 8) << shift));
         }
       }
+    } else if constexpr (std::is_same<Precision, bf16>::value) {
+      const Index vector = column / simd::kWidth, lane = column % simd::kWidth;
+      const Index slot = (vector - vector % 2) * simd::kWidth + 2 * lane + vector % 2;
+      for (Index k = 0; k < in; ++k) codes[at(k, slot)] = Precision::encode(w[k]);
     } else {
       for (Index k = 0; k < in; ++k) codes[at(k, column)] = Precision::encode(w[k]);
     }
