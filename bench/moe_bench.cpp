@@ -683,9 +683,10 @@ void BM_Kernel(benchmark::State& state) {
 // This is a decode pass's weight stream without a layer around it (no routing, no barriers, no
 // epilogue): BM_DecodeStream GB/s / BM_ReadBandwidth GB/s says how close a precision's kernel streams to
 // the probe, and BM_Fused at 1 token how much of that a layer pass keeps. 16 caches, not kColdFactor's 4:
-// on the 2-core Zen 5 VM a 128 MiB matrix streamed at 139% of the probe (f32), so part of it stayed
-// cached, where 512 MiB gave 89-99%. The matrix is built once per precision and kept (512 MiB each at
-// 32 MiB); its output rows repeat a pool of 64 random rows.
+// on the 2-core Zen 5 VM a 128 MiB matrix streamed at 139-154% of the probe (f32) where 512 MiB gave
+// 89-99% in the same alternation, which suggests part of the smaller one stayed cached. The matrix is
+// built once per precision and kept (512 MiB each at 32 MiB); its output rows repeat a pool of 64 random
+// rows.
 constexpr double kStreamCaches = 16.0;
 
 template <class Precision>
