@@ -696,9 +696,9 @@ void BM_DecodeStream(benchmark::State& state) {
   static k::PanelMatrix<Precision> matrix;
   static std::vector<float> x;
   if (matrix.panels() == 0) {
-    k::PanelMatrix<Precision> probe;  // one panel, for the bytes a panel takes in this precision
-    probe.resize(k::kPanelColumns, kKernelDepth);
-    const Index panels = Index(std::ceil(kStreamCaches * last_level_cache_bytes() / probe.bytes()));
+    k::PanelMatrix<Precision> one_panel;  // for the bytes a panel takes in this precision
+    one_panel.resize(k::kPanelColumns, kKernelDepth);
+    const Index panels = Index(std::ceil(kStreamCaches * last_level_cache_bytes() / one_panel.bytes()));
     std::vector<float> pool(std::size_t(kPoolRows * kKernelDepth));
     RandomValues next;
     for (float& v : pool) v = next();
