@@ -9,7 +9,7 @@
 //                      eager MoE does), on the same weights;
 //   BM_Naive           the same layer as plain scalar loops, one token at a time, selected experts only;
 //                      single-threaded by design, and only for 1 and 8 tokens (it is slow);
-//   BM_Kernel<P>       the micro-kernel alone, one thread, one weight panel hot in L2, 1, 2 or 6 token rows
+//   BM_Kernel<P>       the micro-kernel alone, one thread, one or two weight panels hot in L2, 1, 2 or 6 token rows
 //                      (no shape, no tokens argument);
 //   BM_DecodeStream<P> the micro-kernel alone on every thread, one token row, weights streamed from DRAM
 //                      (no shape, no tokens argument);
@@ -592,22 +592,33 @@ void BM_PassOverhead(benchmark::State& state) {
 
 // ---- the micro-kernel alone ------------------------------------------------------------------------
 
-// One thread multiplies `rows` token rows (range 0: 1, 2 or 6) by one packed weight panel of kKernelDepth
-// depth rows, hot in L2 (256 KiB in f32, 64 KiB in q8), through kernels::multiply_rows: the rate the
-// kernel computes at when memory is not the limit. A decode pass is bound by DRAM only when this rate, at
-// 1 row, exceeds one thread's share of BM_ReadBandwidth; otherwise the kernel's instructions are.
+// One thread multiplies `rows` token rows (range 0: 1, 2 or 6) by `panels` (range 1: 1, or 2 through
+// kernels::multiply_panel_pair) packed weight panels of kKernelDepth depth rows, hot in L2 (256 KiB a panel
+// in f32, 64 KiB in q8): the rate the kernel computes at when memory is not the limit. A decode pass is
+// bound by DRAM only when this rate, at 1 row, exceeds one thread's share of BM_ReadBandwidth; otherwise
+// the kernel's instructions are.
 constexpr Index kKernelDepth = 1024;
 
-// One pass of the kernel over the panel into out. Not inlined into the benchmark loop: there GCC spilled
-// the rows-1 tile's registers (2.5x slower), where in the layer's own functions it keeps them.
+// One pass of the kernel over `panels` (1 or 2) consecutive panels from `panel` on into out (a tile's rows
+// per panel): two go through kernels::multiply_panel_pair, as a decode pass's do. Not inlined into the
+// benchmark loop: there GCC spilled the rows-1 tile's registers (2.5x slower), where in the layer's own
+// functions it keeps them.
 template <class Precision>
 __attribute__((noinline)) void kernel_pass(const moe::kernels::ActivationRow<Precision>* rows, int count,
-                                           const moe::kernels::PanelRef<Precision>& panel, Index depth,
+                                           const moe::kernels::PanelMatrix<Precision>& matrix, Index panel, int panels,
                                            float (*out)[moe::kernels::kPanelColumns]) {
-  moe::kernels::multiply_rows<Precision>(rows, count, panel, depth, [&](auto& acc, int n) {
+  namespace k = moe::kernels;
+  auto store = [&](int which, auto& acc, int n) {
     for (int r = 0; r < n; ++r)
-      for (int v = 0; v < moe::kernels::kTileVectors; ++v) moe::simd::store(out[r] + v * moe::simd::kWidth, acc[r][v]);
-  });
+      for (int v = 0; v < k::kTileVectors; ++v)
+        moe::simd::store(out[which * k::kTileRows + r] + v * moe::simd::kWidth, acc[r][v]);
+  };
+  if (panels == 2) {
+    k::multiply_panel_pair<Precision>(rows, count, matrix.panel(panel), matrix.panel(panel + 1), matrix.depth(), store);
+  } else {
+    k::multiply_rows<Precision>(rows, count, matrix.panel(panel), matrix.depth(),
+                                [&](auto& acc, int n) { store(0, acc, n); });
+  }
 }
 
 // Values in [-1, 1) from a small LCG, the same for every precision.
@@ -654,24 +665,24 @@ struct KernelRows {
 template <class Precision>
 void BM_Kernel(benchmark::State& state) {
   namespace k = moe::kernels;
-  const int rows = int(state.range(0));
-  std::vector<float> w(std::size_t(k::kPanelColumns * kKernelDepth)), x(std::size_t(rows * kKernelDepth));
+  const int rows = int(state.range(0)), panels = int(state.range(1));
+  std::vector<float> w(std::size_t(panels * k::kPanelColumns * kKernelDepth)), x(std::size_t(rows * kKernelDepth));
   RandomValues next;
   for (float& v : w) v = next();
   for (float& v : x) v = next();
-  k::PanelMatrix<Precision> panel;
-  panel.pack(w.data(), k::kPanelColumns, kKernelDepth, kKernelDepth, kKernelDepth);
-  const KernelRows<Precision> activations(x.data(), rows, kKernelDepth, panel.depth());
-  alignas(64) float out[k::kTileRows][k::kPanelColumns];
+  k::PanelMatrix<Precision> matrix;
+  matrix.pack(w.data(), panels * k::kPanelColumns, kKernelDepth, kKernelDepth, kKernelDepth);
+  const KernelRows<Precision> activations(x.data(), rows, kKernelDepth, matrix.depth());
+  alignas(64) float out[2 * k::kTileRows][k::kPanelColumns];
   for (auto _ : state) {
-    kernel_pass<Precision>(activations.row, rows, panel.panel(0), panel.depth(), out);
+    kernel_pass<Precision>(activations.row, rows, matrix, 0, panels, out);
     benchmark::DoNotOptimize(out);
     benchmark::ClobberMemory();
   }
   const double passes = double(state.iterations());
-  state.counters["GB/s"] = benchmark::Counter(panel.bytes() / kGiga * passes, benchmark::Counter::kIsRate);
+  state.counters["GB/s"] = benchmark::Counter(matrix.bytes() / kGiga * passes, benchmark::Counter::kIsRate);
   state.counters["GFLOP/s"] =
-      benchmark::Counter(2.0 * double(rows) * double(k::kPanelColumns) * double(kKernelDepth) / kGiga * passes,
+      benchmark::Counter(2.0 * double(rows) * double(panels * k::kPanelColumns) * double(kKernelDepth) / kGiga * passes,
                          benchmark::Counter::kIsRate);
   state.SetLabel(std::string(moe::TypeName<Precision>()) + ", 1 thread, " + moe::simd::arch_name());
 }
@@ -710,8 +721,8 @@ void BM_DecodeStream(benchmark::State& state) {
   }
   const KernelRows<Precision> activations(x.data(), 1, kKernelDepth, matrix.depth());
   const int threads = thread_count();
-  struct alignas(64) ThreadOutput {  // a cache line of its own per thread
-    float rows[1][k::kPanelColumns];
+  struct alignas(64) ThreadOutput {  // cache lines of its own per thread
+    float rows[2 * k::kTileRows][k::kPanelColumns];
   };
   std::vector<ThreadOutput> out(static_cast<std::size_t>(threads));
   for (auto _ : state) {
@@ -721,8 +732,11 @@ void BM_DecodeStream(benchmark::State& state) {
 #else
       const int thread = 0;
 #endif
-      for (Index p = matrix.panels() * thread / threads; p < matrix.panels() * (thread + 1) / threads; ++p)
-        kernel_pass<Precision>(activations.row, 1, matrix.panel(p), matrix.depth(), out[std::size_t(thread)].rows);
+      // Two panels at a time, as a decode pass takes them.
+      for (Index p = matrix.panels() * thread / threads, end = matrix.panels() * (thread + 1) / threads; p < end;
+           p += 2)
+        kernel_pass<Precision>(activations.row, 1, matrix, p, int(std::min<Index>(2, end - p)),
+                               out[std::size_t(thread)].rows);
     }
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
@@ -836,7 +850,14 @@ BENCHMARK(BM_Naive)
     ->ArgsProduct({{0, 1}, {1, 8}})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
-#define MOE_BENCH_KERNEL(PRECISION) BENCHMARK_TEMPLATE(BM_Kernel, PRECISION)->ArgName("rows")->Arg(1)->Arg(2)->Arg(6)
+#define MOE_BENCH_KERNEL(PRECISION)        \
+  BENCHMARK_TEMPLATE(BM_Kernel, PRECISION) \
+      ->ArgNames({"rows", "panels"})       \
+      ->Args({1, 1})                       \
+      ->Args({1, 2})                       \
+      ->Args({2, 1})                       \
+      ->Args({2, 2})                       \
+      ->Args({6, 1})
 MOE_BENCH_KERNEL(moe::f32);
 MOE_BENCH_KERNEL(moe::bf16);
 MOE_BENCH_KERNEL(moe::f16);

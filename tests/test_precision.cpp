@@ -205,19 +205,27 @@ TEST_CASE_TEMPLATE("stored precisions give the same bits on one and two threads"
 // at whatever position its experts' tiles give it.
 TEST_CASE_TEMPLATE("a token gives the same bits alone and in a batch", P, moe::f32, moe::bf16, moe::f16, moe::q8,
                    moe::q4, moe::q8a8, moe::q4a8, moe::bf16a16) {
-  const auto c = check::config(70, 100, 3, 2);  // 13 tokens on 3 experts: tiles of 6 rows and fewer
-  const reference::Weights w = reference::random_weights(c, 221, 4.0f);
-  moe::Layer<Dynamic, Dynamic, P> layer(c, moe::SoftmaxTopK(true));
-  reference::load(layer, w);
-  constexpr moe::Index kTokens = 13, H = 70;
-  const std::vector<float> x = synthetic::tokens(kTokens, H, 222);
-  moe::Workspace ws = layer.workspace(kTokens);
-  std::vector<float> batch(kTokens * H), alone(H);
-  layer.forward(x.data(), H, batch.data(), H, kTokens, ws);
-  for (moe::Index t = 0; t < kTokens; ++t) {
-    layer.forward(x.data() + t * H, H, alone.data(), H, 1, ws);
-    INFO("token " << t);
-    CHECK(std::memcmp(alone.data(), batch.data() + t * H, H * sizeof(float)) == 0);
+  // 13 tokens on 3 experts: tiles of 6 rows and fewer, against passes of 1 and 2 tokens. The second
+  // shape's small passes pair panels (kernels::multiply_panel_pair, tiles of 1 and 2 rows) in the input
+  // projections, an odd count of them (19 on AVX-512). Paired combine items are checked against the
+  // reference ("decode combine items that span several output panels", one thread).
+  for (const moe::Index H : {moe::Index(70), moe::Index(300)}) {
+    const auto c = check::config(H, H == 70 ? 100 : 600, 3, 2);
+    const reference::Weights w = reference::random_weights(c, 221, 4.0f);
+    moe::Layer<Dynamic, Dynamic, P> layer(c, moe::SoftmaxTopK(true));
+    reference::load(layer, w);
+    constexpr moe::Index kTokens = 13;
+    const std::vector<float> x = synthetic::tokens(kTokens, H, 222);
+    moe::Workspace ws = layer.workspace(kTokens);
+    std::vector<float> batch(kTokens * H), small(2 * H);
+    layer.forward(x.data(), H, batch.data(), H, kTokens, ws);
+    for (const moe::Index n : {moe::Index(1), moe::Index(2)}) {
+      for (moe::Index t = 0; t + n <= kTokens; t += n) {
+        layer.forward(x.data() + t * H, H, small.data(), H, n, ws);
+        INFO("hidden " << H << ", tokens " << t << " to " << t + n - 1);
+        CHECK(std::memcmp(small.data(), batch.data() + t * H, std::size_t(n * H) * sizeof(float)) == 0);
+      }
+    }
   }
 }
 
@@ -320,6 +328,66 @@ TEST_CASE_TEMPLATE("the micro-kernel multiplies by packed panels of every precis
   check_panel_products(
       packed, rows, w, out, in, depth, [&](int r, moe::Index k) { return double(rows[r][k]); },
       [&](moe::Index) { return 2 * in * std::numeric_limits<float>::epsilon(); });
+}
+
+// multiply_panel_pair gives each of its panels exactly what multiply_rows gives it alone, for every row
+// count (up to pair_rows() rows in one paired tile, more one panel after the other), every precision, a
+// depth off the q4 block, and a last panel that is mostly padding.
+TEST_CASE_TEMPLATE("two panels in one tile give each panel's bits alone", P, moe::f32, moe::bf16, moe::f16, moe::q8,
+                   moe::q4, moe::q8a8, moe::q4a8, moe::bf16a16) {
+  namespace k = moe::kernels;
+  const moe::Index out = 2 * k::kPanelColumns + 5, in = 77;
+  std::vector<float> w = random_vector(std::size_t(out * in), 31, 0.3f);
+  k::PanelMatrix<P> packed;
+  packed.pack(w.data(), out, in, in, in);
+  constexpr int kRows = k::kTileRows;
+  const std::vector<float> a = random_vector(std::size_t(kRows * packed.depth()), 32, 1.0f);
+  std::vector<std::int8_t> codes(a.size());
+  std::vector<float> scales(a.size() / k::kActivationBlock + 1);
+  std::vector<std::int32_t> sums(scales.size());
+  std::vector<std::uint16_t> halves(a.size());
+  k::ActivationRow<P> rows[kRows];
+  for (int r = 0; r < kRows; ++r) {
+    const moe::Index at = r * packed.depth();
+    if constexpr (moe::int8_activations<P>::value) {
+      const moe::Index b = at / k::kActivationBlock;
+      k::quantize_activations(a.data() + at, in, packed.depth(), codes.data() + at, scales.data() + b, sums.data() + b);
+      rows[r] = {codes.data() + at, scales.data() + b, sums.data() + b};
+    } else if constexpr (moe::bf16_activations<P>::value) {
+      k::round_activations_bf16(a.data() + at, in, packed.depth(), halves.data() + at);
+      rows[r] = {halves.data() + at};
+    } else {
+      rows[r] = a.data() + at;
+    }
+  }
+  using Lanes = std::vector<float>;  // a tile's rows, kPanelColumns lanes each
+  auto lanes_of = [](auto& acc, int n) {
+    Lanes lanes(std::size_t(n * k::kPanelColumns));
+    for (int r = 0; r < n; ++r)
+      for (int v = 0; v < k::kTileVectors; ++v)
+        moe::simd::store(lanes.data() + r * k::kPanelColumns + v * moe::simd::kWidth, acc[r][v]);
+    return lanes;
+  };
+  for (int count = 1; count <= kRows; ++count)
+    for (moe::Index p = 0; p + 1 < packed.panels(); ++p) {
+      Lanes alone[2], paired[2];
+      for (int i = 0; i < 2; ++i)
+        k::multiply_rows<P>(rows, count, packed.panel(p + i), packed.depth(), [&](auto& acc, int n) {
+          REQUIRE(n == count);
+          alone[i] = lanes_of(acc, n);
+        });
+      int calls = 0;
+      k::multiply_panel_pair<P>(rows, count, packed.panel(p), packed.panel(p + 1), packed.depth(),
+                                [&](int which, auto& acc, int n) {
+                                  REQUIRE(which == calls++);  // first, then second
+                                  REQUIRE(n == count);
+                                  paired[which] = lanes_of(acc, n);
+                                });
+      INFO("rows " << count << ", panels " << p << " and " << p + 1);
+      REQUIRE(calls == 2);
+      CHECK(std::memcmp(paired[0].data(), alone[0].data(), alone[0].size() * sizeof(float)) == 0);
+      CHECK(std::memcmp(paired[1].data(), alone[1].data(), alone[1].size() * sizeof(float)) == 0);
+    }
 }
 
 TEST_CASE("activations quantise to int8 per block of 32 as documented") {

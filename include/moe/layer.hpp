@@ -613,8 +613,8 @@ private:
     run_on_team(threads, [&] {
       MOE_OMP(omp for schedule(dynamic))
       for (int item = 0; item < items; ++item)
-        for (int p = ws.items_[3 * item + 1], last = p + ws.items_[3 * item + 2]; p < last; ++p)
-          compute<A>(ws.items_[3 * item], p, x, x_stride, ws);
+        for (int p = ws.items_[3 * item + 1], last = p + ws.items_[3 * item + 2]; p < last; p += 2)
+          compute<A>(ws.items_[3 * item], p, std::min(2, last - p), x, x_stride, ws);
       if constexpr (kInt8 && !kQuantizeInEpilogue) {
         // The down projections read the hidden rows as int8: quantise each once, every block of it.
         for (int e = 0; e < expert_count(); ++e) {
@@ -635,14 +635,16 @@ private:
     });
   }
 
-  // Expert e's input projection for one panel, for all its tokens, with the activation in the epilogue:
-  // act(gate) * up for gated experts, act(up) for plain ones, into the expert's hidden rows.
+  // Expert e's input projection for `panels` (1 or 2) consecutive panels from p on, for all its tokens,
+  // with the activation in the epilogue: act(gate) * up for gated experts, act(up) for plain ones, into the
+  // expert's hidden rows. Two panels go through kernels::multiply_panel_pair, which runs a tile of one or
+  // two tokens over both at once.
   template <Activation A>
-  void compute(int e, Index p, const float* x, Index x_stride, Workspace& ws) const {
+  void compute(int e, Index p, int panels, const float* x, Index x_stride, Workspace& ws) const {
     constexpr int kHalf = kernels::kTileVectors / 2;
     const bool gated = config_.ffn.gated;
     const Index ffn = ffn_padded(e);
-    const auto panel = experts_[std::size_t(e)].input_projection().panel(p);
+    const auto& projection = experts_[std::size_t(e)].input_projection();
     const Index hidden = ws.hidden_offset_[e] + p * Expert::hidden_per_panel(gated);
     // A row's hidden values from this panel, h[0, count), go to the f32 rows, or straight to the bf16 or
     // int8 rows the down projection reads (at and count are whole blocks: Expert::ffn_padded).
@@ -666,18 +668,26 @@ private:
       Row rows[kRows];
       for (int r = 0; r < n; ++r) rows[r] = input_row(x, x_stride, ws.assigned_token_[first + r], ws);
       const Index out = hidden + Index(first - begin) * ffn;
-      kernels::multiply_rows(rows, n, panel, hidden_size(), [&](auto& acc, int m) {
+      // Panel `which` of the call's (0 or 1) yields hidden columns from out + which * hidden_per_panel.
+      auto epilogue = [&](int which, auto& acc, int m) {
+        const Index at = out + which * Expert::hidden_per_panel(gated);
         for (int r = 0; r < m; ++r) {
           simd::Vec h[kernels::kTileVectors];
           if (gated) {
             MOE_UNROLL for (int v = 0; v < kHalf; ++v) h[v] = kernels::activate<A>(acc[r][v]) * acc[r][v + kHalf];
-            put(out + r * ffn, h, kHalf);
+            put(at + r * ffn, h, kHalf);
           } else {
             MOE_UNROLL for (int v = 0; v < kernels::kTileVectors; ++v) h[v] = kernels::activate<A>(acc[r][v]);
-            put(out + r * ffn, h, kernels::kTileVectors);
+            put(at + r * ffn, h, kernels::kTileVectors);
           }
         }
-      });
+      };
+      if (panels == 2) {
+        kernels::multiply_panel_pair(rows, n, projection.panel(p), projection.panel(p + 1), hidden_size(), epilogue);
+      } else {
+        kernels::multiply_rows(rows, n, projection.panel(p), hidden_size(),
+                               [&](auto& acc, int m) { epilogue(0, acc, m); });
+      }
     }
   }
 
@@ -694,22 +704,32 @@ private:
       const Index ffn = ffn_padded(e);
       const int begin = ws.offsets_[e], end = ws.offsets_[e + 1];
       if (begin == end) continue;
-      // Panel by panel, each front to back: one stream through the expert's contiguous panels.
-      for (Index p = p_begin; p < p_end; ++p) {
-        const Index column = p * kPanel;
-        const Index width = std::min(kPanel, hidden_size() - column);
+      // Panel by panel (two at a time: multiply_panel_pair), each front to back: one stream through the
+      // expert's contiguous panels.
+      const auto& projection = experts_[std::size_t(e)].down_projection();
+      for (Index p = p_begin; p < p_end; p += 2) {
+        const bool pair = p + 1 < p_end;
         for (Index k0 = 0; k0 < ffn; k0 += kernels::kDepthBlock) {
           const Index depth = std::min(kernels::kDepthBlock, ffn - k0);
-          const auto panel = experts_[std::size_t(e)].down_projection().panel(p, k0);
           for (int first = begin; first < end; first += kRows) {
             const int n = std::min(kRows, end - first);
             Row rows[kRows];
             for (int r = 0; r < n; ++r) rows[r] = hidden_row(e, first - begin + r, k0, ws);
-            kernels::multiply_rows(rows, n, panel, depth, [&](auto& acc, int m) {
+            // Panel p + which's sums, added to its columns of each row's token.
+            auto epilogue = [&](int which, auto& acc, int m) {
+              const Index column = (p + which) * kPanel;
+              const Index width = std::min(kPanel, hidden_size() - column);
               for (int r = 0; r < m; ++r)
                 add_weighted(acc[r], ws.assigned_weight_[first + r],
                              y + ws.assigned_token_[first + r] * y_stride + column, width);
-            });
+            };
+            if (pair) {
+              kernels::multiply_panel_pair(rows, n, projection.panel(p, k0), projection.panel(p + 1, k0), depth,
+                                           epilogue);
+            } else {
+              kernels::multiply_rows(rows, n, projection.panel(p, k0), depth,
+                                     [&](auto& acc, int m) { epilogue(0, acc, m); });
+            }
           }
         }
       }

@@ -53,79 +53,105 @@ MOE_ALWAYS_INLINE void load_weight_row(const typename PanelFormat<Precision>::Co
   }
 }
 
-// sum[r][v] += rows[r][k] * w[k][v-th vector] for one depth row k, its weights widened to f32 lanes.
-template <int Rows, class Precision>
-MOE_ALWAYS_INLINE void accumulate_row(const float* const* rows, const typename PanelFormat<Precision>::Code* codes,
-                                      Index k, simd::Vec (&sum)[Rows][kTileVectors]) {
+// sum[p][r][v] += rows[r][k] * w_p[k][v-th vector] for one depth row k of each of Panels panels, the
+// weights widened to f32 lanes.
+template <int Rows, int Panels, class Precision>
+MOE_ALWAYS_INLINE void accumulate_row(const float* const* rows,
+                                      const typename PanelFormat<Precision>::Code* const* codes, Index k,
+                                      simd::Vec (&sum)[Panels][Rows][kTileVectors]) {
   constexpr int kRowBytes = PanelFormat<Precision>::kCodesPerRow * int(sizeof(typename PanelFormat<Precision>::Code));
-  const auto* row = codes + k * PanelFormat<Precision>::kCodesPerRow;
-  // With one or two token rows a tile is bound by memory, not FMAs: ask for the weights a few depth
-  // rows ahead so that DRAM requests overlap even where the hardware prefetcher is still ramping up
-  // (every expert panel is a new stream). Measured on Zen 5: +5-10% decode bandwidth at 2 KiB ahead;
-  // 4 KiB ahead, 4-10% faster again at 1 token for bf16, q4 and q4a8, q8a8 within noise (alternating runs).
-  if constexpr (Rows <= 2) {
-    MOE_UNROLL for (int line = 0; line < kRowBytes; line += 64)
-        simd::prefetch(reinterpret_cast<std::uintptr_t>(row) + kPrefetchBytes + line);
-  }
-  simd::Vec w[kTileVectors];
-  load_weight_row<Precision>(row, w);
-  // Pinned so that the rows reuse one loaded vector (pin). q4's vectors are table lookups, which no FMA
-  // can fold, and pinning them made GCC 12 also store each one to the stack every depth row: 4 dead
-  // stores per 64 weights, which bound its 1-row tile.
-  if constexpr (!std::is_same<Precision, q4>::value) {
-    MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) simd::pin(w[v]);
+  simd::Vec w[Panels][kTileVectors];
+  MOE_UNROLL for (int p = 0; p < Panels; ++p) {
+    const auto* row = codes[p] + k * PanelFormat<Precision>::kCodesPerRow;
+    // With one or two token rows a tile is bound by memory, not FMAs: ask for the weights a few depth
+    // rows ahead so that DRAM requests overlap even where the hardware prefetcher is still ramping up
+    // (every expert panel is a new stream). Measured on Zen 5: +5-10% decode bandwidth at 2 KiB ahead;
+    // 4 KiB ahead, 4-10% faster again at 1 token for bf16, q4 and q4a8, q8a8 within noise (alternating runs).
+    if constexpr (Rows <= 2) {
+      MOE_UNROLL for (int line = 0; line < kRowBytes; line += 64)
+          simd::prefetch(reinterpret_cast<std::uintptr_t>(row) + kPrefetchBytes + line);
+    }
+    load_weight_row<Precision>(row, w[p]);
+    // Pinned so that the rows reuse one loaded vector (pin). q4's vectors are table lookups, which no FMA
+    // can fold, and pinning them made GCC 12 also store each one to the stack every depth row: 4 dead
+    // stores per 64 weights, which bound its 1-row tile.
+    if constexpr (!std::is_same<Precision, q4>::value) {
+      MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) simd::pin(w[p][v]);
+    }
   }
   MOE_UNROLL for (int r = 0; r < Rows; ++r) {
     const simd::Vec x = simd::broadcast(rows[r][k]);
-    MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) sum[r][v] = simd::fma(x, w[v], sum[r][v]);
+    MOE_UNROLL for (int p = 0; p < Panels; ++p) {
+      MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) sum[p][r][v] = simd::fma(x, w[p][v], sum[p][r][v]);
+    }
   }
 }
 
-// acc[r][v] += sum over depth rows k of rows[r][k] * w[k][v-th vector], weights widened to f32 lanes.
-template <int Rows, class Precision>
-MOE_ALWAYS_INLINE void accumulate_rows(const float* const* rows, const typename PanelFormat<Precision>::Code* codes,
-                                       Index k_begin, Index k_end, simd::Vec (&acc)[kTileRows][kTileVectors]) {
+// acc[p][r][v] += sum over depth rows k of rows[r][k] * w_p[k][v-th vector], weights widened to f32 lanes.
+template <int Rows, int Panels, class Precision>
+MOE_ALWAYS_INLINE void accumulate_rows(const float* const* rows,
+                                       const typename PanelFormat<Precision>::Code* const* codes, Index k_begin,
+                                       Index k_end, simd::Vec (&acc)[Panels][kTileRows][kTileVectors]) {
   // A local copy of the accumulators: GCC keeps a by-reference array in memory across the loop (a store
   // and a reload per FMA, measured 2x slower at decode), but a local one entirely in registers.
-  simd::Vec sum[Rows][kTileVectors];
-  MOE_UNROLL for (int r = 0; r < Rows; ++r) { MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) sum[r][v] = acc[r][v]; }
-  for (Index k = k_begin; k < k_end; ++k) accumulate_row<Rows, Precision>(rows, codes, k, sum);
-  MOE_UNROLL for (int r = 0; r < Rows; ++r) { MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) acc[r][v] = sum[r][v]; }
+  simd::Vec sum[Panels][Rows][kTileVectors];
+  MOE_UNROLL for (int p = 0; p < Panels; ++p) {
+    MOE_UNROLL for (int r = 0; r < Rows; ++r) {
+      MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) sum[p][r][v] = acc[p][r][v];
+    }
+  }
+  for (Index k = k_begin; k < k_end; ++k) accumulate_row<Rows, Panels, Precision>(rows, codes, k, sum);
+  MOE_UNROLL for (int p = 0; p < Panels; ++p) {
+    MOE_UNROLL for (int r = 0; r < Rows; ++r) {
+      MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) acc[p][r][v] = sum[p][r][v];
+    }
+  }
 }
 
-// acc[r][v] = sum_k rows[r][k] * W[k][v-th vector] for Rows token rows and `depth` rows of the panel.
-// The accumulators stay in registers across the whole depth; the caller's epilogue reads them once per
-// tile. q8's per-column scales multiply the finished sums. q4 sums each 32-row block with the bare codes
-// and then adds block sum * block scale, one FMA per accumulator per block, rather than a multiply per
-// weight vector per depth row. Every tile, 1 to kTileRows rows, does the same, so a token's sums do not
-// depend on the tile it lands in. At 6 rows the block sums, the 4 weight vectors and a broadcast take 29
+// acc[p][r][v] = sum_k rows[r][k] * W_p[k][v-th vector] for Rows token rows, `depth` rows of each of
+// Panels panels. The accumulators stay in registers across the whole depth; the caller's epilogue reads
+// them once per tile. q8's per-column scales multiply the finished sums. q4 sums each 32-row block with
+// the bare codes and then adds block sum * block scale, one FMA per accumulator per block, rather than a
+// multiply per weight vector per depth row. Every tile, 1 to kTileRows rows and 1 or 2 panels, does the
+// same for each accumulator in the same order, so a token's sums depend neither on the tile it lands in
+// nor on the panel beside it. At 6 rows the q4 block sums, the 4 weight vectors and a broadcast take 29
 // of 32 registers and the running sums live in memory, read and written once per block (BM_Kernel<q4>
 // at 6 rows: 166 -> 200 GFLOP/s against scaling the weights with the running sums in registers).
-template <int Rows, class Precision>
-MOE_ALWAYS_INLINE void multiply_tile(const float* const* rows, const PanelRef<Precision>& panel, Index depth,
-                                     simd::Vec (&acc)[kTileRows][kTileVectors]) {
-  MOE_UNROLL for (int r = 0; r < Rows; ++r) {
-    MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) acc[r][v] = simd::broadcast(0.0f);
+template <int Rows, int Panels, class Precision>
+MOE_ALWAYS_INLINE void multiply_tile(const float* const* rows, const PanelRef<Precision> (&panels)[Panels], Index depth,
+                                     simd::Vec (&acc)[Panels][kTileRows][kTileVectors]) {
+  const typename PanelFormat<Precision>::Code* codes[Panels];
+  MOE_UNROLL for (int p = 0; p < Panels; ++p) {
+    codes[p] = panels[p].codes;
+    MOE_UNROLL for (int r = 0; r < Rows; ++r) {
+      MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) acc[p][r][v] = simd::broadcast(0.0f);
+    }
   }
   if constexpr (std::is_same<Precision, q4>::value) {
     for (Index k0 = 0; k0 < depth; k0 += q4::kBlock) {
-      simd::Vec block[kTileRows][kTileVectors];
-      MOE_UNROLL for (int r = 0; r < Rows; ++r) {
-        MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) block[r][v] = simd::broadcast(0.0f);
+      simd::Vec block[Panels][kTileRows][kTileVectors];
+      MOE_UNROLL for (int p = 0; p < Panels; ++p) {
+        MOE_UNROLL for (int r = 0; r < Rows; ++r) {
+          MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) block[p][r][v] = simd::broadcast(0.0f);
+        }
       }
-      accumulate_rows<Rows, Precision>(rows, panel.codes, k0, std::min<Index>(depth, k0 + q4::kBlock), block);
-      const std::uint16_t* block_scales = panel.scales + k0 / q4::kBlock * kPanelColumns;
-      MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) {
-        const simd::Vec scale = simd::load_f16(block_scales + v * simd::kWidth);
-        MOE_UNROLL for (int r = 0; r < Rows; ++r) acc[r][v] = simd::fma(block[r][v], scale, acc[r][v]);
+      accumulate_rows<Rows, Panels, Precision>(rows, codes, k0, std::min<Index>(depth, k0 + q4::kBlock), block);
+      MOE_UNROLL for (int p = 0; p < Panels; ++p) {
+        const std::uint16_t* block_scales = panels[p].scales + k0 / q4::kBlock * kPanelColumns;
+        MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) {
+          const simd::Vec scale = simd::load_f16(block_scales + v * simd::kWidth);
+          MOE_UNROLL for (int r = 0; r < Rows; ++r) acc[p][r][v] = simd::fma(block[p][r][v], scale, acc[p][r][v]);
+        }
       }
     }
   } else {
-    accumulate_rows<Rows, Precision>(rows, panel.codes, 0, depth, acc);
+    accumulate_rows<Rows, Panels, Precision>(rows, codes, 0, depth, acc);
     if constexpr (std::is_same<Precision, q8>::value) {
-      MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) {
-        const simd::Vec scale = simd::load(panel.scales + v * simd::kWidth);
-        MOE_UNROLL for (int r = 0; r < Rows; ++r) acc[r][v] = acc[r][v] * scale;
+      MOE_UNROLL for (int p = 0; p < Panels; ++p) {
+        MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) {
+          const simd::Vec scale = simd::load(panels[p].scales + v * simd::kWidth);
+          MOE_UNROLL for (int r = 0; r < Rows; ++r) acc[p][r][v] = acc[p][r][v] * scale;
+        }
       }
     }
   }
@@ -264,17 +290,62 @@ MOE_ALWAYS_INLINE void multiply_rows(const ActivationRow<Precision>* rows, int c
       return;
     }
   }
-  simd::Vec acc[kTileRows][kTileVectors];
+  simd::Vec acc[1][kTileRows][kTileVectors];
   if constexpr (int8_activations<Precision>::value) {
-    multiply_tile_int8<(Rows < kInt8TileRows ? Rows : kInt8TileRows), Precision>(rows, panel, depth, acc);
+    multiply_tile_int8<(Rows < kInt8TileRows ? Rows : kInt8TileRows), Precision>(rows, panel, depth, acc[0]);
     if constexpr (Rows > kInt8TileRows)
-      multiply_tile_int8<Rows - kInt8TileRows, Precision>(rows + kInt8TileRows, panel, depth, acc + kInt8TileRows);
+      multiply_tile_int8<Rows - kInt8TileRows, Precision>(rows + kInt8TileRows, panel, depth, acc[0] + kInt8TileRows);
   } else if constexpr (bf16_activations<Precision>::value) {
-    multiply_tile_bf16<Rows>(rows, panel, depth, acc);
+    multiply_tile_bf16<Rows>(rows, panel, depth, acc[0]);
   } else {
-    multiply_tile<Rows, Precision>(rows, panel, depth, acc);
+    const PanelRef<Precision> panels[1] = {panel};
+    multiply_tile<Rows, 1, Precision>(rows, panels, depth, acc);
   }
-  epilogue(acc, Rows);
+  epilogue(acc[0], Rows);
+}
+
+// Token rows up to which multiply_panel_pair runs both panels in one tile; 0: never. Measured per
+// precision (BM_Kernel, BM_DecodeStream, BM_Fused at 1 token, docs/PERFORMANCE.md):
+// - q8 with 32 registers pairs 1-row tiles only: its 2-row tiles already have 8 chains and are bound by
+//   the instructions that widen its codes, and paired they measured 2-4% slower;
+// - q4 never: its kernel gained 9% (28% with AVX2) paired, but its stream of codes and scales read 2-14%
+//   slower in four alternations and its layer showed no gain;
+// - the int8 and bf16 dot products (q8a8, q4a8, bf16a16) never: they do 2-4x the work per instruction.
+template <class Precision>
+constexpr int pair_rows() {
+  if (std::is_same<Precision, q4>::value || int8_activations<Precision>::value || bf16_activations<Precision>::value)
+    return 0;
+  return std::is_same<Precision, q8>::value && simd::kRegisters >= 32 ? 1 : 2;
+}
+
+// Two panels of one matrix (same depth) times the same token rows: epilogue(0, acc, rows) for `first`,
+// then epilogue(1, acc, rows) for `second`, with what multiply_rows would give each, bit for bit. Why
+// pair them: with one or two rows a tile's accumulators are only kTileVectors (or twice that) dependent
+// FMA chains, and each waits the FMA latency (4 cycles on Zen 5) every depth row, so a 1-row tile whose
+// weights decode cheaply is bound by that latency. Two panels in one tile double the independent chains
+// without changing any sum's order (BM_Kernel at 1 row, bf16: 107 -> 150 GB/s with AVX-512, 28 -> 46 with
+// AVX2, which has half the chains). Larger tiles have chains enough, and the precisions pair_rows leaves out
+// run one panel after the other.
+template <class Precision, class Epilogue>
+MOE_ALWAYS_INLINE void multiply_panel_pair(const ActivationRow<Precision>* rows, int count,
+                                           const PanelRef<Precision>& first, const PanelRef<Precision>& second,
+                                           Index depth, Epilogue&& epilogue) {
+  constexpr int kPairRows = pair_rows<Precision>();
+  if constexpr (kPairRows > 0) {
+    if (count <= kPairRows) {
+      const PanelRef<Precision> panels[2] = {first, second};
+      simd::Vec acc[2][kTileRows][kTileVectors];
+      if constexpr (kPairRows == 2) {
+        if (count == 2) multiply_tile<2, 2, Precision>(rows, panels, depth, acc);
+      }
+      if (count == 1) multiply_tile<1, 2, Precision>(rows, panels, depth, acc);
+      epilogue(0, acc[0], count);
+      epilogue(1, acc[1], count);
+      return;
+    }
+  }
+  multiply_rows<Precision>(rows, count, first, depth, [&](auto& acc, int n) { epilogue(0, acc, n); });
+  multiply_rows<Precision>(rows, count, second, depth, [&](auto& acc, int n) { epilogue(1, acc, n); });
 }
 
 }  // namespace kernels
