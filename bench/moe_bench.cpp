@@ -593,14 +593,14 @@ void BM_PassOverhead(benchmark::State& state) {
 // ---- the micro-kernel alone ------------------------------------------------------------------------
 
 // One thread multiplies `rows` token rows (range 0: 1, 2 or 6) by `panels` (range 1: 1, or 2 through
-// kernels::multiply_panel_pair) packed weight panels of kKernelDepth depth rows, hot in L2 (256 KiB a panel
+// kernels::multiply_panels) packed weight panels of kKernelDepth depth rows, hot in L2 (256 KiB a panel
 // in f32, 64 KiB in q8): the rate the kernel computes at when memory is not the limit. A decode pass is
 // bound by DRAM only when this rate, at 1 row, exceeds one thread's share of BM_ReadBandwidth; otherwise
 // the kernel's instructions are.
 constexpr Index kKernelDepth = 1024;
 
 // One pass of the kernel over `panels` (1 or 2) consecutive panels from `panel` on into out (a tile's rows
-// per panel): two go through kernels::multiply_panel_pair, as a decode pass's do. Not inlined into the
+// per panel) through kernels::multiply_panels, as a decode pass's go. Not inlined into the
 // benchmark loop: there GCC spilled the rows-1 tile's registers (2.5x slower), where in the layer's own
 // functions it keeps them.
 template <class Precision>
@@ -613,12 +613,8 @@ __attribute__((noinline)) void kernel_pass(const moe::kernels::ActivationRow<Pre
       for (int v = 0; v < k::kTileVectors; ++v)
         moe::simd::store(out[which * k::kTileRows + r] + v * moe::simd::kWidth, acc[r][v]);
   };
-  if (panels == 2) {
-    k::multiply_panel_pair<Precision>(rows, count, matrix.panel(panel), matrix.panel(panel + 1), matrix.depth(), store);
-  } else {
-    k::multiply_rows<Precision>(rows, count, matrix.panel(panel), matrix.depth(),
-                                [&](auto& acc, int n) { store(0, acc, n); });
-  }
+  const k::PanelRef<Precision> refs[2] = {matrix.panel(panel), matrix.panel(panel + panels - 1)};
+  k::multiply_panels<Precision>(rows, count, refs, panels, matrix.depth(), store);
 }
 
 // Values in [-1, 1) from a small LCG, the same for every precision.

@@ -206,7 +206,7 @@ TEST_CASE_TEMPLATE("stored precisions give the same bits on one and two threads"
 TEST_CASE_TEMPLATE("a token gives the same bits alone and in a batch", P, moe::f32, moe::bf16, moe::f16, moe::q8,
                    moe::q4, moe::q8a8, moe::q4a8, moe::bf16a16) {
   // 13 tokens on 3 experts: tiles of 6 rows and fewer, against passes of 1 and 2 tokens. The second
-  // shape's small passes pair panels (kernels::multiply_panel_pair, tiles of 1 and 2 rows) in the input
+  // shape's small passes pair panels (kernels::multiply_panels, tiles of 1 and 2 rows) in the input
   // projections, an odd count of them (19 on AVX-512). Paired combine items are checked against the
   // reference ("decode combine items that span several output panels", one thread).
   for (const moe::Index H : {moe::Index(70), moe::Index(300)}) {
@@ -330,9 +330,9 @@ TEST_CASE_TEMPLATE("the micro-kernel multiplies by packed panels of every precis
       [&](moe::Index) { return 2 * in * std::numeric_limits<float>::epsilon(); });
 }
 
-// multiply_panel_pair gives each of its panels exactly what multiply_rows gives it alone, for every row
-// count (up to pair_rows() rows in one paired tile, more one panel after the other), every precision, a
-// depth off the q4 block, and a last panel that is mostly padding.
+// multiply_panels over two panels gives each exactly what it gives that panel alone (one multiply_rows), for
+// every row count (up to pair_rows() rows in one paired tile, more one panel after the other), every
+// precision, a depth off the q4 block, and a last panel that is mostly padding.
 TEST_CASE_TEMPLATE("two panels in one tile give each panel's bits alone", P, moe::f32, moe::bf16, moe::f16, moe::q8,
                    moe::q4, moe::q8a8, moe::q4a8, moe::bf16a16) {
   namespace k = moe::kernels;
@@ -370,19 +370,21 @@ TEST_CASE_TEMPLATE("two panels in one tile give each panel's bits alone", P, moe
   };
   for (int count = 1; count <= kRows; ++count)
     for (moe::Index p = 0; p + 1 < packed.panels(); ++p) {
+      const k::PanelRef<P> panels[2] = {packed.panel(p), packed.panel(p + 1)};
       Lanes alone[2], paired[2];
-      for (int i = 0; i < 2; ++i)
-        k::multiply_rows<P>(rows, count, packed.panel(p + i), packed.depth(), [&](auto& acc, int n) {
-          REQUIRE(n == count);
-          alone[i] = lanes_of(acc, n);
-        });
-      int calls = 0;
-      k::multiply_panel_pair<P>(rows, count, packed.panel(p), packed.panel(p + 1), packed.depth(),
-                                [&](int which, auto& acc, int n) {
-                                  REQUIRE(which == calls++);  // first, then second
-                                  REQUIRE(n == count);
-                                  paired[which] = lanes_of(acc, n);
-                                });
+      Lanes* into = alone;
+      int offset = 0, calls = 0;
+      // One epilogue for every call, as the layer has: records the lanes, checks the panel order.
+      auto record = [&](int which, auto& acc, int n) {
+        REQUIRE(which == calls++);
+        REQUIRE(n == count);
+        into[offset + which] = lanes_of(acc, n);
+      };
+      k::multiply_panels<P>(rows, count, panels, 1, packed.depth(), record);  // panel p alone
+      offset = 1, calls = 0;
+      k::multiply_panels<P>(rows, count, panels + 1, 1, packed.depth(), record);  // panel p + 1 alone
+      into = paired, offset = 0, calls = 0;
+      k::multiply_panels<P>(rows, count, panels, 2, packed.depth(), record);
       INFO("rows " << count << ", panels " << p << " and " << p + 1);
       REQUIRE(calls == 2);
       CHECK(std::memcmp(paired[0].data(), alone[0].data(), alone[0].size() * sizeof(float)) == 0);

@@ -637,8 +637,7 @@ private:
 
   // Expert e's input projection for `panels` (1 or 2) consecutive panels from p on, for all its tokens,
   // with the activation in the epilogue: act(gate) * up for gated experts, act(up) for plain ones, into the
-  // expert's hidden rows. Two panels go through kernels::multiply_panel_pair, which runs a tile of one or
-  // two tokens over both at once.
+  // expert's hidden rows. kernels::multiply_panels runs a tile of one or two tokens over two panels at once.
   template <Activation A>
   void compute(int e, Index p, int panels, const float* x, Index x_stride, Workspace& ws) const {
     constexpr int kHalf = kernels::kTileVectors / 2;
@@ -682,12 +681,8 @@ private:
           }
         }
       };
-      if (panels == 2) {
-        kernels::multiply_panel_pair(rows, n, projection.panel(p), projection.panel(p + 1), hidden_size(), epilogue);
-      } else {
-        kernels::multiply_rows(rows, n, projection.panel(p), hidden_size(),
-                               [&](auto& acc, int m) { epilogue(0, acc, m); });
-      }
+      const kernels::PanelRef<Precision> refs[2] = {projection.panel(p), projection.panel(p + panels - 1)};
+      kernels::multiply_panels(rows, n, refs, panels, hidden_size(), epilogue);
     }
   }
 
@@ -704,11 +699,11 @@ private:
       const Index ffn = ffn_padded(e);
       const int begin = ws.offsets_[e], end = ws.offsets_[e + 1];
       if (begin == end) continue;
-      // Panel by panel (two at a time: multiply_panel_pair), each front to back: one stream through the
+      // Panel by panel (two at a time: kernels::multiply_panels), each front to back: one stream through the
       // expert's contiguous panels.
       const auto& projection = experts_[std::size_t(e)].down_projection();
       for (Index p = p_begin; p < p_end; p += 2) {
-        const bool pair = p + 1 < p_end;
+        const int panels = p + 1 < p_end ? 2 : 1;
         for (Index k0 = 0; k0 < ffn; k0 += kernels::kDepthBlock) {
           const Index depth = std::min(kernels::kDepthBlock, ffn - k0);
           for (int first = begin; first < end; first += kRows) {
@@ -723,13 +718,9 @@ private:
                 add_weighted(acc[r], ws.assigned_weight_[first + r],
                              y + ws.assigned_token_[first + r] * y_stride + column, width);
             };
-            if (pair) {
-              kernels::multiply_panel_pair(rows, n, projection.panel(p, k0), projection.panel(p + 1, k0), depth,
-                                           epilogue);
-            } else {
-              kernels::multiply_rows(rows, n, projection.panel(p, k0), depth,
-                                     [&](auto& acc, int m) { epilogue(0, acc, m); });
-            }
+            const kernels::PanelRef<Precision> refs[2] = {projection.panel(p, k0),
+                                                          projection.panel(p + panels - 1, k0)};
+            kernels::multiply_panels(rows, n, refs, panels, depth, epilogue);
           }
         }
       }

@@ -304,7 +304,7 @@ MOE_ALWAYS_INLINE void multiply_rows(const ActivationRow<Precision>* rows, int c
   epilogue(acc[0], Rows);
 }
 
-// Token rows up to which multiply_panel_pair runs both panels in one tile; 0: never. Measured per
+// Token rows up to which multiply_panels runs two panels in one tile; 0: never. Measured per
 // precision (BM_Kernel, BM_DecodeStream, BM_Fused at 1 token, docs/PERFORMANCE.md):
 // - q8 with 32 registers pairs 1-row tiles only: its 2-row tiles already have 8 chains and are bound by
 //   the instructions that widen its codes, and paired they measured 2-4% slower;
@@ -318,34 +318,35 @@ constexpr int pair_rows() {
   return std::is_same<Precision, q8>::value && simd::kRegisters >= 32 ? 1 : 2;
 }
 
-// Two panels of one matrix (same depth) times the same token rows: epilogue(0, acc, rows) for `first`,
-// then epilogue(1, acc, rows) for `second`, with what multiply_rows would give each, bit for bit. Why
-// pair them: with one or two rows a tile's accumulators are only kTileVectors (or twice that) dependent
-// FMA chains, and each waits the FMA latency (4 cycles on Zen 5) every depth row, so a 1-row tile whose
-// weights decode cheaply is bound by that latency. Two panels in one tile double the independent chains
-// without changing any sum's order (BM_Kernel at 1 row, bf16: 107 -> 150 GB/s with AVX-512, 28 -> 46 with
-// AVX2, which has half the chains). Larger tiles have chains enough, and the precisions pair_rows leaves out
-// run one panel after the other.
+// panel_count (1 or 2) panels of one matrix (same depth) times the same token rows: epilogue(i, acc, rows)
+// for panels[i], in order, with what multiply_rows would give each alone, bit for bit. Why two: with one
+// or two rows a tile's accumulators are only kTileVectors (or twice that) dependent FMA chains, and each
+// waits the FMA latency (4 cycles on Zen 5) every depth row, so a 1-row tile whose weights decode cheaply
+// is bound by that latency. Two panels in one tile double the independent chains without changing any
+// sum's order (BM_Kernel at 1 row, bf16: 107 -> 150 GB/s with AVX-512, 28 -> 46 with AVX2, which has half
+// the chains). Larger tiles have chains enough, and the precisions pair_rows leaves out run one panel
+// after the other. One call site of multiply_rows serves every case: each is inlined whole (all row
+// counts), and more copies would cost compile time in every layer instantiation.
 template <class Precision, class Epilogue>
-MOE_ALWAYS_INLINE void multiply_panel_pair(const ActivationRow<Precision>* rows, int count,
-                                           const PanelRef<Precision>& first, const PanelRef<Precision>& second,
-                                           Index depth, Epilogue&& epilogue) {
+MOE_ALWAYS_INLINE void multiply_panels(const ActivationRow<Precision>* rows, int count,
+                                       const PanelRef<Precision>* panels, int panel_count, Index depth,
+                                       Epilogue&& epilogue) {
   constexpr int kPairRows = pair_rows<Precision>();
   if constexpr (kPairRows > 0) {
-    if (count <= kPairRows) {
-      const PanelRef<Precision> panels[2] = {first, second};
+    if (panel_count == 2 && count <= kPairRows) {
+      const PanelRef<Precision> pair[2] = {panels[0], panels[1]};
       simd::Vec acc[2][kTileRows][kTileVectors];
       if constexpr (kPairRows == 2) {
-        if (count == 2) multiply_tile<2, 2, Precision>(rows, panels, depth, acc);
+        if (count == 2) multiply_tile<2, 2, Precision>(rows, pair, depth, acc);
       }
-      if (count == 1) multiply_tile<1, 2, Precision>(rows, panels, depth, acc);
+      if (count == 1) multiply_tile<1, 2, Precision>(rows, pair, depth, acc);
       epilogue(0, acc[0], count);
       epilogue(1, acc[1], count);
       return;
     }
   }
-  multiply_rows<Precision>(rows, count, first, depth, [&](auto& acc, int n) { epilogue(0, acc, n); });
-  multiply_rows<Precision>(rows, count, second, depth, [&](auto& acc, int n) { epilogue(1, acc, n); });
+  for (int i = 0; i < panel_count; ++i)
+    multiply_rows<Precision>(rows, count, panels[i], depth, [&epilogue, i](auto& acc, int n) { epilogue(i, acc, n); });
 }
 
 }  // namespace kernels
