@@ -65,6 +65,7 @@
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <new>
 #include <numeric>
 #include <stdexcept>
 #include <string>
@@ -751,23 +752,23 @@ void BM_ReadBandwidth(benchmark::State& state) {
   constexpr Index kFloats = Index(1) << 28;  // 1 GiB, 32x the last-level cache
   constexpr int kAccumulators = 8;
   constexpr Index kStep = kAccumulators * moe::simd::kWidth;
-  struct Free {
-    void operator()(float* p) const { std::free(p); }
-  };
-  static std::unique_ptr<float, Free> buffer;
+  // The library's own buffer type, so that the probe reads from the same kind of pages as the weights:
+  // huge pages where the system grants them (detail/aligned_buffer.hpp), which read faster.
+  static moe::detail::AlignedBuffer<float> buffer;
   const int threads = thread_count();
   const Index share = (kFloats / threads) / kStep * kStep;
-  if (!buffer) {
-    buffer.reset(static_cast<float*>(std::aligned_alloc(64, kFloats * sizeof(float))));
-    if (!buffer) {
+  if (buffer.size() == 0) {
+    try {
+      buffer.resize(kFloats);
+    } catch (const std::bad_alloc&) {
       state.SkipWithError("cannot allocate 1 GiB");
       return;
     }
-    float* data = buffer.get();
+    float* data = buffer.data();
     BENCH_OMP(omp parallel for num_threads(threads) schedule(static))
     for (Index i = 0; i < kFloats; ++i) data[i] = 1.0f / float(1 + (i & 1023));
   }
-  const float* data = buffer.get();
+  const float* data = buffer.data();
   for (auto _ : state) {
     float total = 0;
     BENCH_OMP(omp parallel num_threads(threads) reduction(+ : total)) {

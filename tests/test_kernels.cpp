@@ -4,10 +4,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <numeric>
 #include <string>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include <moe/moe.hpp>
@@ -144,4 +146,41 @@ TEST_CASE("all_finite finds a NaN or Inf at any position") {
       x[std::size_t(i)] = 1.5f;
     }
   }
+}
+
+TEST_CASE("AlignedBuffer: zeroed, aligned and copied at every size, huge-page arrays on a huge-page boundary") {
+  using Buffer = moe::detail::AlignedBuffer<float>;
+  constexpr moe::Index kHugeFloats = moe::Index(Buffer::kHugePage / sizeof(float));
+  // Sizes below, at and past one huge page, one with a tail of a part page, and back down: each resize
+  // releases what the previous size took, by operator delete or by unmapping.
+  const moe::Index sizes[] = {1, 1000, kHugeFloats - 1, kHugeFloats, 3 * kHugeFloats + 1001, 17, 2 * kHugeFloats + 5};
+  Buffer buffer;
+  CHECK(buffer.size() == 0);
+  for (moe::Index size : sizes) {
+    CAPTURE(size);
+    buffer.resize(size);
+    REQUIRE(buffer.size() == size);
+    const auto address = reinterpret_cast<std::uintptr_t>(buffer.data());
+    CHECK(address % Buffer::kAlignment == 0);
+#if defined(__linux__)
+    if (size * moe::Index(sizeof(float)) >= moe::Index(Buffer::kHugePage)) CHECK(address % Buffer::kHugePage == 0);
+#endif
+    bool zero = true;
+    for (moe::Index i = 0; i < size; ++i) zero = zero && buffer[i] == 0.0f;
+    CHECK(zero);
+    for (moe::Index i = 0; i < size; ++i) buffer[i] = float(i % 4093);  // every page, the last element too
+    const Buffer copy(buffer);
+    bool same = copy.size() == size;
+    for (moe::Index i = 0; same && i < size; ++i) same = copy[i] == float(i % 4093);
+    CHECK(same);
+    Buffer moved(std::move(buffer));
+    CHECK(moved.size() == size);
+    CHECK(buffer.size() == 0);
+    CHECK(moved[size - 1] == float((size - 1) % 4093));
+    buffer = moved;  // copy-assigned back, for the next size
+    CHECK(buffer[size - 1] == moved[size - 1]);
+  }
+  // Resizing to the same size zeroes the contents again.
+  buffer.resize(buffer.size());
+  CHECK(buffer[buffer.size() - 1] == 0.0f);
 }

@@ -79,6 +79,40 @@ void check_panel_products(const moe::kernels::PanelMatrix<P>& packed, const Row*
       }
 }
 
+// The kernel rows of precision P for kTileRows f32 activation rows a + r * a_stride, each `in` values
+// padded with zeros to `depth`: the f32 rows themselves, or their int8 codes per 32-value block (q8a8,
+// q4a8: codes, scales, sums) or bf16 codes (bf16a16: halves), held here, row r at r * depth.
+template <class P>
+struct ActivationRows {
+  static constexpr int kRows = moe::kernels::kTileRows;
+  std::vector<std::int8_t> codes;
+  std::vector<float> scales;  // one per 32 codes
+  std::vector<std::int32_t> sums;
+  std::vector<std::uint16_t> halves;
+  moe::kernels::ActivationRow<P> rows[kRows];
+
+  ActivationRows(const float* a, moe::Index a_stride, moe::Index in, moe::Index depth)
+      : codes(std::size_t(kRows * depth)),
+        scales(std::size_t(kRows * depth / moe::kernels::kActivationBlock + 1)),
+        sums(scales.size()),
+        halves(codes.size()) {
+    namespace k = moe::kernels;
+    for (int r = 0; r < kRows; ++r) {
+      const moe::Index at = r * depth;
+      if constexpr (moe::int8_activations<P>::value) {
+        const moe::Index b = at / k::kActivationBlock;  // depth is whole blocks
+        k::quantize_activations(a + r * a_stride, in, depth, codes.data() + at, scales.data() + b, sums.data() + b);
+        rows[r] = {codes.data() + at, scales.data() + b, sums.data() + b};
+      } else if constexpr (moe::bf16_activations<P>::value) {
+        k::round_activations_bf16(a + r * a_stride, in, depth, halves.data() + at);
+        rows[r] = {halves.data() + at};
+      } else {
+        rows[r] = a + r * a_stride;
+      }
+    }
+  }
+};
+
 }  // namespace
 
 TEST_CASE("f16 decodes every code by its definition and re-encodes it exactly") {
@@ -342,24 +376,8 @@ TEST_CASE_TEMPLATE("two panels in one tile give each panel's bits alone", P, moe
   packed.pack(w.data(), out, in, in, in);
   constexpr int kRows = k::kTileRows;
   const std::vector<float> a = random_vector(std::size_t(kRows * packed.depth()), 32, 1.0f);
-  std::vector<std::int8_t> codes(a.size());
-  std::vector<float> scales(a.size() / k::kActivationBlock + 1);
-  std::vector<std::int32_t> sums(scales.size());
-  std::vector<std::uint16_t> halves(a.size());
-  k::ActivationRow<P> rows[kRows];
-  for (int r = 0; r < kRows; ++r) {
-    const moe::Index at = r * packed.depth();
-    if constexpr (moe::int8_activations<P>::value) {
-      const moe::Index b = at / k::kActivationBlock;
-      k::quantize_activations(a.data() + at, in, packed.depth(), codes.data() + at, scales.data() + b, sums.data() + b);
-      rows[r] = {codes.data() + at, scales.data() + b, sums.data() + b};
-    } else if constexpr (moe::bf16_activations<P>::value) {
-      k::round_activations_bf16(a.data() + at, in, packed.depth(), halves.data() + at);
-      rows[r] = {halves.data() + at};
-    } else {
-      rows[r] = a.data() + at;
-    }
-  }
+  const ActivationRows<P> activations(a.data(), packed.depth(), in, packed.depth());
+  const auto& rows = activations.rows;
   using Lanes = std::vector<float>;  // a tile's rows, kPanelColumns lanes each
   auto lanes_of = [](auto& acc, int n) {
     Lanes lanes(std::size_t(n * k::kPanelColumns));
@@ -484,20 +502,15 @@ TEST_CASE_TEMPLATE("the int8-activation kernel sums exact block products, paddin
   REQUIRE(packed.depth() == depth);
   moe::round_trip<P>(w.data(), out, in, in, w.data());  // the weights the panels hold
   constexpr int kRows = moe::kernels::kTileRows;
-  std::vector<std::int8_t> codes(std::size_t(kRows * depth));
-  std::vector<float> scales(std::size_t(kRows * depth / kBlock));
-  std::vector<std::int32_t> sums(scales.size());
-  std::vector<double> dequantised(std::size_t(kRows * depth));
   const std::vector<float> a = random_vector(std::size_t(kRows * in), 8, 1.0f);
-  moe::kernels::Int8Row rows[kRows];
+  const ActivationRows<P> activations(a.data(), in, in, depth);
+  const auto& rows = activations.rows;
+  std::vector<double> dequantised(std::size_t(kRows * depth));
   for (int r = 0; r < kRows; ++r) {
     const moe::Index b = r * depth / kBlock;
-    moe::kernels::quantize_activations(a.data() + r * in, in, depth, codes.data() + r * depth, scales.data() + b,
-                                       sums.data() + b);
-    rows[r] = {codes.data() + r * depth, scales.data() + b, sums.data() + b};
     for (moe::Index k = 0; k < depth; ++k)
       dequantised[std::size_t(r * depth + k)] =
-          double(codes[std::size_t(r * depth + k)]) * scales[std::size_t(b + k / kBlock)];
+          double(activations.codes[std::size_t(r * depth + k)]) * activations.scales[std::size_t(b + k / kBlock)];
   }
   // Exact integer sums per block; f32 only in the few scale products and the sum over blocks.
   check_panel_products(
@@ -563,12 +576,9 @@ TEST_CASE("the bf16a16 kernel sums products of bf16 pairs, padding included") {
   moe::round_trip<moe::bf16a16>(w.data(), out, in, in, w.data());  // the weights the panels hold
   constexpr int kRows = moe::kernels::kTileRows;
   const std::vector<float> a = random_vector(std::size_t(kRows * in), 10, 1.0f);
-  std::vector<std::uint16_t> codes(std::size_t(kRows * depth));
-  moe::kernels::Bf16Row rows[kRows];
-  for (int r = 0; r < kRows; ++r) {
-    moe::kernels::round_activations_bf16(a.data() + r * in, in, depth, codes.data() + r * depth);
-    rows[r] = {codes.data() + r * depth};
-  }
+  const ActivationRows<moe::bf16a16> activations(a.data(), in, in, depth);
+  const auto& rows = activations.rows;
+  const std::vector<std::uint16_t>& codes = activations.halves;
   // The odd depth range [kDepthBlock, in) ends in the padding half of a pair.
   check_panel_products(
       packed, rows, w, out, in, in,

@@ -661,6 +661,7 @@ private:
         }
       }
     };
+    const kernels::PanelRef<Precision> refs[2] = {projection.panel(p), projection.panel(p + panels - 1)};
     const int begin = ws.offsets_[e], end = ws.offsets_[e + 1];
     for (int first = begin; first < end; first += kRows) {
       const int n = std::min(kRows, end - first);
@@ -681,7 +682,6 @@ private:
           }
         }
       };
-      const kernels::PanelRef<Precision> refs[2] = {projection.panel(p), projection.panel(p + panels - 1)};
       kernels::multiply_panels(rows, n, refs, panels, hidden_size(), epilogue);
     }
   }
@@ -706,6 +706,7 @@ private:
         const int panels = p + 1 < p_end ? 2 : 1;
         for (Index k0 = 0; k0 < ffn; k0 += kernels::kDepthBlock) {
           const Index depth = std::min(kernels::kDepthBlock, ffn - k0);
+          const kernels::PanelRef<Precision> refs[2] = {projection.panel(p, k0), projection.panel(p + panels - 1, k0)};
           for (int first = begin; first < end; first += kRows) {
             const int n = std::min(kRows, end - first);
             Row rows[kRows];
@@ -718,8 +719,6 @@ private:
                 add_weighted(acc[r], ws.assigned_weight_[first + r],
                              y + ws.assigned_token_[first + r] * y_stride + column, width);
             };
-            const kernels::PanelRef<Precision> refs[2] = {projection.panel(p, k0),
-                                                          projection.panel(p + panels - 1, k0)};
             kernels::multiply_panels(rows, n, refs, panels, depth, epilogue);
           }
         }
