@@ -97,25 +97,23 @@ private:
     return reinterpret_cast<void*>(aligned);
   }
 
-  void release() {
-    if (data_ != nullptr) {
-      if (bytes() < kHugePage)
-        ::operator delete(data_, std::align_val_t(kAlignment));
-      else
-        munmap(data_, mapped_bytes(bytes()));
-    }
-    data_ = nullptr;
-    size_ = 0;
+  // Frees what allocate(bytes) returned, by the same test of its size.
+  static void deallocate(void* data, std::size_t bytes) {
+    if (bytes < kHugePage)
+      ::operator delete(data, std::align_val_t(kAlignment));
+    else
+      munmap(data, mapped_bytes(bytes));
   }
 #else
   static void* allocate(std::size_t bytes) { return ::operator new(bytes, std::align_val_t(kAlignment)); }
+  static void deallocate(void* data, std::size_t) { ::operator delete(data, std::align_val_t(kAlignment)); }
+#endif
 
   void release() {
-    if (data_ != nullptr) ::operator delete(data_, std::align_val_t(kAlignment));
+    if (data_ != nullptr) deallocate(data_, bytes());
     data_ = nullptr;
     size_ = 0;
   }
-#endif
 
   T* data_ = nullptr;
   Index size_ = 0;
