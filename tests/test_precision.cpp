@@ -213,7 +213,7 @@ TEST_CASE_TEMPLATE("the layer computes with stored weights like the reference do
     // 1024 hidden units in 32+ panels of a 40-deep projection: items of several consecutive panels.
     check::against_reference<Layer>(check::config(40, 1000, 4, 2), moe::SoftmaxTopK(true), 2, 204);
   }
-  SUBCASE("decode work items over many busy experts: fewer, longer items, the last one partial") {
+  SUBCASE("decode work items over many busy experts: fewer, longer items") {
     // Every expert busy (k = E = 8): items are counted per thread, not per expert, so each expert's 32 or
     // more short panels make one or two items on one thread and a few more on two.
     check::against_reference<Layer>(check::config(40, 1000, 8, 8), moe::SoftmaxTopK(true), 1, 207, 1);
