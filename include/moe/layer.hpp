@@ -584,8 +584,10 @@ private:
         ws.assigned_weight_[slot] = ws.shared_weights_[t * shared + s];
       }
     }
+    // Read only for busy experts (so busy >= 1, and at least one item each); the max spares an idle batch a
+    // division by zero.
     const int busy = int(std::count_if(counts, counts + count, [](int c) { return c > 0; }));
-    const Index items_per_expert = busy > 0 ? (kItemsPerThread * thread_count(ws) + busy - 1) / busy : 0;
+    const Index items_per_expert = (kItemsPerThread * thread_count(ws) + busy - 1) / std::max(busy, 1);
     Index hidden = 0;
     int items = 0;
     for (int e = 0; e < count; ++e) {
@@ -769,7 +771,7 @@ private:
     const Index panels = input_panels(e);
     const double panel_bytes = experts_[std::size_t(e)].input_projection().bytes() / double(panels);
     const Index wanted = std::max<Index>(1, Index(kStreamBytes / panel_bytes));
-    return std::max<Index>(1, std::min(wanted, panels / std::max<Index>(1, items)));
+    return std::max<Index>(1, std::min(wanted, panels / items));
   }
 
   // Token t's input row as the expert kernels read it: x itself, or its int8 or bf16 codes.
