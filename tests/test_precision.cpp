@@ -372,7 +372,8 @@ TEST_CASE_TEMPLATE("the micro-kernel multiplies by packed panels of every precis
 
 // multiply_panels over two panels gives each exactly what it gives that panel alone (one multiply_rows), for
 // every row count (up to pair_rows() rows in one paired tile, more one panel after the other), every
-// precision, a depth off the q4 block, and a last panel that is mostly padding.
+// precision, a depth off the q4 block, and a last panel that is mostly padding; and the same again when
+// asked to prefetch (the first tile over a panel), which tiles of 3 or more rows do only then.
 TEST_CASE_TEMPLATE("two panels in one tile give each panel's bits alone", P, moe::f32, moe::bf16, moe::f16, moe::q8,
                    moe::q4, moe::q8a8, moe::q4a8, moe::bf16a16) {
   namespace k = moe::kernels;
@@ -395,7 +396,7 @@ TEST_CASE_TEMPLATE("two panels in one tile give each panel's bits alone", P, moe
   for (int count = 1; count <= kRows; ++count)
     for (moe::Index p = 0; p + 1 < packed.panels(); ++p) {
       const k::PanelRef<P> panels[2] = {packed.panel(p), packed.panel(p + 1)};
-      Lanes alone[2], paired[2];
+      Lanes alone[2], paired[2], prefetched[2];
       Lanes* into = alone;
       int offset = 0, calls = 0;
       // One epilogue for every call, as the layer has: records the lanes, checks the panel order.
@@ -411,6 +412,11 @@ TEST_CASE_TEMPLATE("two panels in one tile give each panel's bits alone", P, moe
       k::multiply_panels<P>(rows, count, panels, 2, packed.depth(), record);
       INFO("rows " << count << ", panels " << p << " and " << p + 1);
       REQUIRE(calls == 2);
+      into = prefetched, calls = 0;
+      k::multiply_panels<P>(rows, count, panels, 2, packed.depth(), record, true);
+      REQUIRE(calls == 2);
+      CHECK(std::memcmp(prefetched[0].data(), alone[0].data(), alone[0].size() * sizeof(float)) == 0);
+      CHECK(std::memcmp(prefetched[1].data(), alone[1].data(), alone[1].size() * sizeof(float)) == 0);
       CHECK(std::memcmp(paired[0].data(), alone[0].data(), alone[0].size() * sizeof(float)) == 0);
       CHECK(std::memcmp(paired[1].data(), alone[1].data(), alone[1].size() * sizeof(float)) == 0);
     }

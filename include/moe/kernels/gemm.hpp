@@ -30,7 +30,8 @@ template <class Precision>
 using ActivationRow = std::conditional_t<int8_activations<Precision>::value, Int8Row,
                                          std::conditional_t<bf16_activations<Precision>::value, Bf16Row, const float*>>;
 
-// How far ahead of the current depth row the decode tiles prefetch weights, in bytes.
+// How far ahead of the current depth row a tile that streams its weights from memory prefetches them, in
+// bytes: tiles of 1-2 rows always, larger ones when the caller passes `prefetch` (accumulate_row).
 inline constexpr int kPrefetchBytes = 4096;
 
 // One depth row of weights as kTileVectors vectors of f32 lanes.
@@ -58,7 +59,7 @@ MOE_ALWAYS_INLINE void load_weight_row(const typename PanelFormat<Precision>::Co
 template <int Rows, int Panels, class Precision>
 MOE_ALWAYS_INLINE void accumulate_row(const float* const* rows,
                                       const typename PanelFormat<Precision>::Code* const* codes, Index k,
-                                      simd::Vec (&sum)[Panels][Rows][kTileVectors]) {
+                                      simd::Vec (&sum)[Panels][Rows][kTileVectors], bool prefetch) {
   constexpr int kRowBytes = PanelFormat<Precision>::kCodesPerRow * int(sizeof(typename PanelFormat<Precision>::Code));
   simd::Vec w[Panels][kTileVectors];
   MOE_UNROLL for (int p = 0; p < Panels; ++p) {
@@ -67,7 +68,11 @@ MOE_ALWAYS_INLINE void accumulate_row(const float* const* rows,
     // rows ahead so that DRAM requests overlap even where the hardware prefetcher is still ramping up
     // (every expert panel is a new stream). Measured on Zen 5: +5-10% decode bandwidth at 2 KiB ahead;
     // 4 KiB ahead, 4-10% faster again at 1 token for bf16, q4 and q4a8, q8a8 within noise (alternating runs).
-    if constexpr (Rows <= 2) {
+    // A larger tile prefetches when its caller says it is the first over the panel (`prefetch`): the one
+    // that reads it from memory, while the later tiles find it in L2. The layer asks for it where an expert
+    // has at most two tiles of tokens (Layer::prefetches; docs/PERFORMANCE.md, "The first token tile
+    // prefetches").
+    if (Rows <= 2 || prefetch) {
       MOE_UNROLL for (int line = 0; line < kRowBytes; line += 64)
           simd::prefetch(reinterpret_cast<std::uintptr_t>(row) + kPrefetchBytes + line);
     }
@@ -91,7 +96,7 @@ MOE_ALWAYS_INLINE void accumulate_row(const float* const* rows,
 template <int Rows, int Panels, class Precision>
 MOE_ALWAYS_INLINE void accumulate_rows(const float* const* rows,
                                        const typename PanelFormat<Precision>::Code* const* codes, Index k_begin,
-                                       Index k_end, simd::Vec (&acc)[Panels][kTileRows][kTileVectors]) {
+                                       Index k_end, simd::Vec (&acc)[Panels][kTileRows][kTileVectors], bool prefetch) {
   // A local copy of the accumulators: GCC keeps a by-reference array in memory across the loop (a store
   // and a reload per FMA, measured 2x slower at decode), but a local one entirely in registers.
   simd::Vec sum[Panels][Rows][kTileVectors];
@@ -100,7 +105,7 @@ MOE_ALWAYS_INLINE void accumulate_rows(const float* const* rows,
       MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) sum[p][r][v] = acc[p][r][v];
     }
   }
-  for (Index k = k_begin; k < k_end; ++k) accumulate_row<Rows, Panels, Precision>(rows, codes, k, sum);
+  for (Index k = k_begin; k < k_end; ++k) accumulate_row<Rows, Panels, Precision>(rows, codes, k, sum, prefetch);
   MOE_UNROLL for (int p = 0; p < Panels; ++p) {
     MOE_UNROLL for (int r = 0; r < Rows; ++r) {
       MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) acc[p][r][v] = sum[p][r][v];
@@ -119,7 +124,7 @@ MOE_ALWAYS_INLINE void accumulate_rows(const float* const* rows,
 // at 6 rows: 166 -> 200 GFLOP/s against scaling the weights with the running sums in registers).
 template <int Rows, int Panels, class Precision>
 MOE_ALWAYS_INLINE void multiply_tile(const float* const* rows, const PanelRef<Precision> (&panels)[Panels], Index depth,
-                                     simd::Vec (&acc)[Panels][kTileRows][kTileVectors]) {
+                                     simd::Vec (&acc)[Panels][kTileRows][kTileVectors], bool prefetch) {
   const typename PanelFormat<Precision>::Code* codes[Panels];
   MOE_UNROLL for (int p = 0; p < Panels; ++p) {
     codes[p] = panels[p].codes;
@@ -135,7 +140,8 @@ MOE_ALWAYS_INLINE void multiply_tile(const float* const* rows, const PanelRef<Pr
           MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) block[p][r][v] = simd::broadcast(0.0f);
         }
       }
-      accumulate_rows<Rows, Panels, Precision>(rows, codes, k0, std::min<Index>(depth, k0 + q4::kBlock), block);
+      accumulate_rows<Rows, Panels, Precision>(rows, codes, k0, std::min<Index>(depth, k0 + q4::kBlock), block,
+                                               prefetch);
       MOE_UNROLL for (int p = 0; p < Panels; ++p) {
         const std::uint16_t* block_scales = panels[p].scales + k0 / q4::kBlock * kPanelColumns;
         MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) {
@@ -145,7 +151,7 @@ MOE_ALWAYS_INLINE void multiply_tile(const float* const* rows, const PanelRef<Pr
       }
     }
   } else {
-    accumulate_rows<Rows, Panels, Precision>(rows, codes, 0, depth, acc);
+    accumulate_rows<Rows, Panels, Precision>(rows, codes, 0, depth, acc, prefetch);
     if constexpr (std::is_same<Precision, q8>::value) {
       MOE_UNROLL for (int p = 0; p < Panels; ++p) {
         MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) {
@@ -174,7 +180,7 @@ static_assert(kTileRows <= 2 * kInt8TileRows, "multiply_rows runs at most two in
 // lane can overflow: a block sums 32 products of at most 255 * 127 in magnitude. Writes acc[0, Rows).
 template <int Rows, class Precision>
 MOE_ALWAYS_INLINE void multiply_tile_int8(const Int8Row* rows, const PanelRef<Precision>& panel, Index depth,
-                                          simd::Vec (*acc)[kTileVectors]) {
+                                          simd::Vec (*acc)[kTileVectors], bool prefetch) {
   constexpr int V = kTileVectors;
   constexpr bool kQ4 = std::is_same<Precision, q4a8>::value;
   constexpr std::int32_t kOffset = kQ4 ? 8 : 128;
@@ -201,7 +207,7 @@ MOE_ALWAYS_INLINE void multiply_tile_int8(const Int8Row* rows, const PanelRef<Pr
     constexpr int kGroupStep = kQ4 ? kActivationBlock / 4 : 1;
     MOE_NO_UNROLL for (int g0 = 0; g0 < kActivationBlock / 4; g0 += kGroupStep) {
       MOE_UNROLL for (int g = g0; g < g0 + kGroupStep; ++g, codes += kGroupBytes) {
-        if constexpr (Rows <= 2) {
+        if (Rows <= 2 || prefetch) {
           MOE_UNROLL for (int line = 0; line < kGroupBytes; line += 64)
               simd::prefetch(reinterpret_cast<std::uintptr_t>(codes) + kPrefetchBytes + line);
         }
@@ -253,7 +259,7 @@ MOE_ALWAYS_INLINE void multiply_tile_int8(const Int8Row* rows, const PanelRef<Pr
 // accumulators stay in registers as in accumulate_rows; an odd depth reads the zero padding row of both.
 template <int Rows>
 MOE_ALWAYS_INLINE void multiply_tile_bf16(const Bf16Row* rows, const PanelRef<bf16a16>& panel, Index depth,
-                                          simd::Vec (&acc)[kTileRows][kTileVectors]) {
+                                          simd::Vec (&acc)[kTileRows][kTileVectors], bool prefetch) {
   constexpr int V = kTileVectors;
   constexpr int kPairCodes = 2 * kPanelColumns;  // one depth pair of the panel
   constexpr int kPairBytes = kPairCodes * int(sizeof(std::uint16_t));
@@ -264,7 +270,7 @@ MOE_ALWAYS_INLINE void multiply_tile_bf16(const Bf16Row* rows, const PanelRef<bf
   const std::uint16_t* codes = panel.codes;
   const Index pairs = (depth + 1) / 2;
   for (Index g = 0; g < pairs; ++g, codes += kPairCodes) {
-    if constexpr (Rows <= 2) {
+    if (Rows <= 2 || prefetch) {
       MOE_UNROLL for (int line = 0; line < kPairBytes; line += 64)
           simd::prefetch(reinterpret_cast<std::uintptr_t>(codes) + kPrefetchBytes + line);
     }
@@ -283,23 +289,25 @@ MOE_ALWAYS_INLINE void multiply_tile_bf16(const Bf16Row* rows, const PanelRef<bf
 // registers.
 template <class Precision, class Epilogue, int Rows = kTileRows>
 MOE_ALWAYS_INLINE void multiply_rows(const ActivationRow<Precision>* rows, int count, const PanelRef<Precision>& panel,
-                                     Index depth, Epilogue&& epilogue) {
+                                     Index depth, Epilogue&& epilogue, bool prefetch = false) {
   if constexpr (Rows > 1) {
     if (count < Rows) {
-      multiply_rows<Precision, Epilogue, Rows - 1>(rows, count, panel, depth, static_cast<Epilogue&&>(epilogue));
+      multiply_rows<Precision, Epilogue, Rows - 1>(rows, count, panel, depth, static_cast<Epilogue&&>(epilogue),
+                                                   prefetch);
       return;
     }
   }
   simd::Vec acc[1][kTileRows][kTileVectors];
   if constexpr (int8_activations<Precision>::value) {
-    multiply_tile_int8<(Rows < kInt8TileRows ? Rows : kInt8TileRows), Precision>(rows, panel, depth, acc[0]);
+    multiply_tile_int8<(Rows < kInt8TileRows ? Rows : kInt8TileRows), Precision>(rows, panel, depth, acc[0], prefetch);
     if constexpr (Rows > kInt8TileRows)
-      multiply_tile_int8<Rows - kInt8TileRows, Precision>(rows + kInt8TileRows, panel, depth, acc[0] + kInt8TileRows);
+      multiply_tile_int8<Rows - kInt8TileRows, Precision>(rows + kInt8TileRows, panel, depth, acc[0] + kInt8TileRows,
+                                                          prefetch);
   } else if constexpr (bf16_activations<Precision>::value) {
-    multiply_tile_bf16<Rows>(rows, panel, depth, acc[0]);
+    multiply_tile_bf16<Rows>(rows, panel, depth, acc[0], prefetch);
   } else {
     const PanelRef<Precision> panels[1] = {panel};
-    multiply_tile<Rows, 1, Precision>(rows, panels, depth, acc);
+    multiply_tile<Rows, 1, Precision>(rows, panels, depth, acc, prefetch);
   }
   epilogue(acc[0], Rows);
 }
@@ -326,27 +334,30 @@ constexpr int pair_rows() {
 // sum's order (BM_Kernel at 1 row, bf16: 107 -> 150 GB/s with AVX-512, 28 -> 46 with AVX2, which has half
 // the chains). Larger tiles have chains enough, and the precisions pair_rows leaves out run one panel
 // after the other. One call site of multiply_rows serves every case: each is inlined whole (all row
-// counts), and more copies would cost compile time in every layer instantiation.
+// counts), and more copies would cost compile time in every layer instantiation. `prefetch`: the tile is
+// the first to read these panels, from memory, so tiles of 3 or more rows prefetch too (accumulate_row);
+// it changes no sum.
 template <class Precision, class Epilogue>
 MOE_ALWAYS_INLINE void multiply_panels(const ActivationRow<Precision>* rows, int count,
                                        const PanelRef<Precision>* panels, int panel_count, Index depth,
-                                       Epilogue&& epilogue) {
+                                       Epilogue&& epilogue, bool prefetch = false) {
   constexpr int kPairRows = pair_rows<Precision>();
   if constexpr (kPairRows > 0) {
     if (panel_count == 2 && count <= kPairRows) {
       const PanelRef<Precision> pair[2] = {panels[0], panels[1]};
       simd::Vec acc[2][kTileRows][kTileVectors];
       if constexpr (kPairRows == 2) {
-        if (count == 2) multiply_tile<2, 2, Precision>(rows, pair, depth, acc);
+        if (count == 2) multiply_tile<2, 2, Precision>(rows, pair, depth, acc, prefetch);
       }
-      if (count == 1) multiply_tile<1, 2, Precision>(rows, pair, depth, acc);
+      if (count == 1) multiply_tile<1, 2, Precision>(rows, pair, depth, acc, prefetch);
       epilogue(0, acc[0], count);
       epilogue(1, acc[1], count);
       return;
     }
   }
   for (int i = 0; i < panel_count; ++i)
-    multiply_rows<Precision>(rows, count, panels[i], depth, [&epilogue, i](auto& acc, int n) { epilogue(i, acc, n); });
+    multiply_rows<Precision>(
+        rows, count, panels[i], depth, [&epilogue, i](auto& acc, int n) { epilogue(i, acc, n); }, prefetch);
 }
 
 }  // namespace kernels
