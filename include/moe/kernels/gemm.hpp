@@ -34,6 +34,17 @@ using ActivationRow = std::conditional_t<int8_activations<Precision>::value, Int
 // bytes: tiles of 1-2 rows always, larger ones when the caller passes `prefetch` (accumulate_row).
 inline constexpr int kPrefetchBytes = 4096;
 
+// Asks for the Bytes bytes of weights kPrefetchBytes past `codes` where a tile of Rows token rows streams
+// them from memory: always at 1-2 rows, and at more only when the caller says it is the first tile over
+// the panel (`prefetch`); the rule and its measurements are at accumulate_row. Every tile kind calls this.
+template <int Rows, int Bytes>
+MOE_ALWAYS_INLINE void prefetch_ahead(const void* codes, bool prefetch) {
+  if (Rows <= 2 || prefetch) {
+    MOE_UNROLL for (int line = 0; line < Bytes; line += 64)
+        simd::prefetch(reinterpret_cast<std::uintptr_t>(codes) + kPrefetchBytes + line);
+  }
+}
+
 // One depth row of weights as kTileVectors vectors of f32 lanes.
 template <class Precision>
 MOE_ALWAYS_INLINE void load_weight_row(const typename PanelFormat<Precision>::Code* row, simd::Vec (&w)[kTileVectors]) {
@@ -72,10 +83,7 @@ MOE_ALWAYS_INLINE void accumulate_row(const float* const* rows,
     // that reads it from memory, while the later tiles find it in L2. The layer asks for it where an expert
     // has at most two tiles of tokens (Layer::prefetches; docs/PERFORMANCE.md, "The first token tile
     // prefetches").
-    if (Rows <= 2 || prefetch) {
-      MOE_UNROLL for (int line = 0; line < kRowBytes; line += 64)
-          simd::prefetch(reinterpret_cast<std::uintptr_t>(row) + kPrefetchBytes + line);
-    }
+    prefetch_ahead<Rows, kRowBytes>(row, prefetch);
     load_weight_row<Precision>(row, w[p]);
     // Pinned so that the rows reuse one loaded vector (pin). q4's vectors are table lookups, which no FMA
     // can fold, and pinning them made GCC 12 also store each one to the stack every depth row: 4 dead
@@ -207,10 +215,7 @@ MOE_ALWAYS_INLINE void multiply_tile_int8(const Int8Row* rows, const PanelRef<Pr
     constexpr int kGroupStep = kQ4 ? kActivationBlock / 4 : 1;
     MOE_NO_UNROLL for (int g0 = 0; g0 < kActivationBlock / 4; g0 += kGroupStep) {
       MOE_UNROLL for (int g = g0; g < g0 + kGroupStep; ++g, codes += kGroupBytes) {
-        if (Rows <= 2 || prefetch) {
-          MOE_UNROLL for (int line = 0; line < kGroupBytes; line += 64)
-              simd::prefetch(reinterpret_cast<std::uintptr_t>(codes) + kPrefetchBytes + line);
-        }
+        prefetch_ahead<Rows, kGroupBytes>(codes, prefetch);
         simd::IVec w[V];
         if constexpr (kQ4) {
           MOE_UNROLL for (int c = 0; c < V / 2; ++c) {
@@ -270,10 +275,7 @@ MOE_ALWAYS_INLINE void multiply_tile_bf16(const Bf16Row* rows, const PanelRef<bf
   const std::uint16_t* codes = panel.codes;
   const Index pairs = (depth + 1) / 2;
   for (Index g = 0; g < pairs; ++g, codes += kPairCodes) {
-    if (Rows <= 2 || prefetch) {
-      MOE_UNROLL for (int line = 0; line < kPairBytes; line += 64)
-          simd::prefetch(reinterpret_cast<std::uintptr_t>(codes) + kPrefetchBytes + line);
-    }
+    prefetch_ahead<Rows, kPairBytes>(codes, prefetch);
     simd::IVec w[V];
     MOE_UNROLL for (int v = 0; v < V; ++v) w[v] = simd::load_int(codes + v * 2 * simd::kWidth);
     MOE_UNROLL for (int r = 0; r < Rows; ++r) {
