@@ -1,5 +1,5 @@
 // moe/detail/aligned_buffer.hpp: an owning, cache-line-aligned array of trivially copyable values; on Linux,
-// arrays of a huge page or more are backed by transparent huge pages.
+// arrays of a huge page or more are backed by transparent huge pages, and so are smaller weight arrays.
 #pragma once
 
 #include <cstdint>
@@ -15,11 +15,17 @@
 #endif
 
 #include "../config.hpp"
+#include "huge_page_pool.hpp"
 
 namespace moe {
 namespace detail {
 
-template <class T>
+// Where an AlignedBuffer puts an array smaller than a huge page: on the heap, or, for weights that live as
+// long as their layer, in the shared huge-page chunks of HugePagePool (on Linux without AddressSanitizer;
+// on the heap elsewhere).
+enum class SmallArrays { kHeap, kHugePagePool };
+
+template <class T, SmallArrays kSmallArrays = SmallArrays::kHeap>
 class AlignedBuffer {
   static_assert(std::is_trivially_copyable<T>::value, "AlignedBuffer holds plain values only");
 
@@ -38,6 +44,12 @@ public:
   // wasted. 2 MiB is the huge page of x86-64 and of arm64 with 4 KiB pages; elsewhere the advice only
   // costs the alignment.
   static constexpr std::size_t kHugePage = std::size_t(2) << 20;
+  // Whether arrays smaller than kHugePage come from HugePagePool.
+#if defined(MOE_DETAIL_HUGE_PAGE_POOL)
+  static constexpr bool kPoolsSmallArrays = kSmallArrays == SmallArrays::kHugePagePool;
+#else
+  static constexpr bool kPoolsSmallArrays = false;
+#endif
 
   AlignedBuffer() = default;
   explicit AlignedBuffer(Index size) { resize(size); }
@@ -82,6 +94,9 @@ private:
   }
 
   static void* allocate(std::size_t bytes) {
+#if defined(MOE_DETAIL_HUGE_PAGE_POOL)
+    if (kPoolsSmallArrays && bytes < kHugePage) return HugePagePool::instance().allocate(bytes, kAlignment);
+#endif
     if (bytes < kHugePage) return ::operator new(bytes, std::align_val_t(kAlignment));
     // Map a huge page more than needed, then unmap the stretches before the first huge-page boundary and
     // past the array, so that each array is one mapping with nothing left over around it.
@@ -99,6 +114,12 @@ private:
 
   // Frees what allocate(bytes) returned, by the same test of its size.
   static void deallocate(void* data, std::size_t bytes) {
+#if defined(MOE_DETAIL_HUGE_PAGE_POOL)
+    if (kPoolsSmallArrays && bytes < kHugePage) {
+      HugePagePool::instance().deallocate(data);
+      return;
+    }
+#endif
     if (bytes < kHugePage)
       ::operator delete(data, std::align_val_t(kAlignment));
     else

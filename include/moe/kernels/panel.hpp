@@ -216,8 +216,9 @@ private:
     }
   }
 
-  detail::AlignedBuffer<Code> codes_;
-  detail::AlignedBuffer<Scale> scales_;
+  // Weights live as long as their layer: small matrices share huge pages (detail/huge_page_pool.hpp).
+  detail::AlignedBuffer<Code, detail::SmallArrays::kHugePagePool> codes_;
+  detail::AlignedBuffer<Scale, detail::SmallArrays::kHugePagePool> scales_;
   Index panels_ = 0;
   Index depth_ = 0;
 };
