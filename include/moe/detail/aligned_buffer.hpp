@@ -98,18 +98,7 @@ private:
     if (kPoolsSmallArrays && bytes < kHugePage) return HugePagePool::instance().allocate(bytes, kAlignment);
 #endif
     if (bytes < kHugePage) return ::operator new(bytes, std::align_val_t(kAlignment));
-    // Map a huge page more than needed, then unmap the stretches before the first huge-page boundary and
-    // past the array, so that each array is one mapping with nothing left over around it.
-    const std::size_t length = mapped_bytes(bytes);
-    void* mapped = mmap(nullptr, length + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (mapped == MAP_FAILED) throw std::bad_alloc();
-    const auto start = reinterpret_cast<std::uintptr_t>(mapped);
-    const std::uintptr_t aligned = (start + kHugePage - 1) / kHugePage * kHugePage;
-    const std::uintptr_t end = aligned + length, mapped_end = start + length + kHugePage;
-    if (aligned > start) munmap(mapped, aligned - start);
-    if (mapped_end > end) munmap(reinterpret_cast<void*>(end), mapped_end - end);
-    madvise(reinterpret_cast<void*>(aligned), length, MADV_HUGEPAGE);  // a hint: its failure is no error
-    return reinterpret_cast<void*>(aligned);
+    return map_huge_pages(mapped_bytes(bytes), kHugePage);  // each array its own mapping
   }
 
   // Frees what allocate(bytes) returned, by the same test of its size.

@@ -1,5 +1,5 @@
-// moe/detail/huge_page_pool.hpp: weight arrays smaller than a huge page, carved from shared mappings that are
-// backed by transparent huge pages (Linux only; see AlignedBuffer).
+// moe/detail/huge_page_pool.hpp: mappings advised into transparent huge pages, and the pool that carves weight
+// arrays smaller than a huge page from shared ones (Linux only; see AlignedBuffer).
 #pragma once
 
 #include <cstddef>
@@ -24,6 +24,23 @@
 
 namespace moe {
 namespace detail {
+
+#if defined(__linux__)
+// Maps `length` bytes (a whole number of pages) starting on an `alignment` boundary (a power of two, at
+// least a page), advised MADV_HUGEPAGE: maps `alignment` more than needed, then unmaps the stretches before
+// the boundary and past the end, so nothing is left over around it.
+inline void* map_huge_pages(std::size_t length, std::size_t alignment) {
+  void* mapped = mmap(nullptr, length + alignment, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mapped == MAP_FAILED) throw std::bad_alloc();
+  const auto start = reinterpret_cast<std::uintptr_t>(mapped);
+  const std::uintptr_t aligned = (start + alignment - 1) / alignment * alignment;
+  const std::uintptr_t end = aligned + length, mapped_end = start + length + alignment;
+  if (aligned > start) munmap(mapped, aligned - start);
+  if (mapped_end > end) munmap(reinterpret_cast<void*>(end), mapped_end - end);
+  madvise(reinterpret_cast<void*>(aligned), length, MADV_HUGEPAGE);  // a hint: its failure is no error
+  return reinterpret_cast<void*>(aligned);
+}
+#endif
 
 #if defined(__linux__) && !defined(MOE_DETAIL_ADDRESS_SANITIZER)
 #define MOE_DETAIL_HUGE_PAGE_POOL 1
@@ -60,7 +77,7 @@ public:
     auto open = chunks_.find(open_);
     std::size_t offset = open == chunks_.end() ? 0 : (open->second.used + alignment - 1) / alignment * alignment;
     if (open == chunks_.end() || offset + bytes > kChunk) {
-      open = chunks_.emplace(map_chunk(), Chunk{}).first;
+      open = chunks_.emplace(reinterpret_cast<std::uintptr_t>(map_huge_pages(kChunk, kChunk)), Chunk{}).first;
       open_ = open->first;
       offset = 0;
     }
@@ -96,19 +113,6 @@ private:
     std::size_t used = 0;  // bytes handed out from the start
     std::size_t live = 0;  // arrays not yet freed
   };
-
-  // Maps kChunk bytes on a kChunk boundary: twice that, less the stretches before and after.
-  static std::uintptr_t map_chunk() {
-    void* mapped = mmap(nullptr, 2 * kChunk, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (mapped == MAP_FAILED) throw std::bad_alloc();
-    const auto start = reinterpret_cast<std::uintptr_t>(mapped);
-    const std::uintptr_t base = (start + kChunk - 1) / kChunk * kChunk;
-    if (base > start) munmap(mapped, base - start);
-    if (start + 2 * kChunk > base + kChunk)
-      munmap(reinterpret_cast<void*>(base + kChunk), start + 2 * kChunk - (base + kChunk));
-    madvise(reinterpret_cast<void*>(base), kChunk, MADV_HUGEPAGE);  // a hint: its failure is no error
-    return base;
-  }
 
   std::mutex mutex_;
   std::map<std::uintptr_t, Chunk> chunks_;  // by base address, a multiple of kChunk

@@ -31,7 +31,7 @@ using ActivationRow = std::conditional_t<int8_activations<Precision>::value, Int
                                          std::conditional_t<bf16_activations<Precision>::value, Bf16Row, const float*>>;
 
 // How far ahead of the current depth row a tile that streams its weights from memory prefetches them, in
-// bytes: tiles of 1-2 rows always, larger ones when the caller passes `prefetch` (accumulate_row).
+// bytes (prefetch_ahead says which tiles do).
 inline constexpr int kPrefetchBytes = 4096;
 
 // Asks for the Bytes bytes of weights kPrefetchBytes past `codes` where a tile of Rows token rows streams
