@@ -373,7 +373,9 @@ TEST_CASE_TEMPLATE("the micro-kernel multiplies by packed panels of every precis
 // multiply_panels over two panels gives each exactly what it gives that panel alone (one multiply_rows), for
 // every row count (up to pair_rows() rows in one paired tile, more one panel after the other), every
 // precision, a depth off the q4 block, and a last panel that is mostly padding; and the same again when
-// asked to prefetch (the first tile over a panel), which tiles of 3 or more rows do only then.
+// asked to prefetch (the first tile over a panel), which tiles of 3 or more rows do only then, and when
+// given weights to bring in next (NextWeights), which the tiles (but the int8 one) advance through a line
+// at a time and stop at the end of.
 TEST_CASE_TEMPLATE("two panels in one tile give each panel's bits alone", P, moe::f32, moe::bf16, moe::f16, moe::q8,
                    moe::q4, moe::q8a8, moe::q4a8, moe::bf16a16) {
   namespace k = moe::kernels;
@@ -396,7 +398,7 @@ TEST_CASE_TEMPLATE("two panels in one tile give each panel's bits alone", P, moe
   for (int count = 1; count <= kRows; ++count)
     for (moe::Index p = 0; p + 1 < packed.panels(); ++p) {
       const k::PanelRef<P> panels[2] = {packed.panel(p), packed.panel(p + 1)};
-      Lanes alone[2], paired[2], prefetched[2];
+      Lanes alone[2], paired[2], prefetched[2], fetching[2];
       Lanes* into = alone;
       int offset = 0, calls = 0;
       // One epilogue for every call, as the layer has: records the lanes, checks the panel order.
@@ -415,6 +417,28 @@ TEST_CASE_TEMPLATE("two panels in one tile give each panel's bits alone", P, moe
       into = prefetched, calls = 0;
       k::multiply_panels<P>(rows, count, panels, 2, packed.depth(), record, true);
       REQUIRE(calls == 2);
+      // Next weights from panel p + 1 on: a stretch longer than the call fetches (16 panels' worth, past the
+      // matrix: a prefetch never faults), then one of 3 lines, which it finishes.
+      k::NextWeights next = packed.codes_from(p + 1, 0, 16 * packed.depth());
+      const std::uintptr_t start = next.from;
+      into = fetching, calls = 0;
+      k::multiply_panels<P>(rows, count, panels, 2, packed.depth(), record, false, &next);
+      REQUIRE(calls == 2);
+      k::NextWeights short_stretch{start, start + 3 * 64};
+      calls = 0;
+      k::multiply_panels<P>(rows, count, panels, 2, packed.depth(), record, true, &short_stretch);
+      REQUIRE(calls == 2);
+      if constexpr (moe::int8_activations<P>::value) {  // the int8 tile fetches none (multiply_rows)
+        CHECK(next.from == start);
+        CHECK(short_stretch.from == start);
+      } else {
+        CHECK(next.from > start);
+        CHECK(next.from < next.to);
+        CHECK((next.from - start) % 64 == 0);
+        CHECK(short_stretch.from == short_stretch.to);
+      }
+      CHECK(std::memcmp(fetching[0].data(), alone[0].data(), alone[0].size() * sizeof(float)) == 0);
+      CHECK(std::memcmp(fetching[1].data(), alone[1].data(), alone[1].size() * sizeof(float)) == 0);
       CHECK(std::memcmp(prefetched[0].data(), alone[0].data(), alone[0].size() * sizeof(float)) == 0);
       CHECK(std::memcmp(prefetched[1].data(), alone[1].data(), alone[1].size() * sizeof(float)) == 0);
       CHECK(std::memcmp(paired[0].data(), alone[0].data(), alone[0].size() * sizeof(float)) == 0);

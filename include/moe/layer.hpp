@@ -14,6 +14,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <string>
 #include <utility>
@@ -606,19 +607,44 @@ private:
   }
 
   // Stages 3 and 4, in one parallel region: compute every (expert, input panel) item, then combine every
-  // output panel. dynamic scheduling: items of busy experts cost more, and which thread runs an item
-  // never changes what it computes.
+  // output panel. Scheduled dynamically: items of busy experts cost more, and which thread runs an item
+  // never changes what it computes. With more than one tile of tokens, a thread claims its next item when
+  // it starts one, so that the current item's later tiles can bring the next one's panels into L2
+  // (NextWeights); with one tile of tokens (decode) there is no later tile to do that, and a thread claims
+  // an item only when it is free, which keeps the threads' last items balanced.
   template <Activation A>
   void compute_and_combine(const float* x, Index x_stride, float* y, Index y_stride, Index tokens,
                            Workspace& ws) const {
     const int items = ws.item_count_;
     const Index out_panels = (hidden_size() + kPanel - 1) / kPanel;
     const int threads = thread_count(ws);
+    std::atomic<int> unclaimed{0};  // the first item no thread has claimed
     run_on_team(threads, [&] {
-      MOE_OMP(omp for schedule(dynamic))
-      for (int item = 0; item < items; ++item)
-        for (int p = ws.items_[3 * item + 1], last = p + ws.items_[3 * item + 2]; p < last; p += 2)
-          compute<A>(ws.items_[3 * item], p, std::min(2, last - p), x, x_stride, ws);
+      // Item `item`, two panels a call, each call bringing in the panels computed after its own: the
+      // item's next two, or the first two of item `following` (none when following == items).
+      auto compute_item = [&](int item, int following) {
+        const int e = ws.items_[3 * item];
+        for (int p = ws.items_[3 * item + 1], last = p + ws.items_[3 * item + 2]; p < last; p += 2) {
+          kernels::NextWeights next;
+          if (p + 2 < last)
+            next = input_panels_from(e, p + 2, std::min(2, last - p - 2));
+          else if (following < items)
+            next = input_panels_from(ws.items_[3 * following], ws.items_[3 * following + 1],
+                                     std::min(2, ws.items_[3 * following + 2]));
+          compute<A>(e, p, std::min(2, last - p), x, x_stride, ws, next);
+        }
+      };
+      if (tokens <= kRows) {
+        MOE_OMP(omp for schedule(dynamic))
+        for (int item = 0; item < items; ++item) compute_item(item, items);
+      } else {
+        for (int item = unclaimed.fetch_add(1, std::memory_order_relaxed); item < items;) {
+          const int following = unclaimed.fetch_add(1, std::memory_order_relaxed);
+          compute_item(item, following);
+          item = following;
+        }
+        MOE_OMP(omp barrier)  // the combine reads every item's hidden rows
+      }
       if constexpr (kInt8 && !kQuantizeInEpilogue) {
         // The down projections read the hidden rows as int8: quantise each once, every block of it.
         for (int e = 0; e < expert_count(); ++e) {
@@ -639,11 +665,19 @@ private:
     });
   }
 
+  // The codes of expert e's input panels [p, p + panels), to bring in ahead (kernels::NextWeights).
+  kernels::NextWeights input_panels_from(int e, Index p, int panels) const {
+    const auto& projection = experts_[std::size_t(e)].input_projection();
+    return projection.codes_from(p, 0, panels * projection.depth());
+  }
+
   // Expert e's input projection for `panels` (1 or 2) consecutive panels from p on, for all its tokens,
   // with the activation in the epilogue: act(gate) * up for gated experts, act(up) for plain ones, into the
   // expert's hidden rows. kernels::multiply_panels runs a tile of one or two tokens over two panels at once.
+  // The tiles after the first bring `next` into L2.
   template <Activation A>
-  void compute(int e, Index p, int panels, const float* x, Index x_stride, Workspace& ws) const {
+  void compute(int e, Index p, int panels, const float* x, Index x_stride, Workspace& ws,
+               kernels::NextWeights next) const {
     constexpr int kHalf = kernels::kTileVectors / 2;
     const bool gated = config_.ffn.gated;
     const Index ffn = ffn_padded(e);
@@ -686,7 +720,8 @@ private:
           }
         }
       };
-      kernels::multiply_panels(rows, n, refs, panels, hidden_size(), epilogue, prefetches(first, begin, end));
+      kernels::multiply_panels(rows, n, refs, panels, hidden_size(), epilogue, prefetches(first, begin, end),
+                               first == begin ? nullptr : &next);
     }
   }
 
@@ -711,6 +746,7 @@ private:
         for (Index k0 = 0; k0 < ffn; k0 += kernels::kDepthBlock) {
           const Index depth = std::min(kernels::kDepthBlock, ffn - k0);
           const kernels::PanelRef<Precision> refs[2] = {projection.panel(p, k0), projection.panel(p + panels - 1, k0)};
+          kernels::NextWeights next = end - begin > kRows ? down_block_after(e, p, k0, ws) : kernels::NextWeights{};
           for (int first = begin; first < end; first += kRows) {
             const int n = std::min(kRows, end - first);
             Row rows[kRows];
@@ -723,12 +759,28 @@ private:
                 add_weighted(acc[r], ws.assigned_weight_[first + r],
                              y + ws.assigned_token_[first + r] * y_stride + column, width);
             };
-            kernels::multiply_panels(rows, n, refs, panels, depth, epilogue, prefetches(first, begin, end));
+            kernels::multiply_panels(rows, n, refs, panels, depth, epilogue, prefetches(first, begin, end),
+                                     first == begin ? nullptr : &next);
           }
         }
       }
     }
     if (shared_experts() == 0) pass_dropped_through(first_column, columns, x, x_stride, y, y_stride, ws);
+  }
+
+  // The down-projection codes combine reads after expert e's depth block from k0 on of panel p: its next
+  // depth block, or else the first block of the next expert with tokens. Only panel p's: a pair of panels
+  // is combined only with one tile of tokens, which has no later tile to bring anything in.
+  kernels::NextWeights down_block_after(int e, Index p, Index k0, const Workspace& ws) const {
+    const Index k1 = k0 + kernels::kDepthBlock;
+    if (k1 < ffn_padded(e))
+      return experts_[std::size_t(e)].down_projection().codes_from(p, k1,
+                                                                   std::min(kernels::kDepthBlock, ffn_padded(e) - k1));
+    for (int f = e + 1; f < expert_count(); ++f)
+      if (ws.offsets_[f + 1] > ws.offsets_[f])
+        return experts_[std::size_t(f)].down_projection().codes_from(p, 0,
+                                                                     std::min(kernels::kDepthBlock, ffn_padded(f)));
+    return {};
   }
 
   // Whether the tile of tokens from `first` on, of an expert whose tokens are [begin, end), asks

@@ -218,12 +218,14 @@ MOE_ALWAYS_INLINE void load_i4_pair(const std::uint8_t* p, Vec& low, Vec& high) 
 #endif
 }
 
-// A hint to fetch the cache line at `address` for reading, with no expectation of reuse. An address,
-// not a pointer: it may lie past the end of a buffer (a prefetch never faults), where forming a pointer
-// would be undefined.
+// A hint to fetch the cache line at `address` for reading. Locality 0, the default, for weights read once:
+// no expectation of reuse. Locality 2 (prefetcht1 on x86): into L2, for weights a thread reads after the
+// ones it is reading (kernels::NextWeights). An address, not a pointer: it may lie past the end of a buffer
+// (a prefetch never faults), where forming a pointer would be undefined.
+template <int Locality = 0>
 MOE_ALWAYS_INLINE void prefetch(std::uintptr_t address) {
 #if defined(__GNUC__) || defined(__clang__)
-  __builtin_prefetch(reinterpret_cast<const void*>(address), 0, 0);
+  __builtin_prefetch(reinterpret_cast<const void*>(address), 0, Locality);
 #else
   (void)address;
 #endif

@@ -106,6 +106,23 @@ struct PanelRef {
   const typename PanelFormat<Precision>::Scale* scales;
 };
 
+// Weights the calling thread reads next, [from, to) in bytes (codes only): another panel, or the next depth
+// block of the one it is reading. A tile that finds its own weights in L2 (every tile over a panel but the
+// first) brings these in, one cache line per depth row it runs (per pair of rows in the bf16a16 tile), so
+// that the next panel streams from memory while this one is multiplied, instead of stalling the first tile
+// over it at DRAM pace. The int8 tile does not (multiply_rows). Measured in docs/PERFORMANCE.md, "The next
+// panel streams in during the current one". Addresses, not pointers: prefetching past them never faults.
+struct NextWeights {
+  std::uintptr_t from = 0, to = 0;
+
+  MOE_ALWAYS_INLINE void fetch_line() {
+    if (from < to) {
+      simd::prefetch<2>(from);
+      from += 64;
+    }
+  }
+};
+
 // A weight matrix W[out][in] packed as column panels (see the top of this file).
 template <class Precision>
 class PanelMatrix {
@@ -164,6 +181,12 @@ public:
     const Scale* scales = scales_.data() + p * scale_sets() * kPanelColumns;
     if constexpr (Format::kScaleRows > 0) scales += k0 / Format::kScaleRows * kPanelColumns;
     return {codes, scales};
+  }
+  // The codes of `rows` depth rows from panel p's row k0 on, as NextWeights; panels follow one another
+  // in memory, so the rows may run on into panel p + 1 and further.
+  NextWeights codes_from(Index p, Index k0, Index rows) const {
+    const auto from = reinterpret_cast<std::uintptr_t>(panel(p, k0).codes);
+    return {from, from + std::uintptr_t(rows * Format::kCodesPerRow) * sizeof(Code)};
   }
   // Bytes a pass streams to read the whole matrix: codes and scales.
   double bytes() const {
