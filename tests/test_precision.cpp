@@ -417,10 +417,10 @@ TEST_CASE_TEMPLATE("two panels in one tile give each panel's bits alone", P, moe
       into = prefetched, calls = 0;
       k::multiply_panels<P>(rows, count, panels, 2, packed.depth(), record, true);
       REQUIRE(calls == 2);
-      // Next weights from panel p + 1 on: a stretch longer than the call fetches (16 panels' worth, past the
-      // matrix: a prefetch never faults), then one of 3 lines, which it finishes.
-      k::NextWeights next = packed.codes_from(p + 1, 0, 16 * packed.depth());
-      const std::uintptr_t start = next.from;
+      // Next weights from panel p + 1 on: a stretch longer than the call fetches (a line per depth row per
+      // panel at most; past the matrix, but a prefetch never faults), then one of 3 lines, which it finishes.
+      const std::uintptr_t start = packed.codes_from(p + 1, 0, 0).from;
+      k::NextWeights next{start, start + std::uintptr_t(4 * packed.depth() * 64)};
       into = fetching, calls = 0;
       k::multiply_panels<P>(rows, count, panels, 2, packed.depth(), record, false, &next);
       REQUIRE(calls == 2);
