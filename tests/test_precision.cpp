@@ -333,20 +333,21 @@ TEST_CASE("the SIMD loads decode every code as the scalar conversions do") {
   }
   for (int first = 0; first < 256; first += W) {
     std::int8_t signed_codes[W];
-    std::uint8_t bytes[W];
-    for (int i = 0; i < W; ++i) {
-      signed_codes[i] = std::int8_t(first + i - 128);
-      bytes[i] = std::uint8_t(first + i);
-    }
+    for (int i = 0; i < W; ++i) signed_codes[i] = std::int8_t(first + i - 128);
     moe::simd::store(lanes, moe::simd::load_i8(signed_codes));
     for (int i = 0; i < W; ++i) REQUIRE(lanes[i] == float(signed_codes[i]));
-    moe::simd::Vec low_vec, high_vec;
-    moe::simd::load_i4_pair(bytes, low_vec, high_vec);
-    moe::simd::store(lanes, low_vec);
-    moe::simd::store(high, high_vec);
+  }
+  // Every nibble position of a 32-bit lane, every nibble value in every position over the lanes.
+  for (int first = 0; first < 16; ++first) {
+    std::uint32_t words[W];
     for (int i = 0; i < W; ++i) {
-      REQUIRE(lanes[i] == float(int(bytes[i] & 15) - 8));
-      REQUIRE(high[i] == float(int(bytes[i] >> 4) - 8));
+      words[i] = 0;
+      for (int n = 0; n < 8; ++n) words[i] |= std::uint32_t((first + i + 3 * n) % 16) << (4 * n);
+    }
+    const moe::simd::IVec packed = moe::simd::load_int(words);
+    for (int n = 0; n < 8; ++n) {
+      moe::simd::store(lanes, moe::simd::nibble_to_float(packed, n));
+      for (int i = 0; i < W; ++i) REQUIRE(lanes[i] == float(int((words[i] >> (4 * n)) & 15u) - 8));
     }
   }
 }

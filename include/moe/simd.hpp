@@ -198,26 +198,6 @@ MOE_ALWAYS_INLINE Vec load_i8(const std::int8_t* p) {
 #endif
 }
 
-// kWidth bytes (2 * kWidth codes): low nibbles into `low`, high nibbles into `high`, each as nibble - 8.
-MOE_ALWAYS_INLINE void load_i4_pair(const std::uint8_t* p, Vec& low, Vec& high) {
-#if MOE_SIMD_XSIMD && XSIMD_WITH_AVX512F
-  // A 16-entry table lookup per vector: vpermps reads only the low 4 bits of each index lane, so a nibble
-  // needs no mask, and the table holds nibble - 8 as floats (no subtract, no conversion).
-  const __m512i bytes = _mm512_maskz_cvtepu8_epi32(kAllLanes, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  const __m512 table = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
-  low = Vec(_mm512_maskz_permutexvar_ps(kAllLanes, bytes, table));
-  high = Vec(_mm512_maskz_permutexvar_ps(kAllLanes, _mm512_maskz_srli_epi32(kAllLanes, bytes, 4), table));
-#elif MOE_SIMD_XSIMD && XSIMD_WITH_AVX2
-  const __m256i bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-  const __m256i eight = _mm256_set1_epi32(8);
-  low = Vec(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(bytes, _mm256_set1_epi32(15)), eight)));
-  high = Vec(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(bytes, 4), eight)));
-#else
-  low = detail_load::by_lane([p](int i) { return float(int(p[i] & 15) - 8); });
-  high = detail_load::by_lane([p](int i) { return float(int(p[i] >> 4) - 8); });
-#endif
-}
-
 // A hint to fetch the cache line at `address` for reading. Locality 0, the default, for weights read once:
 // no expectation of reuse. Locality 2 (prefetcht1 on x86): into L2, for weights a thread reads after the
 // ones it is reading (kernels::NextWeights). An address, not a pointer: it may lie past the end of a buffer

@@ -59,9 +59,17 @@ MOE_ALWAYS_INLINE void load_weight_row(const typename PanelFormat<Precision>::Co
   if constexpr (std::is_same<Precision, bf16>::value) {
     MOE_UNROLL for (int v = 0; v < kTileVectors; v += 2) simd::load_bf16_halves(row + v * simd::kWidth, w[v], w[v + 1]);
   }
-  if constexpr (std::is_same<Precision, q4>::value) {
-    MOE_UNROLL for (int v = 0; v < kTileVectors / 2; ++v)
-        simd::load_i4_pair(row + v * simd::kWidth, w[v], w[v + kTileVectors / 2]);
+}
+
+// sum[p][r][v] += rows[r][k] * w[p][v] for the weights w of one depth row k of each of Panels panels.
+template <int Rows, int Panels>
+MOE_ALWAYS_INLINE void fma_rows(const float* const* rows, Index k, const simd::Vec (&w)[Panels][kTileVectors],
+                                simd::Vec (&sum)[Panels][Rows][kTileVectors]) {
+  MOE_UNROLL for (int r = 0; r < Rows; ++r) {
+    const simd::Vec x = simd::broadcast(rows[r][k]);
+    MOE_UNROLL for (int p = 0; p < Panels; ++p) {
+      MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) sum[p][r][v] = simd::fma(x, w[p][v], sum[p][r][v]);
+    }
   }
 }
 
@@ -71,6 +79,7 @@ template <int Rows, int Panels, class Precision>
 MOE_ALWAYS_INLINE void accumulate_row(const float* const* rows,
                                       const typename PanelFormat<Precision>::Code* const* codes, Index k,
                                       simd::Vec (&sum)[Panels][Rows][kTileVectors], bool prefetch) {
+  static_assert(!std::is_same<Precision, q4>::value, "q4 runs a group of depth rows at a time: accumulate_group_q4");
   constexpr int kRowBytes = PanelFormat<Precision>::kCodesPerRow * int(sizeof(typename PanelFormat<Precision>::Code));
   simd::Vec w[Panels][kTileVectors];
   MOE_UNROLL for (int p = 0; p < Panels; ++p) {
@@ -85,18 +94,38 @@ MOE_ALWAYS_INLINE void accumulate_row(const float* const* rows,
     // prefetches").
     prefetch_ahead<Rows, kRowBytes>(row, prefetch);
     load_weight_row<Precision>(row, w[p]);
-    // Pinned so that the rows reuse one loaded vector (pin). q4's vectors are table lookups, which no FMA
-    // can fold, and pinning them made GCC 12 also store each one to the stack every depth row: 4 dead
-    // stores per 64 weights, which bound its 1-row tile.
-    if constexpr (!std::is_same<Precision, q4>::value) {
-      MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) simd::pin(w[p][v]);
-    }
+    // Pinned so that the rows reuse one loaded vector (pin).
+    MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) simd::pin(w[p][v]);
   }
-  MOE_UNROLL for (int r = 0; r < Rows; ++r) {
-    const simd::Vec x = simd::broadcast(rows[r][k]);
+  fma_rows<Rows, Panels>(rows, k, w, sum);
+}
+
+// The same for q4, a group of kQ4GroupRows depth rows from k on (panel.hpp), the rows up to k_end: one
+// full-width load of the group per panel, then a shift and a lookup per weight vector. Against a widening
+// load per pair of vectors (vpmovzxbd, a shuffle like the lookups, 2 a cycle on Zen 5), that leaves 4
+// shuffles per depth row of a panel instead of 6. The vectors are not pinned: they are lookups, which no
+// FMA can fold, and pinning them made GCC 12 store each one to the stack every depth row. The rows run
+// in order, so every sum keeps the order of accumulate_row.
+template <int Rows, int Panels>
+MOE_ALWAYS_INLINE void accumulate_group_q4(const float* const* rows, const std::uint8_t* const* codes, Index k,
+                                           Index k_end, simd::Vec (&sum)[Panels][Rows][kTileVectors], bool prefetch,
+                                           NextWeights& ahead) {
+  constexpr int kGroupBytes = kQ4GroupRows * PanelFormat<q4>::kCodesPerRow;  // one vector
+  simd::IVec packed[Panels];
+  MOE_UNROLL for (int p = 0; p < Panels; ++p) {
+    const std::uint8_t* group = codes[p] + k * PanelFormat<q4>::kCodesPerRow;
+    prefetch_ahead<Rows, kGroupBytes>(group, prefetch);
+    packed[p] = simd::load_int(group);
+  }
+  MOE_UNROLL for (int j = 0; j < kQ4GroupRows; ++j) {
+    if (j > 0 && k + j >= k_end) break;  // a depth that ends inside the group: the rest is padding
+    ahead.fetch_line();
+    simd::Vec w[Panels][kTileVectors];
     MOE_UNROLL for (int p = 0; p < Panels; ++p) {
-      MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) sum[p][r][v] = simd::fma(x, w[p][v], sum[p][r][v]);
+      MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) w[p][v] =
+          simd::nibble_to_float(packed[p], j * kTileVectors + v);
     }
+    fma_rows<Rows, Panels>(rows, k + j, w, sum);
   }
 }
 
@@ -115,9 +144,14 @@ MOE_ALWAYS_INLINE void accumulate_rows(const float* const* rows,
       MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) sum[p][r][v] = acc[p][r][v];
     }
   }
-  for (Index k = k_begin; k < k_end; ++k) {
-    ahead.fetch_line();
-    accumulate_row<Rows, Panels, Precision>(rows, codes, k, sum, prefetch);
+  if constexpr (std::is_same<Precision, q4>::value) {
+    for (Index k = k_begin; k < k_end; k += kQ4GroupRows)
+      accumulate_group_q4<Rows, Panels>(rows, codes, k, k_end, sum, prefetch, ahead);
+  } else {
+    for (Index k = k_begin; k < k_end; ++k) {
+      ahead.fetch_line();
+      accumulate_row<Rows, Panels, Precision>(rows, codes, k, sum, prefetch);
+    }
   }
   next = ahead;
   MOE_UNROLL for (int p = 0; p < Panels; ++p) {
@@ -133,9 +167,10 @@ MOE_ALWAYS_INLINE void accumulate_rows(const float* const* rows,
 // the bare codes and then adds block sum * block scale, one FMA per accumulator per block, rather than a
 // multiply per weight vector per depth row. Every tile, 1 to kTileRows rows and 1 or 2 panels, does the
 // same for each accumulator in the same order, so a token's sums depend neither on the tile it lands in
-// nor on the panel beside it. At 6 rows the q4 block sums, the 4 weight vectors and a broadcast take 29
-// of 32 registers and the running sums live in memory, read and written once per block (BM_Kernel<q4>
-// at 6 rows: 166 -> 200 GFLOP/s against scaling the weights with the running sums in registers).
+// nor on the panel beside it. At 6 rows the q4 block sums, the packed group, the 4 weight vectors and a
+// broadcast take 30 of 32 registers and the running sums live in memory, read and written once per block
+// (BM_Kernel<q4> at 6 rows: 166 -> 200 GFLOP/s against scaling the weights with the running sums in
+// registers).
 template <int Rows, int Panels, class Precision>
 MOE_ALWAYS_INLINE void multiply_tile(const float* const* rows, const PanelRef<Precision> (&panels)[Panels], Index depth,
                                      simd::Vec (&acc)[Panels][kTileRows][kTileVectors], bool prefetch,
@@ -332,13 +367,14 @@ MOE_ALWAYS_INLINE void multiply_rows(const ActivationRow<Precision>* rows, int c
 // precision (BM_Kernel, BM_DecodeStream, BM_Fused at 1 token, docs/PERFORMANCE.md):
 // - q8 with 32 registers pairs 1-row tiles only: its 2-row tiles already have 8 chains and are bound by
 //   the instructions that widen its codes, and paired they measured 2-4% slower;
-// - q4 never: its kernel gained 9% (28% with AVX2) paired, but its stream of codes and scales read 2-14%
-//   slower in four alternations and its layer showed no gain;
+// - q4 pairs 1- and 2-row tiles: with a group's vectors decoded from one load (accumulate_group_q4), its
+//   1-row tile is bound by the FMA latency of its 4 chains, and paired, BM_DecodeStream<q4> and the layer
+//   at 1 and 8 tokens were faster in 14 of 15 comparisons (three alternations; docs/PERFORMANCE.md). Before
+//   that decode, the widening loads bound it, and pairing gained the layer nothing;
 // - the int8 and bf16 dot products (q8a8, q4a8, bf16a16) never: they do 2-4x the work per instruction.
 template <class Precision>
 constexpr int pair_rows() {
-  if (std::is_same<Precision, q4>::value || int8_activations<Precision>::value || bf16_activations<Precision>::value)
-    return 0;
+  if (int8_activations<Precision>::value || bf16_activations<Precision>::value) return 0;
   return std::is_same<Precision, q8>::value && simd::kRegisters >= 32 ? 1 : 2;
 }
 

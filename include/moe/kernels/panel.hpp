@@ -12,15 +12,19 @@
 //                   holds lane l of vector v in its low half and of vector v + 1 in its high half, so that
 //                   one load and two bit operations give both as f32 (simd::load_bf16_halves);
 //   q8              kPanelColumns int8 codes; the panel has one f32 scale per column (output row);
-//   q4              kPanelColumns / 2 bytes: byte v * kWidth + l holds lane l of vector v in its low
-//                   nibble and lane l of vector v + kTileVectors / 2 in its high nibble, each as q + 8;
-//                   every 32 depth rows have one f16 scale per column.
+//   q4              kPanelColumns / 2 bytes, in groups of kQ4GroupRows depth rows (8 / kTileVectors: 2
+//                   with AVX-512) that are one vector of 32-bit lanes: the lane l of group g holds eight
+//                   nibbles, nibble n (bits 4n to 4n + 3) the code of depth row g * kQ4GroupRows +
+//                   n / kTileVectors, column lane l of vector n % kTileVectors, each as q + 8; every 32
+//                   depth rows have one f16 scale per column. The depth is padded to whole groups. One
+//                   full-width load then gives a group's weight vectors by a shift and a lookup each
+//                   (simd::nibble_to_float), with no widening load per vector.
 //   q8a8, q4a8      the q8 / q4 codes and scales, made unsigned (q + 128, q + 8) and interleaved by four
 //                   depth rows for the int8 dot product (simd_int8.hpp): the 32-bit lane of column c in
 //                   depth group g (rows 4g..4g+3) holds those four rows' codes of column c, byte j for
 //                   row 4g + j. q8a8: group g is kPanelColumns such lanes, vector by vector. q4a8: group g
 //                   is kTileVectors / 2 vectors of lanes; the low nibbles are columns of vector v, the high
-//                   nibbles those of vector v + kTileVectors / 2 (as in q4). The depth is padded to whole
+//                   nibbles those of vector v + kTileVectors / 2. The depth is padded to whole
 //                   blocks of 32 rows, the activation blocks of kernels/quantize.hpp.
 //   bf16a16         bf16 codes interleaved by two depth rows for vdpbf16ps (simd_bf16.hpp): the 32-bit lane
 //                   of column c in depth pair g holds row 2g's code in its low half and row 2g + 1's in its
@@ -30,6 +34,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "../config.hpp"
@@ -49,6 +54,8 @@ namespace kernels {
 inline constexpr int kTileVectors = simd::kRegisters >= 32 ? 4 : 2;
 inline constexpr int kPanelColumns = kTileVectors * simd::kWidth;
 inline constexpr int kTileRows = 6;
+// Depth rows of a q4 group: eight nibbles fill a 32-bit lane (see the top of this file).
+inline constexpr int kQ4GroupRows = 8 / kTileVectors;
 
 // What one depth row and the scales of a panel look like in each precision.
 template <class Precision>
@@ -75,9 +82,10 @@ struct PanelFormat<q4> {
   using Scale = std::uint16_t;  // f16
   static constexpr int kCodesPerRow = kPanelColumns / 2;
   static constexpr int kScaleRows = q4::kBlock;
-  static constexpr int kDepthMultiple = 1;
-  static constexpr int kInterleave = 1;
+  static constexpr int kDepthMultiple = kQ4GroupRows;
+  static constexpr int kInterleave = kQ4GroupRows;
 };
+static_assert(q4::kBlock % kQ4GroupRows == 0, "a q4 scale block must hold whole groups");
 template <>
 struct PanelFormat<q8a8> : PanelFormat<q8> {
   using Code = std::uint8_t;
@@ -215,8 +223,26 @@ private:
       const int offset = int8_activations<Precision>::value ? 128 : 0;
       for (Index k = 0; k < in; ++k) codes[at(k, column)] = static_cast<Code>(q8::code(w[k], scale) + offset);
       scales[column] = scale > 0.0f ? scale : 1.0f;
+    } else if constexpr (std::is_same<Precision, q4>::value) {
+      // Depth row k of column lane l of vector v: nibble (k % kQ4GroupRows) * kTileVectors + v of the 32-bit
+      // lane l of group k / kQ4GroupRows. The lane is read and written as a whole uint32, so that it holds
+      // the value the kernels' 32-bit loads see on either byte order.
+      const Index vector = column / simd::kWidth, lane = column % simd::kWidth;
+      for (Index k0 = 0; k0 < in; k0 += q4::kBlock) {
+        const int n = int(std::min<Index>(q4::kBlock, in - k0));
+        std::int8_t q[q4::kBlock];
+        scales[k0 / q4::kBlock * kPanelColumns + column] = q4::quantize(w + k0, n, q);
+        for (int i = 0; i < n; ++i) {
+          const Index k = k0 + i, shift = 4 * (k % kQ4GroupRows * kTileVectors + vector);
+          Code* at_lane = codes + k / kQ4GroupRows * kQ4GroupRows * Format::kCodesPerRow + lane * 4;
+          std::uint32_t bits;
+          std::memcpy(&bits, at_lane, sizeof bits);
+          bits = (bits & ~(std::uint32_t(15) << shift)) | (std::uint32_t(q[i] + 8) << shift);
+          std::memcpy(at_lane, &bits, sizeof bits);
+        }
+      }
     } else if constexpr (std::is_same<W, q4>::value) {
-      // Column c is lane c % kWidth of vector c / kWidth; the second half of the vectors use high nibbles.
+      // q4a8. Column c is lane c % kWidth of vector c / kWidth; the second half of the vectors use high nibbles.
       constexpr int kHalfVectors = kTileVectors / 2;
       const Index vector = column / simd::kWidth, lane = column % simd::kWidth;
       const Index byte = (vector % kHalfVectors) * simd::kWidth + lane;
