@@ -101,11 +101,11 @@ MOE_ALWAYS_INLINE void accumulate_row(const float* const* rows,
 }
 
 // The same for q4, a group of kQ4GroupRows depth rows from k on (panel.hpp), the rows up to k_end: one
-// full-width load of the group per panel, then a shift and a lookup per weight vector. Against a widening
-// load per pair of vectors (vpmovzxbd, a shuffle like the lookups, 2 a cycle on Zen 5), that leaves 4
-// shuffles per depth row of a panel instead of 6. The vectors are not pinned: they are lookups, which no
-// FMA can fold, and pinning them made GCC 12 store each one to the stack every depth row. The rows run
-// in order, so every sum keeps the order of accumulate_row.
+// full-width load of the group per panel, then a shift and a lookup per weight vector, where a widening
+// load per pair of vectors (vpmovzxbd) used to come first: paired 1- and 2-row tiles measured 1.25-1.32x
+// faster (docs/PERFORMANCE.md, "q4 decodes a group of depth rows from one load"). The vectors are not
+// pinned: they are lookups, which no FMA can fold, and pinning them made GCC 12 store each one to the
+// stack every depth row. The rows run in order, so every sum keeps the order of accumulate_row.
 template <int Rows, int Panels>
 MOE_ALWAYS_INLINE void accumulate_group_q4(const float* const* rows, const std::uint8_t* const* codes, Index k,
                                            Index k_end, simd::Vec (&sum)[Panels][Rows][kTileVectors], bool prefetch,
