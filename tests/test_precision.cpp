@@ -347,7 +347,10 @@ TEST_CASE("the SIMD loads decode every code as the scalar conversions do") {
     const moe::simd::IVec packed = moe::simd::load_int(words);
     for (int n = 0; n < 8; ++n) {
       moe::simd::store(lanes, moe::simd::nibble_to_float(packed, n));
-      for (int i = 0; i < W; ++i) REQUIRE(lanes[i] == float(int((words[i] >> (4 * n)) & 15u) - 8));
+      for (int i = 0; i < W; ++i) {
+        const int nibble = int((words[i] >> (4 * n)) & 15u);
+        REQUIRE(lanes[i] == float(nibble < 8 ? nibble : nibble - 16));  // a 4-bit two's complement
+      }
     }
   }
 }

@@ -97,22 +97,22 @@ MOE_ALWAYS_INLINE IVec bit_and(IVec v, std::int32_t mask) { return v & mask; }
 MOE_ALWAYS_INLINE std::int32_t reduce_add(IVec v) { return v; }
 #endif
 
-// Nibble n in [0, 8) (bits 4n to 4n + 3) of every 32-bit lane of `packed`, minus 8, as f32: the q4 weights
-// of the f32-activation kernel (kernels/panel.hpp packs eight a lane). With AVX-512 one table lookup after
-// the shift: vpermps reads only the low 4 bits of each index lane, so the nibble needs no mask, and the table
-// holds nibble - 8 as floats (no subtraction, no conversion). Elsewhere a shift, a mask, a conversion and a
-// subtraction, all exact. n is a run-time int so that unrolled loops can pass theirs; unrolled, it is a
-// constant, and the shift an immediate (a count vector per n would take registers the tiles need).
+// Nibble n in [0, 8) (bits 4n to 4n + 3) of every 32-bit lane of `packed`, a 4-bit two's complement in
+// [-8, 7], as f32: the q4 weights of the f32-activation kernel (kernels/panel.hpp packs eight a lane). With
+// AVX-512, one table lookup after the shift: vpermps reads only the low 4 bits of each index lane, so the
+// nibble needs no mask, and the table holds the values as floats (no conversion). Elsewhere the nibble is
+// shifted to the top of the lane and back down arithmetically, which sign-extends it, then converted: three
+// instructions and no constant, which a 16-register tile has no register for. All exact. n is a run-time
+// int so that unrolled loops can pass theirs; unrolled, it is a constant and the shifts immediates.
 MOE_ALWAYS_INLINE Vec nibble_to_float(const IVec& packed, int n) {
 #if MOE_SIMD_XSIMD && XSIMD_WITH_AVX512F
-  const __m512 table = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
+  const __m512 table = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1);
   const __m512i index = n == 0 ? __m512i(packed) : _mm512_maskz_srli_epi32(kAllLanes, packed, unsigned(4 * n));
   return Vec(_mm512_maskz_permutexvar_ps(kAllLanes, index, table));
 #elif MOE_SIMD_XSIMD
-  const auto bits = xsimd::bitwise_cast<xsimd::batch<std::uint32_t> >(packed) >> (4 * n);
-  return to_float(bit_and(xsimd::bitwise_cast<IVec>(bits), 15)) - Vec(8.0f);
+  return to_float((n == 7 ? packed : packed << (28 - 4 * n)) >> 28);  // int32 lanes: >> is arithmetic
 #else
-  return float(std::int32_t((static_cast<std::uint32_t>(packed) >> (4 * n)) & 15u) - 8);
+  return float(std::int32_t(((static_cast<std::uint32_t>(packed) >> (4 * n)) & 15u) ^ 8u) - 8);
 #endif
 }
 

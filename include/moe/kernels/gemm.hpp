@@ -367,14 +367,17 @@ MOE_ALWAYS_INLINE void multiply_rows(const ActivationRow<Precision>* rows, int c
 // precision (BM_Kernel, BM_DecodeStream, BM_Fused at 1 token, docs/PERFORMANCE.md):
 // - q8 with 32 registers pairs 1-row tiles only: its 2-row tiles already have 8 chains and are bound by
 //   the instructions that widen its codes, and paired they measured 2-4% slower;
-// - q4 pairs 1- and 2-row tiles: with a group's vectors decoded from one load (accumulate_group_q4), its
-//   1-row tile is bound by the FMA latency of its 4 chains, and paired, BM_DecodeStream<q4> and the layer
-//   at 1 and 8 tokens were faster in 14 of 15 comparisons (three alternations; docs/PERFORMANCE.md). Before
-//   that decode, the widening loads bound it, and pairing gained the layer nothing;
+// - q4 with 32 registers pairs 1- and 2-row tiles: with a group's vectors decoded from one load
+//   (accumulate_group_q4), its 1-row tile is bound by the FMA latency of its 4 chains, and paired,
+//   BM_DecodeStream<q4> and the layer at 1 and 8 tokens were faster in 14 of 15 comparisons (three
+//   alternations; docs/PERFORMANCE.md); before that decode, the widening loads bound it, and pairing gained
+//   the layer nothing. With 16 registers (AVX2) never: a paired 1-row tile took as long as two single ones
+//   and a paired 2-row tile 1.26x as long (BM_Kernel<q4>, -march=haswell);
 // - the int8 and bf16 dot products (q8a8, q4a8, bf16a16) never: they do 2-4x the work per instruction.
 template <class Precision>
 constexpr int pair_rows() {
   if (int8_activations<Precision>::value || bf16_activations<Precision>::value) return 0;
+  if (std::is_same<Precision, q4>::value) return simd::kRegisters >= 32 ? 2 : 0;
   return std::is_same<Precision, q8>::value && simd::kRegisters >= 32 ? 1 : 2;
 }
 

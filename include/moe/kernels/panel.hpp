@@ -15,10 +15,10 @@
 //   q4              kPanelColumns / 2 bytes, in groups of kQ4GroupRows depth rows (8 / kTileVectors: 2
 //                   with AVX-512) that are one vector of 32-bit lanes: the lane l of group g holds eight
 //                   nibbles, nibble n (bits 4n to 4n + 3) the code of depth row g * kQ4GroupRows +
-//                   n / kTileVectors, column lane l of vector n % kTileVectors, each as q + 8; every 32
-//                   depth rows have one f16 scale per column. The depth is padded to whole groups. One
-//                   full-width load then gives a group's weight vectors by a shift and a lookup each
-//                   (simd::nibble_to_float), with no widening load per vector.
+//                   n / kTileVectors, column lane l of vector n % kTileVectors, each as the 4-bit two's
+//                   complement of q; every 32 depth rows have one f16 scale per column. The depth is
+//                   padded to whole groups. One full-width load then gives a group's weight vectors by a
+//                   shift and a lookup each, or two shifts and a conversion (simd::nibble_to_float).
 //   q8a8, q4a8      the q8 / q4 codes and scales, made unsigned (q + 128, q + 8) and interleaved by four
 //                   depth rows for the int8 dot product (simd_int8.hpp): the 32-bit lane of column c in
 //                   depth group g (rows 4g..4g+3) holds those four rows' codes of column c, byte j for
@@ -147,12 +147,12 @@ public:
     depth_ = simd::round_up(depth, Format::kDepthMultiple);
     codes_.resize(panels_ * depth_ * Format::kCodesPerRow);
     scales_.resize(panels_ * scale_sets() * kPanelColumns);
-    // Padding reads as zero: q8 padding columns are code 0 (q8a8: 128) times scale 1; every q4 nibble
-    // starts at 8 (q = 0).
+    // Padding reads as zero: q8 padding columns are code 0 (q8a8: 128) times scale 1; every q4a8 nibble
+    // starts at 8 (q = 0), every q4 nibble at 0 (resize zeroes the buffers).
     using W = weight_format_t<Precision>;
     if constexpr (std::is_same<W, q8>::value) std::fill_n(scales_.data(), scales_.size(), 1.0f);
     if constexpr (std::is_same<Precision, q8a8>::value) std::fill_n(codes_.data(), codes_.size(), Code(0x80));
-    if constexpr (std::is_same<W, q4>::value) std::fill_n(codes_.data(), codes_.size(), Code(0x88));
+    if constexpr (std::is_same<Precision, q4a8>::value) std::fill_n(codes_.data(), codes_.size(), Code(0x88));
   }
 
   // Stores W[o][0..in_features); depth rows past in_features stay zero.
@@ -237,7 +237,7 @@ private:
           Code* at_lane = codes + k / kQ4GroupRows * kQ4GroupRows * Format::kCodesPerRow + lane * 4;
           std::uint32_t bits;
           std::memcpy(&bits, at_lane, sizeof bits);
-          bits = (bits & ~(std::uint32_t(15) << shift)) | (std::uint32_t(q[i] + 8) << shift);
+          bits = (bits & ~(std::uint32_t(15) << shift)) | ((std::uint32_t(q[i]) & 15u) << shift);
           std::memcpy(at_lane, &bits, sizeof bits);
         }
       }
