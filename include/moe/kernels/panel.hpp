@@ -223,38 +223,33 @@ private:
       const int offset = int8_activations<Precision>::value ? 128 : 0;
       for (Index k = 0; k < in; ++k) codes[at(k, column)] = static_cast<Code>(q8::code(w[k], scale) + offset);
       scales[column] = scale > 0.0f ? scale : 1.0f;
-    } else if constexpr (std::is_same<Precision, q4>::value) {
-      // Depth row k of column lane l of vector v: nibble (k % kQ4GroupRows) * kTileVectors + v of the 32-bit
-      // lane l of group k / kQ4GroupRows. The lane is read and written as a whole uint32, so that it holds
-      // the value the kernels' 32-bit loads see on either byte order.
+    } else if constexpr (std::is_same<W, q4>::value) {
       const Index vector = column / simd::kWidth, lane = column % simd::kWidth;
-      for (Index k0 = 0; k0 < in; k0 += q4::kBlock) {
-        const int n = int(std::min<Index>(q4::kBlock, in - k0));
-        std::int8_t q[q4::kBlock];
-        scales[k0 / q4::kBlock * kPanelColumns + column] = q4::quantize(w + k0, n, q);
-        for (int i = 0; i < n; ++i) {
-          const Index k = k0 + i, shift = 4 * (k % kQ4GroupRows * kTileVectors + vector);
-          Code* at_lane = codes + k / kQ4GroupRows * kQ4GroupRows * Format::kCodesPerRow + lane * 4;
+      // Stores code q of depth row k (see the top of this file for both layouts).
+      auto store = [&](Index k, int q) {
+        if constexpr (std::is_same<Precision, q4>::value) {
+          // Nibble (k % kQ4GroupRows) * kTileVectors + vector of the 32-bit lane `lane` of group
+          // k / kQ4GroupRows, read and written as a whole uint32 so that it holds the value the kernels'
+          // 32-bit loads see on either byte order.
+          const Index shift = 4 * (k % kQ4GroupRows * kTileVectors + vector);
+          Code* at_lane = codes + (k - k % kQ4GroupRows) * Format::kCodesPerRow + lane * 4;
           std::uint32_t bits;
           std::memcpy(&bits, at_lane, sizeof bits);
-          bits = (bits & ~(std::uint32_t(15) << shift)) | ((std::uint32_t(q[i]) & 15u) << shift);
+          bits = (bits & ~(std::uint32_t(15) << shift)) | ((std::uint32_t(q) & 15u) << shift);
           std::memcpy(at_lane, &bits, sizeof bits);
+        } else {
+          // q4a8: the second half of the vectors use high nibbles, each as q + 8.
+          constexpr int kHalfVectors = kTileVectors / 2;
+          const int shift = vector < kHalfVectors ? 0 : 4;
+          Code& c = codes[at(k, (vector % kHalfVectors) * simd::kWidth + lane)];
+          c = static_cast<Code>((c & (0xF0 >> shift)) | ((q + 8) << shift));
         }
-      }
-    } else if constexpr (std::is_same<W, q4>::value) {
-      // q4a8. Column c is lane c % kWidth of vector c / kWidth; the second half of the vectors use high nibbles.
-      constexpr int kHalfVectors = kTileVectors / 2;
-      const Index vector = column / simd::kWidth, lane = column % simd::kWidth;
-      const Index byte = (vector % kHalfVectors) * simd::kWidth + lane;
-      const int shift = vector < kHalfVectors ? 0 : 4;
+      };
       for (Index k0 = 0; k0 < in; k0 += q4::kBlock) {
         const int n = int(std::min<Index>(q4::kBlock, in - k0));
         std::int8_t q[q4::kBlock];
         scales[k0 / q4::kBlock * kPanelColumns + column] = q4::quantize(w + k0, n, q);
-        for (int i = 0; i < n; ++i) {
-          Code& c = codes[at(k0 + i, byte)];
-          c = static_cast<Code>((c & (0xF0 >> shift)) | ((q[i] + 8) << shift));
-        }
+        for (int i = 0; i < n; ++i) store(k0 + i, q[i]);
       }
     } else if constexpr (std::is_same<Precision, bf16>::value) {
       const Index vector = column / simd::kWidth, lane = column % simd::kWidth;
