@@ -23,6 +23,8 @@
 #include <moe/io/npy.hpp>
 #include <moe/moe.hpp>
 
+#define MOE_PROGRAM_TARGET_HERE
+#include "program_target.hpp"
 #include "synthetic_layer.hpp"
 
 namespace {
@@ -84,6 +86,7 @@ options:
                   activations quantised to int8 per 32 values: int8 dot products), or bf16a16 (bf16
                   weights with activations rounded to bf16: bf16 dot products); the router stays f32
   --seed N        seed of the synthetic weights and tokens (default 1)
+  --version       the version, the compiler, the instruction set this build is for and the one this CPU has
   --help          this text
 )";
 
@@ -115,6 +118,8 @@ Options parse(int argc, char** argv) {
     if (arg == "--help" || arg == "-h") {
       std::fputs(kUsage, stdout);
       std::exit(0);
+    } else if (arg == "--version") {
+      std::exit(moe_program_print_version("moe-run"));
     } else if (arg == "--tokens") {
       o.tokens = take(1, 1 << 20);
     } else if (arg == "--repeat") {

@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # Installs what building and testing moe needs, from Debian 12 packages, and nothing that is already there.
 # Safe to run again and again: apt-get runs (update included) only when a package is missing.
+#   bash scripts/install-deps.sh           what the README's two commands need (qemu-user: the test that runs
+#                                          moe-run on an emulated older CPU)
+#   bash scripts/install-deps.sh --cross   and the aarch64 cross compiler, for .ci/run's ARM builds
 set -euo pipefail
 
 packages=(cmake g++ clang libomp-dev libeigen3-dev libxsimd-dev doctest-dev libbenchmark-dev librsvg2-bin
-  nlohmann-json3-dev python3-numpy python3-torch libclang-rt-14-dev)
+  nlohmann-json3-dev python3-numpy python3-torch libclang-rt-14-dev qemu-user)
+if [ "${1:-}" = "--cross" ]; then
+  packages+=(g++-aarch64-linux-gnu)
+fi
 
 if ! command -v dpkg >/dev/null 2>&1; then
   echo "install-deps: no dpkg here (not Debian?); install these yourself: ${packages[*]}" >&2

@@ -5,6 +5,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "target.hpp"
+
 #define MOE_VERSION_MAJOR 0
 #define MOE_VERSION_MINOR 1
 #define MOE_VERSION_PATCH 0
@@ -73,12 +75,14 @@ using Index = std::ptrdiff_t;
 inline constexpr int Dynamic = -1;
 
 // Every error the library reports: a bad shape, an impossible configuration, a workspace too small,
-// non-finite input, an overflow inside a pass. The message names the function and the problem.
+// non-finite input, an overflow inside a pass. The message names the function and the problem. Outside the
+// target's namespace (target.hpp), like Index and Dynamic, so that one catch serves every target.
 class Error : public std::runtime_error {
 public:
   explicit Error(const std::string& what) : std::runtime_error(what) {}
 };
 
+inline namespace MOE_TARGET_NAMESPACE {
 namespace detail {
 
 [[noreturn]] inline void fail(const char* where, const std::string& problem) {
@@ -86,4 +90,5 @@ namespace detail {
 }
 
 }  // namespace detail
+}  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

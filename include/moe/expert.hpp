@@ -11,6 +11,7 @@
 #include "precision.hpp"
 
 namespace moe {
+inline namespace MOE_TARGET_NAMESPACE {
 
 // What an expert computes from a token x (hidden_size) with hidden width ffn_size:
 //   gated: down( act(x W_gate^T) * (x W_up^T) )      SwiGLU (Mixtral, Qwen, DeepSeek, OLMoE), GeGLU
@@ -114,4 +115,5 @@ private:
   bool gated_ = true;
 };
 
+}  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

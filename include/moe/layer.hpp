@@ -34,6 +34,7 @@
 #include "workspace.hpp"
 
 namespace moe {
+inline namespace MOE_TARGET_NAMESPACE {
 
 // The run-time shape of a layer. Sizes are the model's: hidden_size is the token width, ffn_size an
 // expert's hidden width (Hugging Face's intermediate_size / moe_intermediate_size).
@@ -882,4 +883,5 @@ private:
   std::vector<bool> router_row_loaded_;
 };
 
+}  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

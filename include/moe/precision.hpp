@@ -36,6 +36,7 @@
 #include "config.hpp"
 
 namespace moe {
+inline namespace MOE_TARGET_NAMESPACE {
 
 namespace detail {
 
@@ -257,4 +258,5 @@ struct is_supported_precision {
                                 bf16_activations<Precision>::value;
 };
 
+}  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

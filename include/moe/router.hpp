@@ -40,6 +40,7 @@
 #include "routing_stats.hpp"
 
 namespace moe {
+inline namespace MOE_TARGET_NAMESPACE {
 
 // What finish_batch() sees: the whole batch after every token's route().
 struct RoutingBatch {
@@ -258,4 +259,5 @@ struct TopP {
   }
 };
 
+}  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

@@ -11,6 +11,7 @@
 #include "router.hpp"
 
 namespace moe {
+inline namespace MOE_TARGET_NAMESPACE {
 
 namespace detail {
 // An expert's capacity for a batch: `fixed` when positive, else ceil(factor * tokens * per_token / experts);
@@ -161,4 +162,5 @@ struct HashRouting {
   }
 };
 
+}  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

@@ -23,6 +23,7 @@
 #include "routing_stats.hpp"
 
 namespace moe {
+inline namespace MOE_TARGET_NAMESPACE {
 namespace detail {
 namespace svg {
 
@@ -305,4 +306,5 @@ inline void write_routing_svg(std::ostream& out, const RoutingStats& stats, cons
   out << s.str();
 }
 
+}  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

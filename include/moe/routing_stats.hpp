@@ -25,6 +25,7 @@
 #include "config.hpp"
 
 namespace moe {
+inline namespace MOE_TARGET_NAMESPACE {
 
 // Slot markers in a token's row of expert ids, for slots where no expert ran.
 // kNoExpert: the slot is unused (top-p chose fewer than k_max experts, expert-choice routing gave the token
@@ -380,4 +381,5 @@ private:
   std::vector<std::int64_t> scratch_last_row_;
 };
 
+}  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

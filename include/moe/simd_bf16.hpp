@@ -21,6 +21,7 @@
 #endif
 
 namespace moe {
+inline namespace MOE_TARGET_NAMESPACE {
 namespace simd {
 
 // Two consecutive bf16 activations, prepared once and used against many weight vectors: the packed pair in
@@ -101,4 +102,5 @@ MOE_ALWAYS_INLINE void store_bf16(std::uint16_t* p, const Vec& v) {
 }
 
 }  // namespace simd
+}  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

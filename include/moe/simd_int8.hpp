@@ -20,6 +20,7 @@
 #endif
 
 namespace moe {
+inline namespace MOE_TARGET_NAMESPACE {
 namespace simd {
 
 #if MOE_SIMD_XSIMD
@@ -184,4 +185,5 @@ MOE_ALWAYS_INLINE IVec dot_u8s8(const IVec& acc, const IVec& a, const Int8Quad& 
 }
 
 }  // namespace simd
+}  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

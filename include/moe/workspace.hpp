@@ -13,6 +13,7 @@
 #endif
 
 namespace moe {
+inline namespace MOE_TARGET_NAMESPACE {
 
 // Threads a forward pass uses when its workspace does not say: OpenMP's default (OMP_NUM_THREADS, or
 // every core), or 1 without OpenMP or with MOE_DONT_PARALLELIZE.
@@ -112,4 +113,5 @@ private:
   detail::AlignedBuffer<std::uint16_t> hidden_bf16_;  // laid out as hidden_ would be
 };
 
+}  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """bad_inputs.py MOE_RUN DIR: moe-run must refuse each broken input with a one-line error naming the file and
 the problem, a non-zero exit, and no output file. DIR holds the folders tests/make_checkpoints.py wrote; the
-broken copies go to a temporary folder.
+broken copies go to a temporary folder. MOE_EMULATOR, when set (e.g. "qemu-aarch64 -L /usr/aarch64-linux-gnu"),
+is the command that runs MOE_RUN (a cross-compiled build).
 """
 import json
 import os
+import shlex
 import shutil
 import struct
 import subprocess
@@ -14,6 +16,7 @@ import tempfile
 import numpy as np
 
 MOE_RUN, DIR = sys.argv[1], sys.argv[2]
+EMULATOR = shlex.split(os.environ.get("MOE_EMULATOR", ""))
 work = tempfile.mkdtemp(prefix="moe-bad-inputs-")
 passed = failed = 0
 
@@ -45,7 +48,7 @@ def case(title, expected, model, layer="1", x=None, output=None, extra=()):
         x = os.path.join(DIR, "mixtral", "input_1.npy")
     if output is None:
         output = os.path.join(work, "out-%d.npy" % (passed + failed))
-    command = [MOE_RUN, "--model", model, "--layer", layer, "--input", x, "--output", output, *extra]
+    command = [*EMULATOR, MOE_RUN, "--model", model, "--layer", layer, "--input", x, "--output", output, *extra]
     run = subprocess.run(command, capture_output=True, text=True, timeout=120)
     message = run.stderr.strip()
     problems = []

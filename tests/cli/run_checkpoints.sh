@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # run_checkpoints.sh MOE_RUN DIR [PYTHON]: runs moe-run on every (model folder, layer) of DIR/MANIFEST.txt (written by
 # tests/make_checkpoints.py) with --dtype auto and compares the output with the PyTorch reference saved beside
-# it: max|Y - reference| / max|reference| <= 1e-4.
+# it: max|Y - reference| / max|reference| <= 1e-4. MOE_EMULATOR, when set (e.g. "qemu-aarch64 -L /usr/aarch64-linux-gnu"),
+# is the command that runs MOE_RUN (a cross-compiled build).
 set -uo pipefail
 moe_run=$1
 dir=$2
@@ -13,7 +14,8 @@ while read -r folder layer dtype; do
   [ -z "$folder" ] && continue
   out="$dir/$folder/output_$layer.npy"
   rm -f "$out"
-  if "$moe_run" --model "$dir/$folder" --layer "$layer" --input "$dir/$folder/input_$layer.npy" --output "$out" \
+  # shellcheck disable=SC2086 # MOE_EMULATOR is a command with its arguments
+  if ${MOE_EMULATOR:-} "$moe_run" --model "$dir/$folder" --layer "$layer" --input "$dir/$folder/input_$layer.npy" --output "$out" \
       --threads 2 >/dev/null && "$python" "$here/compare_npy.py" "$out" "$dir/$folder/expected_$layer.npy"; then
     passed=$((passed + 1))
   else

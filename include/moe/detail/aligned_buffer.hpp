@@ -18,6 +18,7 @@
 #include "huge_page_pool.hpp"
 
 namespace moe {
+inline namespace MOE_TARGET_NAMESPACE {
 namespace detail {
 
 // Where an AlignedBuffer puts an array smaller than a huge page: on the heap, or, for weights that live as
@@ -130,4 +131,5 @@ private:
 };
 
 }  // namespace detail
+}  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

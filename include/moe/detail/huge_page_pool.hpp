@@ -8,6 +8,8 @@
 #include <mutex>
 #include <new>
 
+#include "../config.hpp"
+
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
@@ -23,6 +25,7 @@
 #endif
 
 namespace moe {
+inline namespace MOE_TARGET_NAMESPACE {
 namespace detail {
 
 #if defined(__linux__)
@@ -122,4 +125,5 @@ private:
 #endif
 
 }  // namespace detail
+}  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

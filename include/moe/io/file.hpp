@@ -21,6 +21,7 @@
 #include "../config.hpp"
 
 namespace moe {
+inline namespace MOE_TARGET_NAMESPACE {
 namespace io {
 namespace detail {
 
@@ -197,4 +198,5 @@ private:
 
 }  // namespace detail
 }  // namespace io
+}  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

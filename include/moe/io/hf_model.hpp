@@ -39,6 +39,7 @@
 #include "safetensors.hpp"
 
 namespace moe {
+inline namespace MOE_TARGET_NAMESPACE {
 namespace io {
 
 // The model families read_block_spec() knows.
@@ -459,4 +460,5 @@ inline std::unique_ptr<MoeBlock> load_block(const std::string& dir, const std::s
 }
 
 }  // namespace io
+}  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

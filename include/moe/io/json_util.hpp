@@ -17,6 +17,7 @@
 #include "../config.hpp"
 
 namespace moe {
+inline namespace MOE_TARGET_NAMESPACE {
 namespace io {
 namespace detail {
 
@@ -90,4 +91,5 @@ T json_get_or(const nlohmann::json& j, const std::string& key, const T& fallback
 }
 
 }  // namespace io
+}  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

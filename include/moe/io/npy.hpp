@@ -21,6 +21,7 @@
 #include "file.hpp"
 
 namespace moe {
+inline namespace MOE_TARGET_NAMESPACE {
 namespace io {
 
 // A 2-D float array, row-major: shape {rows, cols}, data rows * cols floats.
@@ -272,4 +273,5 @@ inline void write_npy(const std::string& path, const float* data, Index rows, In
 }
 
 }  // namespace io
+}  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

@@ -31,6 +31,7 @@
 #include "json_util.hpp"
 
 namespace moe {
+inline namespace MOE_TARGET_NAMESPACE {
 namespace io {
 
 // The tensor dtypes we read, with their safetensors names.
@@ -364,4 +365,5 @@ inline const float* as_f32_if_possible(const TensorView& t) {
 }
 
 }  // namespace io
+}  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

@@ -6,6 +6,7 @@
 #include "../simd.hpp"
 
 namespace moe {
+inline namespace MOE_TARGET_NAMESPACE {
 
 // The activation of an expert's hidden layer. GELU is the exact erf form (PyTorch's default, HF "gelu");
 // GELUTanh is the tanh approximation (HF "gelu_new" / "gelu_pytorch_tanh").
@@ -63,4 +64,5 @@ decltype(auto) with_activation(Activation activation, F&& f) {
 }
 
 }  // namespace kernels
+}  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

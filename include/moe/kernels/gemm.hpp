@@ -15,6 +15,7 @@
 #include "quantize.hpp"
 
 namespace moe {
+inline namespace MOE_TARGET_NAMESPACE {
 namespace kernels {
 
 // Depth rows of a panel one pass over the token tiles uses before moving on. A long reduction (an
@@ -419,4 +420,5 @@ MOE_ALWAYS_INLINE void multiply_panels(const ActivationRow<Precision>* rows, int
 }
 
 }  // namespace kernels
+}  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

@@ -43,6 +43,7 @@
 #include "../simd.hpp"
 
 namespace moe {
+inline namespace MOE_TARGET_NAMESPACE {
 namespace kernels {
 
 // Tile geometry. Each depth step loads kTileVectors weight vectors and broadcasts one activation per
@@ -268,4 +269,5 @@ private:
 };
 
 }  // namespace kernels
+}  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

@@ -26,6 +26,7 @@
 #include "../simd_int8.hpp"
 
 namespace moe {
+inline namespace MOE_TARGET_NAMESPACE {
 namespace kernels {
 
 inline constexpr int kActivationBlock = 32;
@@ -57,8 +58,9 @@ struct Bf16Row {
 
 // Rounds x[0, n) to bf16 into codes[0, padded); codes past n are zero. padded >= n.
 inline void round_activations_bf16(const float* x, Index n, Index padded, std::uint16_t* codes) {
+  const Index vectors_end = simd::round_down(n, simd::kWidth);
   Index i = 0;
-  for (; i + simd::kWidth <= n; i += simd::kWidth) simd::store_bf16(codes + i, simd::load(x + i));
+  for (; i < vectors_end; i += simd::kWidth) simd::store_bf16(codes + i, simd::load(x + i));
   for (; i < n; ++i) codes[i] = detail::float_to_bf16(x[i]);
   for (; i < padded; ++i) codes[i] = 0;
 }
@@ -115,4 +117,5 @@ inline void quantize_activations(const float* x, Index n, Index padded, std::int
 }
 
 }  // namespace kernels
+}  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

@@ -6,14 +6,16 @@
 #include "../simd.hpp"
 
 namespace moe {
+inline namespace MOE_TARGET_NAMESPACE {
 namespace kernels {
 
 inline float row_max(const float* x, Index n) {
+  const Index vectors_end = simd::round_down(n, simd::kWidth);
   Index i = 0;
   float m = n > 0 ? x[0] : 0.0f;
   if (n >= simd::kWidth) {
     simd::Vec vm = simd::load(x);
-    for (i = simd::kWidth; i + simd::kWidth <= n; i += simd::kWidth) vm = simd::max(vm, simd::load(x + i));
+    for (i = simd::kWidth; i < vectors_end; i += simd::kWidth) vm = simd::max(vm, simd::load(x + i));
     m = simd::reduce_max(vm);
   }
   for (; i < n; ++i) m = x[i] > m ? x[i] : m;
@@ -22,12 +24,13 @@ inline float row_max(const float* x, Index n) {
 
 // sum_i exp(x_i - shift): with shift = max(x) no term overflows and the largest is exactly 1.
 inline float sum_exp(const float* x, Index n, float shift) {
+  const Index vectors_end = simd::round_down(n, simd::kWidth);
   Index i = 0;
   float sum = 0.0f;
   if (n >= simd::kWidth) {
     const simd::Vec s = simd::broadcast(shift);
     simd::Vec acc = simd::broadcast(0.0f);
-    for (; i + simd::kWidth <= n; i += simd::kWidth) acc = acc + simd::exp(simd::load(x + i) - s);
+    for (; i < vectors_end; i += simd::kWidth) acc = acc + simd::exp(simd::load(x + i) - s);
     sum = simd::reduce_add(acc);
   }
   for (; i < n; ++i) sum += std::exp(x[i] - shift);
@@ -37,14 +40,16 @@ inline float sum_exp(const float* x, Index n, float shift) {
 // True when no element is NaN or +-Inf. x * 0 is 0 for every finite x and NaN otherwise, so one
 // vectorised sum answers for the whole row without a branch per element.
 inline bool all_finite(const float* x, Index n) {
+  const Index vectors_end = simd::round_down(n, simd::kWidth);
   Index i = 0;
   simd::Vec acc = simd::broadcast(0.0f);
   const simd::Vec zero = simd::broadcast(0.0f);
-  for (; i + simd::kWidth <= n; i += simd::kWidth) acc = simd::fma(simd::load(x + i), zero, acc);
+  for (; i < vectors_end; i += simd::kWidth) acc = simd::fma(simd::load(x + i), zero, acc);
   float sum = simd::reduce_add(acc);
   for (; i < n; ++i) sum += x[i] * 0.0f;
   return sum == 0.0f;
 }
 
 }  // namespace kernels
+}  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

@@ -7,14 +7,16 @@
 #include "reduce.hpp"
 
 namespace moe {
+inline namespace MOE_TARGET_NAMESPACE {
 namespace kernels {
 
 // out = softmax(x); out may alias x.
 inline void softmax(const float* x, float* out, Index n) {
   const float shift = row_max(x, n);
   const simd::Vec s = simd::broadcast(shift);
+  const Index vectors_end = simd::round_down(n, simd::kWidth);
   Index i = 0;
-  for (; i + simd::kWidth <= n; i += simd::kWidth) simd::store(out + i, simd::exp(simd::load(x + i) - s));
+  for (; i < vectors_end; i += simd::kWidth) simd::store(out + i, simd::exp(simd::load(x + i) - s));
   for (; i < n; ++i) out[i] = std::exp(x[i] - shift);
   float sum = 0.0f;
   for (Index j = 0; j < n; ++j) sum += out[j];
@@ -25,11 +27,12 @@ inline void softmax(const float* x, float* out, Index n) {
 // out = 1 / (1 + exp(-x)), element by element; out may alias x.
 inline void sigmoid(const float* x, float* out, Index n) {
   const simd::Vec one = simd::broadcast(1.0f), zero = simd::broadcast(0.0f);
+  const Index vectors_end = simd::round_down(n, simd::kWidth);
   Index i = 0;
-  for (; i + simd::kWidth <= n; i += simd::kWidth)
-    simd::store(out + i, one / (one + simd::exp(zero - simd::load(x + i))));
+  for (; i < vectors_end; i += simd::kWidth) simd::store(out + i, one / (one + simd::exp(zero - simd::load(x + i))));
   for (; i < n; ++i) out[i] = 1.0f / (1.0f + std::exp(-x[i]));
 }
 
 }  // namespace kernels
+}  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

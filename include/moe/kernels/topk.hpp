@@ -4,6 +4,7 @@
 #include "../config.hpp"
 
 namespace moe {
+inline namespace MOE_TARGET_NAMESPACE {
 namespace kernels {
 
 // Writes the indices and values of the k largest of score(0), ..., score(n - 1), largest first. Ties go to
@@ -38,4 +39,5 @@ inline void top_k(const float* scores, int n, int k_runtime, int* ids, float* va
 }
 
 }  // namespace kernels
+}  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe
