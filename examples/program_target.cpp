@@ -81,9 +81,9 @@ extern "C" int moe_program_print_version(const char* program) {
     return 0;
   }
   bool any = false;
-  for (const char* const* name = moe::cpu::kKnown; *name != nullptr; ++name)
-    if (moe::cpu::has(*name)) {
-      std::printf("%s%s", any ? " " : "", *name);
+  for (const moe::cpu::Feature* feature = moe::cpu::kDetectable; feature->name != nullptr; ++feature)
+    if (feature->present()) {
+      std::printf("%s%s", any ? " " : "", feature->name);
       any = true;
     }
   char missing[512];

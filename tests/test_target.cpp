@@ -18,7 +18,6 @@ const char* target_name_later();
 
 TEST_CASE("the target's name is in every moe type's mangled name") {
   const std::string name = moe::target::kName;
-  CHECK(name == MOE_TARGET_NAME);
   CHECK(std::string(typeid(moe::Layer<8, 2>).name()).find(name) != std::string::npos);
   // What moe shares across targets is not in it: one catch (moe::Error) serves every target.
   CHECK(std::string(typeid(moe::Error).name()).find(name) == std::string::npos);
@@ -58,7 +57,8 @@ TEST_CASE("the CPU running the tests has every feature their target uses") {
   // target::kFeatures lists, which also checks that both spell them alike.
   for (const char* const* feature = moe::target::kFeatures; *feature != nullptr; ++feature) {
     bool known = false;
-    for (const char* const* name = moe::cpu::kKnown; *name != nullptr; ++name) known |= std::strcmp(*name, *feature) == 0;
+    for (const moe::cpu::Feature* f = moe::cpu::kDetectable; f->name != nullptr; ++f)
+      known |= std::strcmp(f->name, *feature) == 0;
     INFO("feature " << *feature);
     CHECK(known);
     if (moe::cpu::kCanTell) CHECK(moe::cpu::has(*feature));
