@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include <moe/any_layer.hpp>
 #include <moe/io/hf_model.hpp>
 #include <moe/io/npy.hpp>
 #include <moe/moe.hpp>
@@ -145,9 +146,8 @@ Options parse(int argc, char** argv) {
       if (value == nullptr) fail("--dtype needs a value");
       o.dtype = value;
       ++i;
-      const auto& names = moe::io::block_dtypes();  // auto, then every precision
-      if (std::find(names.begin(), names.end(), o.dtype) == names.end())
-        fail("--dtype must be one of auto, f32, bf16, f16, q8, q4, q8a8, q4a8, bf16a16, got '" + o.dtype + "'");
+      if (o.dtype != "auto" && !moe::with_precision_named(o.dtype, [](auto) {}))
+        fail("--dtype must be auto or one of " + moe::precision_names() + ", got '" + o.dtype + "'");
     } else if (arg == "--stats" || arg == "--plot" || arg == "--model" || arg == "--layer" || arg == "--input" ||
                arg == "--output") {
       if (value == nullptr || *value == '\0') fail(arg + " needs a value");
@@ -197,7 +197,7 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-template <class Precision>
+// The synthetic mode.
 int run(const Options& o) {
   moe::LayerConfig config;
   config.hidden_size = o.hidden;
@@ -206,19 +206,20 @@ int run(const Options& o) {
   config.top_k = o.top_k;
   config.ffn = moe::SwiGLU;
   config.num_shared_experts = o.shared;
+  const std::unique_ptr<moe::AnyLayer> layer =
+      moe::make_layer(o.dtype, config, moe::SoftmaxTopK(o.renormalize));
 
   const double packed_bytes =
-      double(o.experts + o.shared) * 3.0 * double(o.hidden) * double(o.ffn) * Precision::kBitsPerWeight / 8.0;
+      double(o.experts + o.shared) * 3.0 * double(o.hidden) * double(o.ffn) * layer->bits_per_weight() / 8.0;
   std::printf("moe-run: synthetic %s layer: hidden %lld, ffn %lld, %d experts, top-%d%s, %s, %s weights (%.1f MB)\n",
               o.experts == 8 && o.top_k == 2 ? "Mixtral-shaped" : "MoE", static_cast<long long>(o.hidden),
               static_cast<long long>(o.ffn), o.experts, o.top_k,
               o.shared ? (", " + std::to_string(o.shared) + " shared").c_str() : "",
-              o.renormalize ? "softmax top-k renormalised" : "softmax top-k", moe::TypeName<Precision>(),
+              o.renormalize ? "softmax top-k renormalised" : "softmax top-k", layer->precision(),
               packed_bytes / 1e6);
 
-  moe::Layer<moe::Dynamic, moe::Dynamic, Precision> layer(config, moe::SoftmaxTopK(o.renormalize));
-  synthetic::fill(layer, o.seed);
-  moe::Workspace ws = layer.workspace(o.tokens, o.threads);
+  synthetic::fill(*layer, o.seed);
+  moe::Workspace ws = layer->workspace(o.tokens, o.threads);
 
   // A few distinct batches, so the load table reflects more than one batch's routing.
   const int batches = std::min(o.repeat + 1, 8);
@@ -227,7 +228,7 @@ int run(const Options& o) {
   const float* batch0 = x.data();
   auto batch = [&](int i) { return batch0 + std::size_t(i % batches) * std::size_t(o.tokens * o.hidden); };
 
-  layer.forward(batch(0), o.hidden, y.data(), o.hidden, o.tokens, ws);  // warm-up: page in, start threads
+  layer->forward(batch(0), o.hidden, y.data(), o.hidden, o.tokens, ws);  // warm-up: page in, start threads
   std::vector<double> seconds;
   std::vector<long long> load(std::size_t(o.experts), 0);
   moe::ForwardCost total;
@@ -241,9 +242,9 @@ int run(const Options& o) {
   for (int r = 0; r < o.repeat; ++r) {
     const auto start = std::chrono::steady_clock::now();
     const moe::RoutingResult routed =
-        layer.forward(batch(r + 1), o.hidden, y.data(), o.hidden, o.tokens, ws, want_stats ? &*stats : nullptr);
+        layer->forward(batch(r + 1), o.hidden, y.data(), o.hidden, o.tokens, ws, want_stats ? &*stats : nullptr);
     seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-    const moe::ForwardCost cost = layer.cost(routed);
+    const moe::ForwardCost cost = layer->cost(routed);
     total.weight_bytes += cost.weight_bytes;
     total.flops += cost.flops;
     for (int e = 0; e < o.experts; ++e) load[std::size_t(e)] += routed.tokens_per_expert()(e);
@@ -269,7 +270,7 @@ int run(const Options& o) {
   if (!o.stats_path.empty()) {
     write_file(o.stats_path, [&](std::ostream& out) {
       out << "{\n  \"tokens_per_pass\": " << o.tokens << ",\n  \"passes\": " << o.repeat
-          << ",\n  \"threads\": " << threads << ",\n  \"dtype\": \"" << moe::TypeName<Precision>()
+          << ",\n  \"threads\": " << threads << ",\n  \"dtype\": \"" << layer->precision()
           << "\",\n  \"latency_ms\": {\"median\": " << med * 1e3 << ", \"min\": " << best * 1e3
           << "},\n  \"tokens_per_second\": " << double(o.tokens) / med
           << ",\n  \"weight_gb_per_second\": " << total.weight_bytes / o.repeat / med / 1e9
@@ -281,7 +282,7 @@ int run(const Options& o) {
   }
   if (!o.plot_path.empty()) {
     write_file(o.plot_path, [&](std::ostream& out) {
-      moe::write_routing_svg(out, *stats, last_ids.data(), last_weights.data(), o.tokens, layer.top_k());
+      moe::write_routing_svg(out, *stats, last_ids.data(), last_weights.data(), o.tokens, layer->top_k());
     });
     std::printf("plot written to %s\n", o.plot_path.c_str());
   }
@@ -393,14 +394,7 @@ int main(int argc, char** argv) {
   const Options options = parse(argc, argv);
   try {
     if (!options.model_dir.empty()) return run_model(options);
-    if (options.dtype == "bf16") return run<moe::bf16>(options);
-    if (options.dtype == "f16") return run<moe::f16>(options);
-    if (options.dtype == "q8") return run<moe::q8>(options);
-    if (options.dtype == "q4") return run<moe::q4>(options);
-    if (options.dtype == "q8a8") return run<moe::q8a8>(options);
-    if (options.dtype == "q4a8") return run<moe::q4a8>(options);
-    if (options.dtype == "bf16a16") return run<moe::bf16a16>(options);
-    return run<moe::f32>(options);
+    return run(options);
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "moe-run: out of memory for this shape (try a smaller --hidden, --ffn or --experts)\n");
   } catch (const std::exception& e) {

@@ -4,11 +4,14 @@
 #pragma once
 
 #include <cmath>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
 
 #include <doctest/doctest.h>
+
+#include <moe/any_layer.hpp>
 
 #include "reference.hpp"
 #include "synthetic_layer.hpp"
@@ -42,6 +45,42 @@ inline reference::Gating gating_of(const moe::SoftmaxTopK& r) {
   return r.renormalize ? reference::Gating::SoftmaxTopKRenormalized : reference::Gating::SoftmaxTopK;
 }
 inline reference::Gating gating_of(const moe::DenseSoftmax&) { return reference::Gating::Dense; }
+
+// make_layer's layer for Precision (the compiled one: moe-tests links moe::layers), with the members of a
+// moe::Layer<Dynamic, Dynamic, Precision> that the tests use, so that the tests of every precision compile no
+// forward pass of their own.
+template <class Precision>
+class CompiledLayer {
+public:
+  using WeightPrecision = Precision;
+  explicit CompiledLayer(const moe::LayerConfig& config, const moe::SoftmaxTopK& routing = moe::SoftmaxTopK{})
+      : layer_(moe::make_layer(Precision::kName, config, routing)) {}
+
+  const moe::LayerConfig& config() const { return layer_->config(); }
+  int experts() const { return layer_->experts(); }
+  int top_k() const { return layer_->top_k(); }
+  void set_router(const moe::WeightView& w) { layer_->set_router(w); }
+  void set_expert(int e, const moe::WeightView& g, const moe::WeightView& u, const moe::WeightView& d) {
+    layer_->set_expert(e, g, u, d);
+  }
+  void set_expert(int e, const moe::WeightView& u, const moe::WeightView& d) { layer_->set_expert(e, u, d); }
+  void set_shared_expert(int s, const moe::WeightView& g, const moe::WeightView& u, const moe::WeightView& d) {
+    layer_->set_shared_expert(s, g, u, d);
+  }
+  void set_shared_expert(int s, const moe::WeightView& u, const moe::WeightView& d) {
+    layer_->set_shared_expert(s, u, d);
+  }
+  void set_shared_expert_gate(int s, const moe::WeightView& w) { layer_->set_shared_expert_gate(s, w); }
+  moe::Workspace workspace(moe::Index tokens, int threads = 0) const { return layer_->workspace(tokens, threads); }
+  moe::RoutingResult forward(const float* x, moe::Index xs, float* y, moe::Index ys, moe::Index tokens,
+                             moe::Workspace& ws) const {
+    return layer_->forward(x, xs, y, ys, tokens, ws);
+  }
+  const moe::AnyLayer& any() const { return *layer_; }
+
+private:
+  std::unique_ptr<moe::AnyLayer> layer_;
+};
 
 // Builds Layer with `config`, runs `tokens` tokens with `threads` threads, compares with the reference.
 template <class Layer, class Routing>

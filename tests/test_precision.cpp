@@ -202,7 +202,7 @@ TEST_CASE_TEMPLATE("a round trip stays within the precision's step", P, moe::bf1
 // (reference::int8_step_error, bf16_step_error): that bound is the precision's stated extra error.
 TEST_CASE_TEMPLATE("the layer computes with stored weights like the reference does", P, moe::f32, moe::bf16, moe::f16,
                    moe::q8, moe::q4, moe::q8a8, moe::q4a8, moe::bf16a16) {
-  using Layer = moe::Layer<Dynamic, Dynamic, P>;
+  using Layer = check::CompiledLayer<P>;
   SUBCASE("gated experts, sizes off every block, tokens over several tiles") {
     check::against_reference<Layer>(check::config(77, 45, 5, 2), moe::SoftmaxTopK(true), 23, 201);
   }
@@ -252,7 +252,7 @@ TEST_CASE_TEMPLATE("a token gives the same bits alone and in a batch", P, moe::f
   for (const moe::Index H : {moe::Index(70), moe::Index(300)}) {
     const auto c = check::config(H, H == 70 ? 100 : 600, 3, 2);
     const reference::Weights w = reference::random_weights(c, 221, 4.0f);
-    moe::Layer<Dynamic, Dynamic, P> layer(c, moe::SoftmaxTopK(true));
+    check::CompiledLayer<P> layer(c, moe::SoftmaxTopK(true));
     reference::load(layer, w);
     constexpr moe::Index kTokens = 13;
     const std::vector<float> x = synthetic::tokens(kTokens, H, 222);
@@ -275,7 +275,7 @@ TEST_CASE_TEMPLATE("a NaN hidden value is reported, not dropped", P, moe::f32, m
                    moe::q8a8, moe::q4a8, moe::bf16a16) {
   constexpr moe::Index H = 40, F = 8;
   const auto c = check::config(H, F, 2, 1);
-  moe::Layer<Dynamic, Dynamic, P> layer(c, moe::SoftmaxTopK(true));
+  check::CompiledLayer<P> layer(c, moe::SoftmaxTopK(true));
   // Huge finite inputs and weights every precision holds: gate unit 0 overflows to +Inf, and its up
   // weights are zero, so its hidden value is silu(Inf) * 0 = NaN; every other hidden value is 0.
   std::vector<float> router(2 * H, 0.0f), gate(F * H, 0.0f), up(F * H, 0.0f), down(H * F, 1.0f);
@@ -294,14 +294,14 @@ TEST_CASE_TEMPLATE("a NaN hidden value is reported, not dropped", P, moe::f32, m
 
 TEST_CASE("weights a precision cannot hold are refused with their place") {
   const auto c = check::config(8, 4, 2, 1);
-  moe::Layer<Dynamic, Dynamic, moe::f16> layer(c);
+  check::CompiledLayer<moe::f16> layer(c);
   std::vector<float> a(4 * 8, 0.5f), b(8 * 4, 0.5f);
   a[9] = 1e5f;
   CHECK_THROWS_WITH_AS(layer.set_expert(0, moe::WeightView(a.data(), 4, 8), moe::WeightView(b.data(), 4, 8),
                                         moe::WeightView(b.data(), 8, 4)),
                        doctest::Contains("expert 0 gate weight 100000.000000 at (1, 1) is outside the range of f16"),
                        moe::Error);
-  moe::Layer<Dynamic, Dynamic, moe::q4> small(c);
+  check::CompiledLayer<moe::q4> small(c);
   a[9] = 1e5f;  // representable as a q4 block scale: 1e5 / 7 < 65504
   CHECK_NOTHROW(small.set_expert(0, moe::WeightView(a.data(), 4, 8), moe::WeightView(b.data(), 4, 8),
                                  moe::WeightView(b.data(), 8, 4)));

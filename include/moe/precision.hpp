@@ -250,13 +250,60 @@ void round_trip(const float* w, Index rows, Index cols, Index stride, float* out
   }
 }
 
-template <class Precision>
-struct is_supported_precision {
-  static constexpr bool value = std::is_same<Precision, f32>::value || std::is_same<Precision, bf16>::value ||
-                                std::is_same<Precision, f16>::value || std::is_same<Precision, q8>::value ||
-                                std::is_same<Precision, q4>::value || int8_activations<Precision>::value ||
-                                bf16_activations<Precision>::value;
+// A list of precisions, as a type.
+template <class... Precision>
+struct PrecisionList {};
+
+// Every precision a layer can store its weights in: the one list that run-time choices (make_layer,
+// io::load_block, moe-run's --dtype), the compiled layers (any_layer.hpp) and the benchmarks and tests
+// iterate, in this order. A macro because explicit instantiations (MOE_COMPILED_LAYERS) are written one
+// by one; Precisions is the same list as a type.
+#define MOE_FOR_EACH_PRECISION(X) X(f32) X(bf16) X(f16) X(q8) X(q4) X(q8a8) X(q4a8) X(bf16a16)
+
+namespace detail {
+template <class List>
+struct drop_first;
+template <class First, class... Rest>
+struct drop_first<PrecisionList<First, Rest...>> {
+  using type = PrecisionList<Rest...>;
 };
+#define MOE_DETAIL_LIST_ENTRY(Precision) , Precision
+}  // namespace detail
+
+using Precisions = detail::drop_first<PrecisionList<void MOE_FOR_EACH_PRECISION(MOE_DETAIL_LIST_ENTRY)>>::type;
+
+namespace detail {
+template <class Precision, class List>
+struct in_list : std::false_type {};
+template <class Precision, class... P>
+struct in_list<Precision, PrecisionList<P...>>
+    : std::integral_constant<bool, (std::is_same<Precision, P>::value || ...)> {};
+
+template <class F, class... P>
+bool with_precision_named(const std::string& name, F& f, PrecisionList<P...>) {
+  return ((name == P::kName ? (f(P{}), true) : false) || ...);
+}
+template <class... P>
+std::string names_of(PrecisionList<P...>) {
+  std::string names;
+  ((names += (names.empty() ? "" : ", ") + std::string(P::kName)), ...);
+  return names;
+}
+}  // namespace detail
+
+template <class Precision>
+struct is_supported_precision : detail::in_list<Precision, Precisions> {};
+
+// Calls f(Precision{}) for the precision in Precisions named `name`; false when none is.
+template <class F>
+bool with_precision_named(const std::string& name, F&& f) {
+  return detail::with_precision_named(name, f, Precisions{});
+}
+
+// The names of Precisions, joined by ", ": for messages that list the choices.
+inline std::string precision_names() {
+  return detail::names_of(Precisions{});
+}
 
 }  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

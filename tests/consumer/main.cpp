@@ -4,6 +4,9 @@
 #include <vector>
 
 #include <moe/moe.hpp>
+#ifdef MOE_COMPILED_LAYERS  // add_subdirectory links moe::layers
+#include <moe/any_layer.hpp>
+#endif
 
 int main() {
   try {
@@ -44,6 +47,26 @@ int main() {
       std::fprintf(stderr, "consumer: bad output (finite=%d, nonzero=%d)\n", int(finite), int(nonzero));
       return 1;
     }
+#ifdef MOE_COMPILED_LAYERS
+    // The same layer from moe::layers, its precision chosen by name: the same bits.
+    const auto chosen = moe::make_layer("f32", c);
+    chosen->set_router(moe::WeightView(router.data(), 2, 8));
+    for (int e = 0; e < 2; ++e) {
+      fill(gate, 1.0f + e);
+      fill(up, 2.0f + e);
+      fill(down, 3.0f + e);
+      chosen->set_expert(e, moe::WeightView(gate.data(), 4, 8), moe::WeightView(up.data(), 4, 8),
+                         moe::WeightView(down.data(), 8, 4));
+    }
+    std::vector<float> y2(y.size());
+    auto ws2 = chosen->workspace(tokens);
+    chosen->forward(x.data(), 8, y2.data(), 8, tokens, ws2);
+    if (y2 != y) {
+      std::fprintf(stderr, "consumer: moe::layers' f32 layer disagrees with moe::Layer<2, 1>\n");
+      return 1;
+    }
+    std::printf("consumer: moe::layers' %s layer gives the same bits\n", chosen->precision());
+#endif
     std::printf("consumer: moe %d.%d.%d forward ok, y[0] = %g\n", MOE_VERSION_MAJOR, MOE_VERSION_MINOR,
                 MOE_VERSION_PATCH, double(y[0]));
     return 0;

@@ -34,6 +34,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../any_layer.hpp"
 #include "../moe.hpp"
 #include "json_util.hpp"
 #include "safetensors.hpp"
@@ -326,27 +327,26 @@ private:
   std::vector<float> copy_;
 };
 
-template <class Precision, class Routing>
-class BlockImpl final : public MoeBlock {
+class Block final : public MoeBlock {
 public:
-  using LayerType = Layer<Dynamic, Dynamic, Precision, Routing>;
-  BlockImpl(BlockSpec spec, const Routing& routing) : spec_(std::move(spec)), layer_(spec_.config, routing) {}
+  Block(BlockSpec spec, std::unique_ptr<AnyLayer> layer) : spec_(std::move(spec)), layer_(std::move(layer)) {}
 
   const BlockSpec& spec() const override { return spec_; }
-  const char* precision() const override { return TypeName<Precision>(); }
-  Workspace workspace(Index max_tokens, int threads) const override { return layer_.workspace(max_tokens, threads); }
+  const char* precision() const override { return layer_->precision(); }
+  Workspace workspace(Index max_tokens, int threads) const override { return layer_->workspace(max_tokens, threads); }
   RoutingResult forward(const float* x, float* y, Index tokens, Workspace& ws, RoutingStats* stats) const override {
-    const Index h = layer_.hidden_size();
-    return layer_.forward(x, h, y, h, tokens, ws, stats);
+    const Index h = layer_->hidden_size();
+    return layer_->forward(x, h, y, h, tokens, ws, stats);
   }
-  ForwardCost cost(const RoutingResult& routed) const override { return layer_.cost(routed); }
+  ForwardCost cost(const RoutingResult& routed) const override { return layer_->cost(routed); }
 
   void load(const Checkpoint& ckpt, const std::string& dir, const std::function<void(int, int)>& progress) {
+    AnyLayer& layer = *layer_;
     const LayerConfig& c = spec_.config;
     const Index H = c.hidden_size, F = c.ffn_size;
     {
       TensorAsFloat router(ckpt, spec_.router_tensor, {c.num_experts, H}, dir);
-      layer_.set_router(WeightView(router.data(), c.num_experts, H));
+      layer.set_router(WeightView(router.data(), c.num_experts, H));
     }
     const int E = c.num_experts;
     if (spec_.fused) {
@@ -360,8 +360,8 @@ public:
         const float* slice = w2.data() + Index(e) * F * H;
         for (Index f = 0; f < F; ++f)
           for (Index o = 0; o < H; ++o) down[std::size_t(o * F + f)] = slice[f * H + o];
-        layer_.set_expert(e, WeightView(w1.data() + Index(e) * F * H, F, H),
-                          WeightView(v1.data() + Index(e) * F * H, F, H), WeightView(down.data(), H, F));
+        layer.set_expert(e, WeightView(w1.data() + Index(e) * F * H, F, H),
+                         WeightView(v1.data() + Index(e) * F * H, F, H), WeightView(down.data(), H, F));
         if (progress) progress(e + 1, E);
       }
     } else {
@@ -370,10 +370,10 @@ public:
         TensorAsFloat down(ckpt, spec_.down[std::size_t(e)], {H, F}, dir, spec_.declared_dtype);
         if (c.ffn.gated) {
           TensorAsFloat gate(ckpt, spec_.gate[std::size_t(e)], {F, H}, dir, spec_.declared_dtype);
-          layer_.set_expert(e, WeightView(gate.data(), F, H), WeightView(up.data(), F, H),
-                            WeightView(down.data(), H, F));
+          layer.set_expert(e, WeightView(gate.data(), F, H), WeightView(up.data(), F, H),
+                           WeightView(down.data(), H, F));
         } else {
-          layer_.set_expert(e, WeightView(up.data(), F, H), WeightView(down.data(), H, F));
+          layer.set_expert(e, WeightView(up.data(), F, H), WeightView(down.data(), H, F));
         }
         if (progress) progress(e + 1, E);
       }
@@ -382,27 +382,23 @@ public:
       const Index Fs = c.shared_ffn_size;
       TensorAsFloat gate(ckpt, spec_.shared_gate_proj, {Fs, H}, dir), up(ckpt, spec_.shared_up, {Fs, H}, dir),
           down(ckpt, spec_.shared_down, {H, Fs}, dir);
-      layer_.set_shared_expert(0, WeightView(gate.data(), Fs, H), WeightView(up.data(), Fs, H),
-                               WeightView(down.data(), H, Fs));
+      layer.set_shared_expert(0, WeightView(gate.data(), Fs, H), WeightView(up.data(), Fs, H),
+                              WeightView(down.data(), H, Fs));
       if (c.shared_expert_gate) {
         TensorAsFloat g(ckpt, spec_.shared_expert_gate, {1, H}, dir);
-        layer_.set_shared_expert_gate(0, WeightView(g.data(), 1, H));
+        layer.set_shared_expert_gate(0, WeightView(g.data(), 1, H));
       }
     }
   }
 
 private:
   BlockSpec spec_;
-  LayerType layer_;
+  std::unique_ptr<AnyLayer> layer_;
 };
 
-template <class Precision>
-std::unique_ptr<MoeBlock> make_block(const BlockSpec& spec, const Checkpoint& ckpt, const std::string& dir,
-                                     const std::function<void(int, int)>& progress) {
-  auto finish = [&](auto block) -> std::unique_ptr<MoeBlock> {
-    block->load(ckpt, dir, progress);
-    return block;
-  };
+// The block's layer, its weights in `precision`, with the routing policy spec.router names.
+inline std::unique_ptr<AnyLayer> make_block_layer(const BlockSpec& spec, const Checkpoint& ckpt,
+                                                  const std::string& dir, const std::string& precision) {
   switch (spec.router) {
     case BlockSpec::Router::SigmoidGroupTopK: {
       SigmoidGroupTopK r;
@@ -412,36 +408,31 @@ std::unique_ptr<MoeBlock> make_block(const BlockSpec& spec, const Checkpoint& ck
       r.scaling = spec.scaling;
       TensorAsFloat bias(ckpt, spec.bias_tensor, {spec.config.num_experts}, dir);
       r.bias.assign(bias.data(), bias.data() + spec.config.num_experts);
-      return finish(std::make_unique<BlockImpl<Precision, SigmoidGroupTopK>>(spec, r));
+      return make_layer(precision, spec.config, r);
     }
     case BlockSpec::Router::Capacity: {
       CapacityTopK r;
       r.capacity = spec.capacity;
       r.renormalize = false;
       r.pass_dropped_through = false;
-      return finish(std::make_unique<BlockImpl<Precision, CapacityTopK>>(spec, r));
+      return make_layer(precision, spec.config, r);
     }
     case BlockSpec::Router::SoftmaxTopK:
     default:
-      return finish(std::make_unique<BlockImpl<Precision, SoftmaxTopK>>(spec, SoftmaxTopK(spec.renormalize)));
+      return make_layer(precision, spec.config, SoftmaxTopK(spec.renormalize));
   }
 }
 
 }  // namespace detail
 
-// The precisions load_block() accepts: "auto" (the checkpoint's: f32, bf16 or f16), or a precision's name.
-inline const std::vector<std::string>& block_dtypes() {
-  static const std::vector<std::string> names = {"auto", "f32", "bf16", "f16", "q8", "q4", "q8a8", "q4a8", "bf16a16"};
-  return names;
-}
-
-// Loads the MoE block of `layer` from the model folder `dir`, its expert weights stored in `dtype`.
-// progress(done, total), if given, is called as experts load.
+// Loads the MoE block of `layer` from the model folder `dir`, its expert weights stored in `dtype`: "auto"
+// (the checkpoint's own, f32, bf16 or f16) or one of precision_names(). progress(done, total), if given, is
+// called as experts load.
 inline std::unique_ptr<MoeBlock> load_block(const std::string& dir, const std::string& layer,
                                             const std::string& dtype = "auto",
                                             const std::function<void(int, int)>& progress = {}) {
-  MOE_CHECK(std::find(block_dtypes().begin(), block_dtypes().end(), dtype) != block_dtypes().end(), "io::load_block",
-            "--dtype must be one of auto, f32, bf16, f16, q8, q4, q8a8, q4a8, bf16a16, got '" + dtype + "'");
+  MOE_CHECK(dtype == "auto" || with_precision_named(dtype, [](auto) {}), "io::load_block",
+            "dtype must be auto or one of " + precision_names() + ", got '" + dtype + "'");
   const BlockSpec spec = read_block_spec(dir, layer);
   const Checkpoint ckpt(dir);
   std::string chosen = dtype;
@@ -449,14 +440,9 @@ inline std::unique_ptr<MoeBlock> load_block(const std::string& dir, const std::s
     const TensorView& first = ckpt.tensor(spec.up.front());
     chosen = first.dtype == DType::F32 ? "f32" : first.dtype == DType::BF16 ? "bf16" : "f16";
   }
-  if (chosen == "f32") return detail::make_block<f32>(spec, ckpt, dir, progress);
-  if (chosen == "bf16") return detail::make_block<bf16>(spec, ckpt, dir, progress);
-  if (chosen == "f16") return detail::make_block<f16>(spec, ckpt, dir, progress);
-  if (chosen == "q8") return detail::make_block<q8>(spec, ckpt, dir, progress);
-  if (chosen == "q4") return detail::make_block<q4>(spec, ckpt, dir, progress);
-  if (chosen == "q8a8") return detail::make_block<q8a8>(spec, ckpt, dir, progress);
-  if (chosen == "bf16a16") return detail::make_block<bf16a16>(spec, ckpt, dir, progress);
-  return detail::make_block<q4a8>(spec, ckpt, dir, progress);
+  auto block = std::make_unique<detail::Block>(spec, detail::make_block_layer(spec, ckpt, dir, chosen));
+  block->load(ckpt, dir, progress);
+  return block;
 }
 
 }  // namespace io
