@@ -45,9 +45,10 @@ static_assert(MOE_MAX_THREADS >= 1, "MOE_MAX_THREADS must be at least 1");
 // Unrolls the loop that follows completely. The micro-kernels' loops over tile rows, weight vectors and
 // cache lines have compile-time trip counts and must become straight-line code for their accumulator arrays
 // to live in registers. GCC 12 does that by itself at -O3, but not at -O2 (CMake's RelWithDebInfo, many
-// distributions' default), where the accumulators stayed in memory and the kernels ran 2.7-6.5x slower
-// (BM_Kernel, docs/PERFORMANCE.md).
-// MOE_NO_UNROLL keeps the loop that follows a loop, where unrolling measured slower.
+// distributions' default), where the accumulators stayed in memory, a store and a reload on every FMA's
+// chain (docs/PERFORMANCE.md, decision "Kernel loops unrolled at -O2 too").
+// MOE_NO_UNROLL keeps the loop that follows a loop, where that ran faster than its complete unrolling
+// (multiply_tile_int8 in kernels/gemm.hpp).
 #if defined(__clang__)
 #define MOE_UNROLL _Pragma("unroll")
 #define MOE_NO_UNROLL _Pragma("nounroll")

@@ -441,10 +441,11 @@ private:
 
   // Runs body, whose worksharing loops split among the team that runs it, on a team of `threads`. With
   // one thread it calls body directly: a parallel region of one thread still costs what a fork and a join
-  // do (libgomp ends every barrier with a futex wake; measured on this VM: 4.8 us a region of one thread,
-  // 0.01 us the same loops without it), a visible share of a small layer's decode pass. Directly is only
-  // right when the calling thread's team is a team of one; inside a caller's parallel region body's loops
-  // would be split among the caller's threads, so there a region (nested: one thread) is kept.
+  // do (libgomp ends every barrier with a futex wake, a system call), a visible share of a small layer's
+  // decode pass (docs/PERFORMANCE.md, decision "A pass on one thread runs without an OpenMP region").
+  // Directly is only right when the calling thread's team is a team of one; inside a caller's parallel
+  // region body's loops would be split among the caller's threads, so there a region (nested: one thread)
+  // is kept.
   template <class Body>
   static void run_on_team(int threads, Body&& body) {
 #if MOE_HAS_OPENMP
@@ -787,9 +788,8 @@ private:
   // Whether the tile of tokens from `first` on, of an expert whose tokens are [begin, end), asks
   // kernels::multiply_panels to prefetch the panels (tiles of 1-2 rows always do): the first tile reads them
   // from memory, the later ones from L2. Only with at most two tiles, where the first one's stream is at
-  // least half of the panels' reads: prefetching it measured 1.16x faster in geometric mean on finegrained at
-  // 64 tokens (8 tokens an expert), while with more tiles (mixtral at 64 tokens, 16 an expert) f32 measured
-  // 0.96x, perhaps because the no-reuse hint lets the panel leave L2 before the later tiles read it.
+  // least half of the panels' reads; with more tiles it is a smaller share, and prefetching it showed no
+  // gain (docs/PERFORMANCE.md, decision "The first token tile prefetches").
   static bool prefetches(int first, int begin, int end) { return first == begin && end - begin <= 2 * kRows; }
 
   // Consecutive output panels one combine item takes. With one tile of tokens an item streams each
@@ -821,10 +821,9 @@ private:
   // short spends much of its time ramping up the hardware prefetcher, so items then take consecutive panels
   // (contiguous in memory) up to kStreamBytes, while leaving at least `items` items of the expert for the
   // threads. group() asks for kItemsPerThread items per thread over all busy experts, not per expert: with
-  // 8 busy fine-grained experts (16 panels each) a rule of 8 items per expert cut every stream to 2 panels;
-  // letting items grow to kStreamBytes measured 1.12x faster in geometric mean over q8, q4, q8a8 and q4a8
-  // at 1 and 8 tokens (docs/PERFORMANCE.md). With more tokens a panel is reused across tiles and one panel
-  // per item keeps it in L2.
+  // 8 busy fine-grained experts (16 panels each) a rule of 8 items per expert cut every stream to 2 panels,
+  // each paying that ramp-up. With more tokens a panel is reused across tiles and one panel per item keeps
+  // it in L2 (docs/PERFORMANCE.md, decision "Decode work items: long streams, counted per thread").
   static constexpr double kStreamBytes = 256 * 1024;
   static constexpr Index kItemsPerThread = 8;
   Index item_span(int e, int tokens, Index items) const {

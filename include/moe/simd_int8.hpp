@@ -167,8 +167,9 @@ MOE_ALWAYS_INLINE Int8Quad load_quad(const std::int8_t* x) {
 MOE_ALWAYS_INLINE IVec dot_u8s8(const IVec& acc, const IVec& a, const Int8Quad& x) {
 #if MOE_SIMD_VNNI == 512 && defined(__GNUC__)
   // vpdpbusd accumulates in place; GCC 12 treats the intrinsic's accumulator as a separate input and
-  // surrounds each one with register copies and stack spills (measured: half the prefill time). The asm
-  // ties the accumulator to its register.
+  // surrounds each one with register copies and stack spills, which lengthen every accumulator's dependency
+  // chain. The asm ties the accumulator to its register
+  // (docs/PERFORMANCE.md, decision "vpdpbusd and vdpbf16ps as inline asm").
   __m512i sum = acc;
   __asm__("vpdpbusd %2, %1, %0" : "+v"(sum) : "v"(a.data), "v"(x.packed.data));
   return IVec(sum);

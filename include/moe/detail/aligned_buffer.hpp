@@ -35,15 +35,13 @@ public:
   static constexpr std::size_t kAlignment = 64;
   // Why huge pages: a decode pass streams each selected expert's weights once from DRAM, and with 4 KiB
   // pages every 4 KiB of that stream is a TLB miss and a page walk (two-dimensional in a virtual machine)
-  // and a point where the hardware prefetchers stop. Debian's default transparent-huge-page setting is
-  // "madvise": only memory that asks gets 2 MiB pages. Measured on the 2-core Zen 5 VM (docs/PERFORMANCE.md):
-  // a 512 MiB weight stream read 14-47% faster with huge pages for everything, and decode passes 1.08x
-  // faster in geometric mean with this allocation, through much noise. So on Linux an array of
-  // at least kHugePage bytes is its own mapping, starting on a huge-page boundary and advised
-  // MADV_HUGEPAGE; the kernel backs each whole 2 MiB of it with one page where it can (the advice is a
-  // hint: no huge pages, no harm) and the tail past the last whole one with 4 KiB pages, so no memory is
-  // wasted. 2 MiB is the huge page of x86-64 and of arm64 with 4 KiB pages; elsewhere the advice only
-  // costs the alignment.
+  // and a point where the hardware prefetchers stop (docs/PERFORMANCE.md, decision "Weights in huge pages").
+  // Debian's default transparent-huge-page setting is "madvise": only memory that asks gets 2 MiB pages.
+  // So on Linux an array of at least kHugePage bytes is its own mapping, starting on a huge-page boundary
+  // and advised MADV_HUGEPAGE; the kernel backs each whole 2 MiB of it with one page where it can (the
+  // advice is a hint: no huge pages, no harm) and the tail past the last whole one with 4 KiB pages, so no
+  // memory is wasted. 2 MiB is the huge page of x86-64 and of arm64 with 4 KiB pages; elsewhere the advice
+  // only costs the alignment.
   static constexpr std::size_t kHugePage = std::size_t(2) << 20;
   // Whether arrays smaller than kHugePage come from HugePagePool.
 #if defined(MOE_DETAIL_HUGE_PAGE_POOL)

@@ -53,7 +53,8 @@ inline void* map_huge_pages(std::size_t length, std::size_t alignment) {
 // q8), and from the heap they would sit in 4 KiB pages, where a decode pass's weight stream pays a TLB miss
 // and a prefetcher stop every 4 KiB. So packed weights below a huge page are placed one after another in
 // chunks of kChunk bytes, each chunk one mapping on a kChunk boundary advised MADV_HUGEPAGE: a layer's
-// experts then share huge pages, as an arena per layer would, without the layer owning one.
+// experts then share huge pages, as an arena per layer would, without the layer owning one
+// (docs/PERFORMANCE.md, decision "Small weight arrays share huge pages").
 //
 // Lifetime: space is handed out in order and never reused; a chunk is unmapped when the last array in it is
 // freed. That suits weights, which are packed once when a layer is built (repacking the same shape keeps

@@ -37,7 +37,7 @@ inline constexpr int kPrefetchBytes = 4096;
 
 // Asks for the Bytes bytes of weights kPrefetchBytes past `codes` where a tile of Rows token rows streams
 // them from memory: always at 1-2 rows, and at more only when the caller says it is the first tile over
-// the panel (`prefetch`); the rule and its measurements are at accumulate_row. Every tile kind calls this.
+// the panel (`prefetch`); the rule and its reasons are at accumulate_row. Every tile kind calls this.
 template <int Rows, int Bytes>
 MOE_ALWAYS_INLINE void prefetch_ahead(const void* codes, bool prefetch) {
   if (Rows <= 2 || prefetch) {
@@ -85,14 +85,13 @@ MOE_ALWAYS_INLINE void accumulate_row(const float* const* rows,
   simd::Vec w[Panels][kTileVectors];
   MOE_UNROLL for (int p = 0; p < Panels; ++p) {
     const auto* row = codes[p] + k * PanelFormat<Precision>::kCodesPerRow;
-    // With one or two token rows a tile is bound by memory, not FMAs: ask for the weights a few depth
-    // rows ahead so that DRAM requests overlap even where the hardware prefetcher is still ramping up
-    // (every expert panel is a new stream). Measured on Zen 5: +5-10% decode bandwidth at 2 KiB ahead;
-    // 4 KiB ahead, 4-10% faster again at 1 token for bf16, q4 and q4a8, q8a8 within noise (alternating runs).
+    // With one or two token rows a tile is bound by memory, not FMAs: ask for the weights kPrefetchBytes
+    // ahead so that DRAM requests overlap even where the hardware prefetcher is still ramping up (every
+    // expert panel is a new stream; docs/PERFORMANCE.md, decision "Decode tiles prefetch 4 KiB ahead").
     // A larger tile prefetches when its caller says it is the first over the panel (`prefetch`): the one
     // that reads it from memory, while the later tiles find it in L2. The layer asks for it where an expert
-    // has at most two tiles of tokens (Layer::prefetches; docs/PERFORMANCE.md, "The first token tile
-    // prefetches").
+    // has at most two tiles of tokens (Layer::prefetches; docs/PERFORMANCE.md, decision
+    // "The first token tile prefetches").
     prefetch_ahead<Rows, kRowBytes>(row, prefetch);
     load_weight_row<Precision>(row, w[p]);
     // Pinned so that the rows reuse one loaded vector (pin).
@@ -103,10 +102,10 @@ MOE_ALWAYS_INLINE void accumulate_row(const float* const* rows,
 
 // The same for q4, a group of kQ4GroupRows depth rows from k on (panel.hpp), the rows up to k_end: one
 // full-width load of the group per panel, then a shift and a lookup per weight vector, where a widening
-// load per pair of vectors (vpmovzxbd) used to come first: paired 1- and 2-row tiles measured 1.25-1.32x
-// faster (docs/PERFORMANCE.md, "q4 decodes a group of depth rows from one load"). The vectors are not
-// pinned: they are lookups, which no FMA can fold, and pinning them made GCC 12 store each one to the
-// stack every depth row. The rows run in order, so every sum keeps the order of accumulate_row.
+// load (vpmovzxbd: a load and a shuffle) per pair of vectors used to come first (docs/PERFORMANCE.md,
+// decision "q4 decodes a group of depth rows from one load"). The vectors are not pinned: they are
+// lookups, which no FMA can fold, and pinning them made GCC 12 store each one to the stack every depth
+// row. The rows run in order, so every sum keeps the order of accumulate_row.
 template <int Rows, int Panels>
 MOE_ALWAYS_INLINE void accumulate_group_q4(const float* const* rows, const std::uint8_t* const* codes, Index k,
                                            Index k_end, simd::Vec (&sum)[Panels][Rows][kTileVectors], bool prefetch,
@@ -137,7 +136,8 @@ MOE_ALWAYS_INLINE void accumulate_rows(const float* const* rows,
                                        Index k_end, simd::Vec (&acc)[Panels][kTileRows][kTileVectors], bool prefetch,
                                        NextWeights& next) {
   // Local copies of the accumulators and of `next`: GCC keeps a by-reference array in memory across the
-  // loop (a store and a reload per FMA, measured 2x slower at decode), but a local one entirely in registers.
+  // loop, a store and a reload on every FMA's dependency chain, but a local one entirely in registers
+  // (docs/PERFORMANCE.md, decision "Accumulators in a local array").
   simd::Vec sum[Panels][Rows][kTileVectors];
   NextWeights ahead = next;
   MOE_UNROLL for (int p = 0; p < Panels; ++p) {
@@ -169,9 +169,9 @@ MOE_ALWAYS_INLINE void accumulate_rows(const float* const* rows,
 // multiply per weight vector per depth row. Every tile, 1 to kTileRows rows and 1 or 2 panels, does the
 // same for each accumulator in the same order, so a token's sums depend neither on the tile it lands in
 // nor on the panel beside it. At 6 rows the q4 block sums, the packed group, the 4 weight vectors and a
-// broadcast take 30 of 32 registers and the running sums live in memory, read and written once per block
-// (BM_Kernel<q4> at 6 rows: 166 -> 200 GFLOP/s against scaling the weights with the running sums in
-// registers).
+// broadcast take 30 of 32 registers and the running sums live in memory, read and written once per block,
+// where scaling the weights instead costs a multiply per weight vector every depth row
+// (docs/PERFORMANCE.md, decision "q4 tiles sum each block with the bare codes").
 template <int Rows, int Panels, class Precision>
 MOE_ALWAYS_INLINE void multiply_tile(const float* const* rows, const PanelRef<Precision> (&panels)[Panels], Index depth,
                                      simd::Vec (&acc)[Panels][kTileRows][kTileVectors], bool prefetch,
@@ -216,10 +216,10 @@ MOE_ALWAYS_INLINE void multiply_tile(const float* const* rows, const PanelRef<Pr
 
 // Token rows of one int8-activation tile; multiply_rows runs a 6-row tile as two of them. 3 rows keep both
 // the int32 block sums and the f32 sums in registers (3 x 4 each, with the 4 weight vectors and a
-// broadcast: 29 of 32 registers; 3 x 2 each, 2 and 1: 15 of 16). On Zen 5 the previous 6-row tile, whose
-// f32 sums lived in memory, spent half its samples (perf) at block ends converting, storing and reloading
-// them; two 3-row tiles, which read each weight vector twice from L1, were 0-13% faster at 512 tokens
-// (alternating moe-bench runs, q8a8 and q4a8, both shapes).
+// broadcast: 29 of 32 registers; 3 x 2 each, 2 and 1: 15 of 16). A 6-row tile has registers for its 24
+// int32 sums only, so at every block end it converts, stores and reloads its f32 sums; two 3-row tiles
+// instead read each weight vector twice, the second time from L1
+// (docs/PERFORMANCE.md, decision "The int8 tile is 3 rows, run twice for 6").
 inline constexpr int kInt8TileRows = 3;
 static_assert(kTileRows <= 2 * kInt8TileRows, "multiply_rows runs at most two int8 tiles");
 
@@ -252,9 +252,9 @@ MOE_ALWAYS_INLINE void multiply_tile_int8(const Int8Row* rows, const PanelRef<Pr
       const simd::IVec start = simd::broadcast_int(-kOffset * rows[r].sums[b]);
       MOE_UNROLL for (int v = 0; v < V; ++v) sum[r][v] = start;
     }
-    // A block's 8 groups of 4 depth rows, kGroupStep at a time. GCC 12 at -O3 unrolls a loop of 8 completely;
-    // for q8a8 that ran the 1- and 2-row tiles 35-38% slower than one group per iteration (BM_Kernel<q8a8>,
-    // -O3, alternating builds), while q4a8 measured the same or faster unrolled.
+    // A block's 8 groups of 4 depth rows, kGroupStep at a time. GCC 12 at -O3 unrolls a loop of 8
+    // completely by itself; q8a8 keeps one group an iteration, which runs faster for a reason not yet
+    // known, and q4a8 the whole block (docs/PERFORMANCE.md, decision "q8a8 keeps its group loop a loop").
     constexpr int kGroupStep = kQ4 ? kActivationBlock / 4 : 1;
     MOE_NO_UNROLL for (int g0 = 0; g0 < kActivationBlock / 4; g0 += kGroupStep) {
       MOE_UNROLL for (int g = g0; g < g0 + kGroupStep; ++g, codes += kGroupBytes) {
@@ -350,7 +350,8 @@ MOE_ALWAYS_INLINE void multiply_rows(const ActivationRow<Precision>* rows, int c
   NextWeights& ahead = next != nullptr ? *next : none;
   simd::Vec acc[1][kTileRows][kTileVectors];
   if constexpr (int8_activations<Precision>::value) {
-    // The int8 tile brings in no next weights: q8a8 and q4a8 measured 0.92-1.10x with it (NextWeights).
+    // The int8 tile brings in no next weights: with them, q8a8 and q4a8 showed no consistent gain
+    // (docs/PERFORMANCE.md, decision "The next panel streams in during the current one").
     multiply_tile_int8<(Rows < kInt8TileRows ? Rows : kInt8TileRows), Precision>(rows, panel, depth, acc[0], prefetch);
     if constexpr (Rows > kInt8TileRows)
       multiply_tile_int8<Rows - kInt8TileRows, Precision>(rows + kInt8TileRows, panel, depth, acc[0] + kInt8TileRows,
@@ -364,16 +365,15 @@ MOE_ALWAYS_INLINE void multiply_rows(const ActivationRow<Precision>* rows, int c
   epilogue(acc[0], Rows);
 }
 
-// Token rows up to which multiply_panels runs two panels in one tile; 0: never. Measured per
-// precision (BM_Kernel, BM_DecodeStream, BM_Fused at 1 token, docs/PERFORMANCE.md):
+// Token rows up to which multiply_panels runs two panels in one tile; 0: never. Per precision
+// (docs/PERFORMANCE.md, decision "Two panels per tile at decode"):
 // - q8 with 32 registers pairs 1-row tiles only: its 2-row tiles already have 8 chains and are bound by
-//   the instructions that widen its codes, and paired they measured 2-4% slower;
+//   the instructions that widen its codes;
 // - q4 with 32 registers pairs 1- and 2-row tiles: with a group's vectors decoded from one load
-//   (accumulate_group_q4), its 1-row tile is bound by the FMA latency of its 4 chains, and paired,
-//   BM_DecodeStream<q4> and the layer at 1 and 8 tokens were faster in 14 of 15 comparisons (three
-//   alternations; docs/PERFORMANCE.md); before that decode, the widening loads bound it, and pairing gained
-//   the layer nothing. With 16 registers (AVX2) never: a paired 1-row tile took as long as two single ones
-//   and a paired 2-row tile 1.26x as long (BM_Kernel<q4>, -march=haswell);
+//   (accumulate_group_q4), its 1-row tile is bound by the FMA latency of its 4 chains
+//   (decision "q4 decodes a group of depth rows from one load"). With 16 registers (AVX2) never: there a
+//   nibble takes two shifts and a conversion, and those instructions, not the FMA latency, bound the tile
+//   (decision "q4 stores 4-bit two's complements");
 // - the int8 and bf16 dot products (q8a8, q4a8, bf16a16) never: they do 2-4x the work per instruction.
 template <class Precision>
 constexpr int pair_rows() {
@@ -385,15 +385,16 @@ constexpr int pair_rows() {
 // panel_count (1 or 2) panels of one matrix (same depth) times the same token rows: epilogue(i, acc, rows)
 // for panels[i], in order, with what multiply_rows would give each alone, bit for bit. Why two: with one
 // or two rows a tile's accumulators are only kTileVectors (or twice that) dependent FMA chains, and each
-// waits the FMA latency (4 cycles on Zen 5) every depth row, so a 1-row tile whose weights decode cheaply
-// is bound by that latency. Two panels in one tile double the independent chains without changing any
-// sum's order (BM_Kernel at 1 row, bf16: 107 -> 150 GB/s with AVX-512, 28 -> 46 with AVX2, which has half
-// the chains). Larger tiles have chains enough, and the precisions pair_rows leaves out run one panel
-// after the other. One call site of multiply_rows serves every case: each is inlined whole (all row
-// counts), and more copies would cost compile time in every layer instantiation. `prefetch`: the tile is
-// the first to read these panels, from memory, so tiles of 3 or more rows prefetch too (accumulate_row).
-// `next`, when given: weights the thread reads after these, which the tile brings into L2 as it runs and
-// advances past (NextWeights). Neither changes a sum.
+// waits an FMA's latency (4 cycles on current x86 cores) every depth row, so a 1-row tile whose weights
+// decode cheaply is bound by that latency: 2 FMA ports at that latency need 8 independent chains to stay
+// busy, and a 1-row tile has 4 (2 with 16 registers). Two panels in one tile double the independent chains
+// without changing any sum's order (docs/PERFORMANCE.md, decision "Two panels per tile at decode"). Larger
+// tiles have chains enough, and the precisions pair_rows leaves out run one panel after the other. One call
+// site of multiply_rows serves every case: each is inlined whole (all row counts), and more copies would
+// cost compile time in every layer instantiation. `prefetch`: the tile is the first to read these panels,
+// from memory, so tiles of 3 or more rows prefetch too (accumulate_row). `next`, when given: weights the
+// thread reads after these, which the tile brings into L2 as it runs and advances past (NextWeights).
+// Neither changes a sum.
 template <class Precision, class Epilogue>
 MOE_ALWAYS_INLINE void multiply_panels(const ActivationRow<Precision>* rows, int count,
                                        const PanelRef<Precision>* panels, int panel_count, Index depth,

@@ -119,8 +119,8 @@ struct PanelRef {
 // block of the one it is reading. A tile that finds its own weights in L2 (every tile over a panel but the
 // first) brings these in, one cache line per depth row it runs (per pair of rows in the bf16a16 tile), so
 // that the next panel streams from memory while this one is multiplied, instead of stalling the first tile
-// over it at DRAM pace. The int8 tile does not (multiply_rows). Measured in docs/PERFORMANCE.md, "The next
-// panel streams in during the current one". Addresses, not pointers: prefetching past them never faults.
+// over it at DRAM pace (docs/PERFORMANCE.md, decision "The next panel streams in during the current one").
+// The int8 tile does not (multiply_rows). Addresses, not pointers: prefetching past them never faults.
 struct NextWeights {
   std::uintptr_t from = 0, to = 0;
 
