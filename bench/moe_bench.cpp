@@ -714,7 +714,7 @@ void BM_DecodeStream(benchmark::State& state) {
     for (float& v : x) v = next();
     matrix.resize(panels * k::kPanelColumns, kKernelDepth);
     for (Index o = 0; o < panels * k::kPanelColumns; ++o)
-      matrix.set_row(o, pool.data() + o % kPoolRows * kKernelDepth, kKernelDepth);
+      matrix.set_output(o, pool.data() + o % kPoolRows * kKernelDepth, kKernelDepth);
   }
   const KernelRows<Precision> activations(x.data(), 1, kKernelDepth, matrix.depth());
   const int threads = thread_count();

@@ -23,6 +23,7 @@
 #include <moe/io/hf_model.hpp>
 #include <moe/io/npy.hpp>
 #include <moe/moe.hpp>
+#include <moe/routing_plot.hpp>
 
 #define MOE_PROGRAM_TARGET_HERE
 #include "program_target.hpp"
@@ -206,8 +207,7 @@ int run(const Options& o) {
   config.top_k = o.top_k;
   config.ffn = moe::SwiGLU;
   config.num_shared_experts = o.shared;
-  const std::unique_ptr<moe::AnyLayer> layer =
-      moe::make_layer(o.dtype, config, moe::SoftmaxTopK(o.renormalize));
+  const std::unique_ptr<moe::AnyLayer> layer = moe::make_layer(o.dtype, config, moe::SoftmaxTopK(o.renormalize));
 
   const double packed_bytes =
       double(o.experts + o.shared) * 3.0 * double(o.hidden) * double(o.ffn) * layer->bits_per_weight() / 8.0;
@@ -215,8 +215,7 @@ int run(const Options& o) {
               o.experts == 8 && o.top_k == 2 ? "Mixtral-shaped" : "MoE", static_cast<long long>(o.hidden),
               static_cast<long long>(o.ffn), o.experts, o.top_k,
               o.shared ? (", " + std::to_string(o.shared) + " shared").c_str() : "",
-              o.renormalize ? "softmax top-k renormalised" : "softmax top-k", layer->precision(),
-              packed_bytes / 1e6);
+              o.renormalize ? "softmax top-k renormalised" : "softmax top-k", layer->precision(), packed_bytes / 1e6);
 
   synthetic::fill(*layer, o.seed);
   moe::Workspace ws = layer->workspace(o.tokens, o.threads);

@@ -57,8 +57,8 @@ public:
   virtual Workspace workspace(Index max_tokens, int threads) const = 0;
   Workspace workspace(Index max_tokens) const { return workspace(max_tokens, 0); }
   // Layer::forward with pointers and row strides.
-  virtual RoutingResult forward(const float* x, Index x_stride, float* y, Index y_stride, Index tokens,
-                                Workspace& ws, RoutingStats* stats, const std::int64_t* token_ids) const = 0;
+  virtual RoutingResult forward(const float* x, Index x_stride, float* y, Index y_stride, Index tokens, Workspace& ws,
+                                RoutingStats* stats, const std::int64_t* token_ids) const = 0;
   RoutingResult forward(const float* x, Index x_stride, float* y, Index y_stride, Index tokens, Workspace& ws,
                         RoutingStats* stats = nullptr) const {
     return forward(x, x_stride, y, y_stride, tokens, ws, stats, nullptr);
@@ -116,10 +116,9 @@ template <class Routing = SoftmaxTopK>
 std::unique_ptr<AnyLayer> make_layer(const std::string& precision, const LayerConfig& config,
                                      const Routing& routing = Routing{}) {
   std::unique_ptr<AnyLayer> layer;
-  const bool named = with_precision_named(
-      precision, [&](auto p) { layer = make_layer_as<decltype(p)>(config, routing); });
-  MOE_CHECK(named, "make_layer",
-            "precision must be one of " + precision_names() + ", got '" + precision + "'");
+  const bool named =
+      with_precision_named(precision, [&](auto p) { layer = make_layer_as<decltype(p)>(config, routing); });
+  MOE_CHECK(named, "make_layer", "precision must be one of " + precision_names() + ", got '" + precision + "'");
   return layer;
 }
 
@@ -132,8 +131,9 @@ std::unique_ptr<AnyLayer> make_layer(const std::string& precision, const LayerCo
   X(Precision, ::moe::SigmoidGroupTopK)             \
   X(Precision, ::moe::CapacityTopK)
 
-#define MOE_DETAIL_LAYER_INSTANCE(Precision, Routing) \
-  template std::unique_ptr<::moe::AnyLayer> moe::make_layer_as<Precision, Routing>(const ::moe::LayerConfig&, const Routing&);
+#define MOE_DETAIL_LAYER_INSTANCE(Precision, Routing)                                                         \
+  template std::unique_ptr<::moe::AnyLayer> moe::make_layer_as<Precision, Routing>(const ::moe::LayerConfig&, \
+                                                                                   const Routing&);
 #define MOE_DETAIL_EXTERN_LAYER_INSTANCE(Precision, Routing) extern MOE_DETAIL_LAYER_INSTANCE(Precision, Routing)
 
 // In one translation unit of a program: compiles make_layer_as<Precision, R> for the compiled policies R.

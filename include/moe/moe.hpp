@@ -3,7 +3,9 @@
 //   #include <moe/moe.hpp>
 //   moe::Layer<8, 2> layer({/*hidden*/ 4096, /*ffn*/ 14336}, moe::SoftmaxTopK(/*renormalize=*/true));
 //
-// The order matters only in that every header includes what it uses; io/ is not part of the core.
+// The order matters only in that every header includes what it uses. Not included: io/ (file readers,
+// needs nlohmann-json), any_layer.hpp (the precision chosen at run time) and routing_plot.hpp (an SVG of
+// RoutingStats).
 #pragma once
 
 #include "config.hpp"
@@ -20,5 +22,6 @@
 #include "routing_batch.hpp"
 #include "expert.hpp"
 #include "workspace.hpp"
+#include "layer_config.hpp"
+#include "routing_result.hpp"
 #include "layer.hpp"
-#include "routing_plot.hpp"

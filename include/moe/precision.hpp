@@ -301,9 +301,7 @@ bool with_precision_named(const std::string& name, F&& f) {
 }
 
 // The names of Precisions, joined by ", ": for messages that list the choices.
-inline std::string precision_names() {
-  return detail::names_of(Precisions{});
-}
+inline std::string precision_names() { return detail::names_of(Precisions{}); }
 
 }  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

@@ -18,7 +18,7 @@
 //   static constexpr bool kNeedsTokenIds = true;                // forward() must be given token ids
 //   bool passes_dropped_through() const;                        // see below
 // route() writes `slots` (id, weight) pairs, in any order. An id is an expert in [0, experts), distinct
-// within the token, or a slot marker (routing_stats.hpp): kNoExpert (an unused slot: top-p chose fewer
+// within the token, or a slot marker (slot_markers.hpp): kNoExpert (an unused slot: top-p chose fewer
 // experts, expert choice gave the token fewer) or kDroppedExpert (a capacity limit dropped the choice; its
 // weight is kept). Weights must be finite. A dropped choice adds nothing to the token's output, or, when
 // passes_dropped_through() is true, weight * x (the Switch Transformers reference code: a dropped token
@@ -37,7 +37,7 @@
 #include "kernels/reduce.hpp"
 #include "kernels/softmax.hpp"
 #include "kernels/topk.hpp"
-#include "routing_stats.hpp"
+#include "slot_markers.hpp"
 
 namespace moe {
 inline namespace MOE_TARGET_NAMESPACE {

@@ -27,6 +27,21 @@ inline int default_thread_count() {
 
 template <int Experts, int TopK, class Precision, class Routing>
 class Layer;
+namespace stages {
+template <class Precision>
+class Compute;
+template <class Precision>
+class Combine;
+template <class Precision>
+class ExpertPass;
+}  // namespace stages
+
+// A run of consecutive input panels of one expert: the unit of work of the compute stage.
+struct WorkItem {
+  int expert;
+  int first_panel;
+  int panels;
+};
 
 // Scratch for forward passes of up to max_tokens() tokens through layers of one shape. Make it with
 // Layer::workspace(max_tokens); after that a forward pass allocates nothing. One workspace serves one
@@ -48,9 +63,10 @@ public:
             dropped_weight_.size()) *
                Index(sizeof(float)) +
            (ids_.size() + counts_.size() + dropped_token_.size() + offsets_.size() + fill_.size() +
-            assigned_token_.size() + items_.size()) *
+            assigned_token_.size()) *
                Index(sizeof(int)) +
-           hidden_offset_.size() * Index(sizeof(Index)) + input_codes_.size() + hidden_codes_.size() +
+           items_.size() * Index(sizeof(WorkItem)) + hidden_offset_.size() * Index(sizeof(Index)) +
+           input_codes_.size() + hidden_codes_.size() +
            (input_scales_.size() + hidden_scales_.size()) * Index(sizeof(float)) +
            (input_sums_.size() + hidden_sums_.size()) * Index(sizeof(std::int32_t)) +
            (input_bf16_.size() + hidden_bf16_.size()) * Index(sizeof(std::uint16_t));
@@ -59,6 +75,12 @@ public:
 private:
   template <int, int, class, class>
   friend class Layer;
+  template <class>
+  friend class stages::Compute;
+  template <class>
+  friend class stages::Combine;
+  template <class>
+  friend class stages::ExpertPass;
 
   // The layer shape the buffers were sized for; a forward pass checks that its layer has the same.
   struct Shape {
@@ -98,7 +120,7 @@ private:
   int pass_through_count_ = 0;                   // of those, passed through
   detail::AlignedBuffer<Index> hidden_offset_;   // per expert: where its hidden rows start in hidden_
   detail::AlignedBuffer<float> hidden_;          // hidden activations of every (token, expert) pair
-  detail::AlignedBuffer<int> items_;             // (expert, panel) work items of the input projections
+  detail::AlignedBuffer<WorkItem> items_;        // work items of the input projections
   // Int8 activations (q8a8, q4a8; kernels/quantize.hpp): the input rows and every hidden row, quantised.
   // Where the compute stage quantises the hidden rows in its epilogue (AVX-512), hidden_ stays empty.
   detail::AlignedBuffer<std::int8_t> input_codes_;  // tokens x quantized_width

@@ -142,7 +142,7 @@ public:
 
   PanelMatrix() = default;
 
-  // Allocates out_features x depth weights, all zero, to be filled by set_row.
+  // Allocates out_features x depth weights, all zero, to be filled by set_output.
   void resize(Index out_features, Index depth) {
     panels_ = (out_features + kPanelColumns - 1) / kPanelColumns;
     depth_ = simd::round_up(depth, Format::kDepthMultiple);
@@ -156,8 +156,9 @@ public:
     if constexpr (std::is_same<Precision, q4a8>::value) std::fill_n(codes_.data(), codes_.size(), Code(0x88));
   }
 
-  // Stores W[o][0..in_features); depth rows past in_features stay zero.
-  void set_row(Index o, const float* w, Index in_features) {
+  // Stores output o's weights, W[o][0..in_features), as column o of the panels; depth rows past in_features
+  // stay zero.
+  void set_output(Index o, const float* w, Index in_features) {
     set_column(o / kPanelColumns, o % kPanelColumns, w, in_features);
   }
 
@@ -167,7 +168,7 @@ public:
   void pack(const float* w, Index out_features, Index in_features, Index w_stride, Index depth_padded,
             Index out_padded = 0) {
     resize(std::max(out_features, out_padded), depth_padded);
-    for (Index o = 0; o < out_features; ++o) set_row(o, w + o * w_stride, in_features);
+    for (Index o = 0; o < out_features; ++o) set_output(o, w + o * w_stride, in_features);
   }
 
   // Packs a gated pair: each panel holds kPanelColumns/2 gate rows then the same kPanelColumns/2 up rows,

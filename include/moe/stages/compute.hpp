@@ -1,0 +1,135 @@
+// moe/stages/compute.hpp: stage 3 of a forward pass, compute: one work item's input projections.
+//
+// A work item is a run of consecutive input panels of one expert (WorkItem); for every token the expert
+// received, the item's panels of the input projection, with the activation fused into the epilogue
+// (act(gate) * up for gated experts, act(up) for plain ones), written to the expert's hidden rows in the
+// workspace: f32, or already in the coding the down projection reads (ActivationCoding).
+#pragma once
+
+#include <algorithm>
+
+#include "../config.hpp"
+#include "../expert_set.hpp"
+#include "../kernels/activation.hpp"
+#include "../kernels/gemm.hpp"
+#include "../kernels/quantize.hpp"
+#include "../precision.hpp"
+#include "../simd.hpp"
+#include "../workspace.hpp"
+
+namespace moe {
+inline namespace MOE_TARGET_NAMESPACE {
+namespace stages {
+
+// How the expert stages code the activations their kernels read, for Precision: f32 rows, int8 blocks
+// (q8a8, q4a8) or bf16 pairs (bf16a16).
+template <class Precision>
+struct ActivationCoding {
+  static constexpr bool kInt8 = int8_activations<Precision>::value;
+  static constexpr bool kBf16 = bf16_activations<Precision>::value;
+  // Where half a gated panel is whole int8 activation blocks (AVX-512: 32 floats, one block), the input
+  // projection's epilogue quantises each hidden block as it makes it: no f32 hidden rows, and no separate
+  // pass (nor its barrier) before the down projection. Elsewhere that pass quantises the f32 rows.
+  static constexpr bool kQuantizeInEpilogue = kInt8 && (kernels::kPanelColumns / 2) % kernels::kActivationBlock == 0;
+};
+
+// Whether the tile of tokens from `first` on, of an expert whose tokens are [begin, end), asks
+// kernels::multiply_panels to prefetch the panels (tiles of 1-2 rows always do): the first tile reads them
+// from memory, the later ones from L2. Only with at most two tiles, where the first one's stream is at
+// least half of the panels' reads; with more tiles it is a smaller share, and prefetching it showed no
+// gain (docs/PERFORMANCE.md, decision "The first token tile prefetches").
+inline bool prefetches(int first, int begin, int end) {
+  return first == begin && end - begin <= 2 * kernels::kTileRows;
+}
+
+template <class Precision>
+class Compute {
+public:
+  using Row = kernels::ActivationRow<Precision>;  // what the expert kernels read a token's activations as
+
+  explicit Compute(const ExpertSet<Precision>& experts) : experts_(experts) {}
+
+  // Token t's input row as the expert kernels read it: x itself, or its int8 or bf16 codes.
+  static Row input_row(const float* x, Index x_stride, int t, const Workspace& ws) {
+    if constexpr (kInt8) {
+      const Index width = ws.shape_.quantized_width, block = t * width / kernels::kActivationBlock;
+      return {ws.input_codes_.data() + t * width, ws.input_scales_.data() + block, ws.input_sums_.data() + block};
+    } else if constexpr (kBf16) {
+      return {ws.input_bf16_.data() + t * ws.shape_.quantized_width};
+    } else {
+      return x + t * x_stride;
+    }
+  }
+  // The codes of expert e's input panels [p, p + panels), to bring in ahead (kernels::NextWeights).
+  kernels::NextWeights panels_from(int e, Index p, int panels) const {
+    const auto& projection = experts_[e].input_projection();
+    return projection.codes_from(p, 0, panels * projection.depth());
+  }
+
+  // Expert e's input projection for `panels` (1 or 2) consecutive panels from p on, for all its tokens,
+  // with the activation in the epilogue: act(gate) * up for gated experts, act(up) for plain ones, into the
+  // expert's hidden rows. kernels::multiply_panels runs a tile of one or two tokens over two panels at once.
+  // The tiles after the first bring `next` into L2.
+  template <Activation A>
+  void run(int e, Index p, int panels, const float* x, Index x_stride, Workspace& ws, kernels::NextWeights next) const {
+    constexpr int kHalf = kernels::kTileVectors / 2;
+    const bool gated = experts_.gated();
+    const Index ffn = experts_.ffn_padded(e);
+    const auto& projection = experts_[e].input_projection();
+    const Index hidden = ws.hidden_offset_[e] + p * Expert::hidden_per_panel(gated);
+    // A row's hidden values from this panel, h[0, count), go to the f32 rows, or straight to the bf16 or
+    // int8 rows the down projection reads (at and count are whole blocks: Expert::ffn_padded).
+    auto put = [&ws](Index at, const simd::Vec* h, int count) {
+      for (int v = 0; v < count; ++v) {
+        if constexpr (kBf16) {
+          simd::store_bf16(ws.hidden_bf16_.data() + at + v * kWidth, h[v]);
+        } else if constexpr (kQuantizeInEpilogue) {
+          if (v % kernels::kBlockVectors != 0) continue;
+          const Index start = at + v * kWidth, block = start / kernels::kActivationBlock;
+          kernels::quantize_block(h + v, ws.hidden_codes_.data() + start, ws.hidden_scales_.data() + block,
+                                  ws.hidden_sums_.data() + block);
+        } else {
+          simd::store(ws.hidden_.data() + at + v * kWidth, h[v]);
+        }
+      }
+    };
+    const kernels::PanelRef<Precision> refs[2] = {projection.panel(p), projection.panel(p + panels - 1)};
+    const int begin = ws.offsets_[e], end = ws.offsets_[e + 1];
+    for (int first = begin; first < end; first += kRows) {
+      const int n = std::min(kRows, end - first);
+      Row rows[kRows];
+      for (int r = 0; r < n; ++r) rows[r] = input_row(x, x_stride, ws.assigned_token_[first + r], ws);
+      const Index out = hidden + Index(first - begin) * ffn;
+      // Panel `which` of the call's (0 or 1) yields hidden columns from out + which * hidden_per_panel.
+      auto epilogue = [&](int which, auto& acc, int m) {
+        const Index at = out + which * Expert::hidden_per_panel(gated);
+        for (int r = 0; r < m; ++r) {
+          simd::Vec h[kernels::kTileVectors];
+          if (gated) {
+            MOE_UNROLL for (int v = 0; v < kHalf; ++v) h[v] = kernels::activate<A>(acc[r][v]) * acc[r][v + kHalf];
+            put(at + r * ffn, h, kHalf);
+          } else {
+            MOE_UNROLL for (int v = 0; v < kernels::kTileVectors; ++v) h[v] = kernels::activate<A>(acc[r][v]);
+            put(at + r * ffn, h, kernels::kTileVectors);
+          }
+        }
+      };
+      kernels::multiply_panels(rows, n, refs, panels, experts_.hidden_size(), epilogue, prefetches(first, begin, end),
+                               first == begin ? nullptr : &next);
+    }
+  }
+
+private:
+  using Expert = typename ExpertSet<Precision>::Expert;
+  static constexpr bool kInt8 = ActivationCoding<Precision>::kInt8;
+  static constexpr bool kBf16 = ActivationCoding<Precision>::kBf16;
+  static constexpr bool kQuantizeInEpilogue = ActivationCoding<Precision>::kQuantizeInEpilogue;
+  static constexpr int kRows = kernels::kTileRows;
+  static constexpr int kWidth = simd::kWidth;
+
+  const ExpertSet<Precision>& experts_;
+};
+
+}  // namespace stages
+}  // namespace MOE_TARGET_NAMESPACE
+}  // namespace moe
