@@ -1,6 +1,6 @@
 // tests/test_any_layer.cpp: make_layer's run-time choice of precision (any_layer.hpp) and the one list of
 // precisions. moe-tests links moe::layers, so these layers are the compiled ones (MOE_COMPILED_LAYERS);
-// test_precision.cpp checks each precision's against the reference through check::CompiledLayer.
+// test_layer_precision.cpp checks each precision's against the reference through check::CompiledLayer.
 #include <doctest/doctest.h>
 
 #include <cstring>

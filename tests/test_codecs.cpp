@@ -1,0 +1,108 @@
+// tests/test_codecs.cpp: the weight precisions' codes: f16 and bf16 conversions by their definitions, and
+// every precision's round trip within its step.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "kernel_check.hpp"
+
+using kernel_check::bits_float;
+using kernel_check::random_vector;
+
+namespace {
+
+// f16 by its definition: sign, 5-bit exponent (bias 15), 10-bit fraction, subnormals below 2^-14.
+double f16_value(std::uint16_t h) {
+  const int sign = h >> 15, exponent = (h >> 10) & 31, fraction = h & 1023;
+  const double magnitude = exponent == 0 ? std::ldexp(fraction, -24) : std::ldexp(1024 + fraction, exponent - 25);
+  return sign ? -magnitude : magnitude;
+}
+
+}  // namespace
+
+TEST_CASE("f16 decodes every code by its definition and re-encodes it exactly") {
+  for (std::uint32_t h = 0; h < 65536; ++h) {
+    const std::uint16_t code = std::uint16_t(h);
+    const float value = moe::f16::decode(code);
+    if (((h >> 10) & 31) == 31) {
+      CHECK(((h & 1023) ? std::isnan(value) : std::isinf(value)));
+      continue;
+    }
+    REQUIRE(double(value) == f16_value(code));
+    REQUIRE(moe::f16::encode(value) == code);
+  }
+}
+
+TEST_CASE("f16 rounds to nearest even, overflows to Inf, keeps subnormals") {
+  // 1 + 2^-11 lies halfway between 1 and 1 + 2^-10: ties go to the even code (1).
+  CHECK(moe::f16::encode(1.0f + std::ldexp(1.0f, -11)) == 0x3c00);
+  CHECK(moe::f16::encode(1.0f + 3 * std::ldexp(1.0f, -11)) == 0x3c02);  // tie to even upwards
+  CHECK(moe::f16::encode(1.0f + std::ldexp(1.0f, -11) + std::ldexp(1.0f, -20)) == 0x3c01);
+  CHECK(moe::f16::encode(65504.0f) == 0x7bff);
+  CHECK(moe::f16::encode(65519.0f) == 0x7bff);
+  CHECK(moe::f16::encode(65520.0f) == 0x7c00);
+  CHECK(moe::f16::encode(-1e9f) == 0xfc00);
+  CHECK(moe::f16::encode(std::ldexp(1.0f, -24)) == 0x0001);
+  CHECK(moe::f16::encode(std::ldexp(1.0f, -25)) == 0x0000);  // tie between 0 and the smallest: even
+  CHECK(moe::f16::encode(std::ldexp(3.0f, -25)) == 0x0002);
+  CHECK(std::isnan(moe::f16::decode(moe::f16::encode(std::nanf("")))));
+}
+
+TEST_CASE("bf16 keeps the top half of f32, rounded to nearest even") {
+  for (std::uint32_t h = 0; h < 65536; ++h) {
+    const float value = moe::bf16::decode(std::uint16_t(h));
+    if (std::isnan(value)) continue;
+    REQUIRE(moe::bf16::encode(value) == h);
+    REQUIRE(value == bits_float(h << 16));
+  }
+  CHECK(moe::bf16::encode(bits_float(0x3f808000u)) == 0x3f80);  // tie: even
+  CHECK(moe::bf16::encode(bits_float(0x3f818000u)) == 0x3f82);  // tie: even upwards
+  CHECK(moe::bf16::encode(bits_float(0x3f808001u)) == 0x3f81);
+  CHECK(std::isnan(moe::bf16::decode(moe::bf16::encode(std::nanf("")))));
+}
+
+TEST_CASE_TEMPLATE("a round trip stays within the precision's step", P, moe::bf16, moe::f16, moe::q8, moe::q4) {
+  const moe::Index rows = 5, cols = 77;  // 77: two whole q4 blocks and a partial one
+  std::vector<float> w = random_vector(std::size_t(rows * cols), 3, 0.7f);
+  w[10] = 0.0f;
+  w[11] = -3.5f;  // an outlier that sets row 0's scales
+  std::vector<float> out(w.size());
+  moe::round_trip<P>(w.data(), rows, cols, cols, out.data());
+  for (moe::Index r = 0; r < rows; ++r) {
+    for (moe::Index c = 0; c < cols; ++c) {
+      const float x = w[std::size_t(r * cols + c)], y = out[std::size_t(r * cols + c)];
+      float step;  // the largest error the format allows for x
+      if (std::is_same<P, moe::bf16>::value) {
+        step = std::ldexp(std::abs(x), -8);
+      } else if (std::is_same<P, moe::f16>::value) {
+        step = std::ldexp(std::abs(x), -11) + std::ldexp(1.0f, -25);
+      } else {
+        const moe::Index begin = std::is_same<P, moe::q4>::value ? c / 32 * 32 : 0;
+        const moe::Index end = std::is_same<P, moe::q4>::value ? std::min<moe::Index>(begin + 32, cols) : cols;
+        float largest = 0;
+        for (moe::Index i = begin; i < end; ++i) largest = std::max(largest, std::abs(w[std::size_t(r * cols + i)]));
+        // Half a quantisation step; for q4 also the f16 rounding of the scale (7 steps of 2^-11 each).
+        step = std::is_same<P, moe::q8>::value ? largest / 254.0f * 1.0001f
+                                               : largest / 7.0f * (0.5f + 8 * std::ldexp(1.0f, -11));
+      }
+      INFO("row " << r << " column " << c << ": " << x << " -> " << y);
+      REQUIRE(std::abs(y - x) <= step);
+    }
+  }
+  // Zero stays zero, and a round trip of a round trip changes nothing (for q8 the recomputed scale
+  // fl(127 s) / 127 may differ from s in its last bit, so there only within one step).
+  CHECK(out[10] == 0.0f);
+  std::vector<float> again(out.size());
+  moe::round_trip<P>(out.data(), rows, cols, cols, again.data());
+  if (!std::is_same<P, moe::q8>::value) CHECK(again == out);
+  // A row (or block) below FLT_MIN is stored as zeros, never NaN.
+  std::vector<float> tiny(static_cast<std::size_t>(cols), 1e-39f), tiny_out(static_cast<std::size_t>(cols));
+  moe::round_trip<P>(tiny.data(), 1, cols, cols, tiny_out.data());
+  for (float v : tiny_out) REQUIRE(std::isfinite(v));
+  CHECK_THROWS_WITH_AS(moe::round_trip<P>(std::vector<float>{1.0f, std::nanf("")}.data(), 1, 2, 2, tiny_out.data()),
+                       doctest::Contains("w has NaN or Inf at (0, 1)"), moe::Error);
+}
