@@ -2,12 +2,12 @@
 # Installs what building and testing moe needs, from Debian 12 packages, and nothing that is already there.
 # Safe to run again and again: apt-get runs (update included) only when a package is missing.
 #   bash scripts/install-deps.sh           what the README's two commands need (qemu-user: the test that runs
-#                                          moe-run on an emulated older CPU)
+#                                          moe-run on an emulated older CPU; time: scripts/compile-times.sh)
 #   bash scripts/install-deps.sh --cross   and the aarch64 cross compiler, for .ci/run's ARM builds
 set -euo pipefail
 
 packages=(cmake g++ clang libomp-dev libeigen3-dev libxsimd-dev doctest-dev libbenchmark-dev librsvg2-bin
-  nlohmann-json3-dev python3-numpy python3-torch libclang-rt-14-dev qemu-user)
+  nlohmann-json3-dev python3-numpy python3-torch libclang-rt-14-dev qemu-user time)
 if [ "${1:-}" = "--cross" ]; then
   packages+=(g++-aarch64-linux-gnu)
 fi

@@ -14,6 +14,10 @@
 
 #include "layer_check.hpp"
 
+#ifndef MOE_COMPILED_LAYERS
+#error "moe-tests links moe::layers: these tests are of the compiled layers"
+#endif
+
 namespace {
 
 template <class List>
@@ -41,13 +45,18 @@ TEST_CASE_TEMPLATE("make_layer's layer gives the bits of the Layer it stands for
   const std::unique_ptr<moe::AnyLayer> chosen = moe::make_layer(P::kName, c, moe::SoftmaxTopK(false));
   reference::load(direct, w);
   reference::load(*chosen, w);
-  const moe::Index tokens = 9;
-  const std::vector<float> x = synthetic::tokens(tokens, c.hidden_size, 9);
-  std::vector<float> a(x.size()), b(x.size());
+  // Rows further apart than they are wide, x's and y's differently, so that a stride passed in the wrong
+  // place shows.
+  const moe::Index tokens = 9, H = c.hidden_size, xs = H + 3, ys = H + 5;
+  const std::vector<float> x = synthetic::tokens(tokens, xs, 9);
+  std::vector<float> a(std::size_t(tokens * ys), -1.0f), b(a.size(), -1.0f);
   moe::Workspace wa = direct.workspace(tokens, 2), wb = chosen->workspace(tokens, 2);
-  direct.forward(x.data(), c.hidden_size, a.data(), c.hidden_size, tokens, wa);
-  const moe::RoutingResult routed = chosen->forward(x.data(), c.hidden_size, b.data(), c.hidden_size, tokens, wb);
+  direct.forward(x.data(), xs, a.data(), ys, tokens, wa);
+  const moe::RoutingResult routed = chosen->forward(x.data(), xs, b.data(), ys, tokens, wb);
   CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+  for (moe::Index t = 0; t < tokens; ++t)
+    for (moe::Index column = H; column < ys; ++column)
+      CHECK(b[std::size_t(t * ys + column)] == -1.0f);  // the gap stays
   const moe::ForwardCost cost = chosen->cost(routed);
   CHECK(cost.weight_bytes == direct.cost(routed).weight_bytes);
 }

@@ -58,7 +58,7 @@ TEST_CASE("one and two threads give bitwise identical outputs and routing") {
 }
 
 // Callers that run passes from their own threads, each with its own workspace. A pass of one thread runs its
-// work-sharing loops without a parallel region of its own (Layer::run_on_team); inside a caller's OpenMP
+// work-sharing loops without a parallel region of its own (detail::run_on_team); inside a caller's OpenMP
 // team those loops would otherwise be shared out among the caller's threads, each with other data.
 TEST_CASE("passes called from a caller's parallel region each compute their own tokens") {
   auto c = check::config(70, 50, 8, 2);

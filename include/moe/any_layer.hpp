@@ -14,8 +14,9 @@
 // defines it and compiles one translation unit per precision, each of them
 //   #include <moe/any_layer.hpp>
 //   MOE_INSTANTIATE_LAYERS(moe::q8)
-// (a project without CMake writes the same). Both sides must be compiled for the same target: the
-// instruction-set namespace (target.hpp) makes a mismatch a link error. Without the macro, everything is
+// (a project without CMake writes the same). Both sides must be compiled with the same flags: the
+// instruction-set namespace (target.hpp) makes a mismatch of -m flags a link error, but not one of
+// MOE_MAX_THREADS, MOE_DONT_PARALLELIZE or OpenMP. Without the macro, everything is
 // instantiated where it is used, as in the rest of this header-only library.
 #pragma once
 

@@ -74,9 +74,10 @@ public:
                 "moe::Layer: Routing::route must be noexcept (it runs inside an OpenMP parallel region)");
 
   explicit Layer(const LayerConfig& config, Routing routing = Routing{}) : config_(config), routing_(routing) {
-    detail::complete_config(config_, Experts, TopK, Routing::kSelectsAll, Routing::kName);
+    detail::check_config_sizes(config_, Experts, TopK, Routing::kSelectsAll, Routing::kName);
     const int experts = config_.num_experts;
     if constexpr (detail::has_check<Routing>::value) routing_.check(experts, config_.top_k);
+    detail::finish_config(config_);
 
     experts_ = ExpertSet<Precision>(config_);
     router_rows_ = experts + (config_.shared_expert_gate ? config_.num_shared_experts : 0);

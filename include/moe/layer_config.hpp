@@ -26,12 +26,13 @@ struct LayerConfig {
 
 namespace detail {
 
-// Checks config for a Layer whose type fixes the expert count and top-k to fixed_experts and fixed_top_k
-// (or Dynamic), under a policy that selects every expert or not, and fills what is left to the type (0
-// experts or top-k where the type fixes them; top_k = num_experts under a dense policy; shared_ffn_size 0
-// as ffn_size). Throws moe::Error naming the first problem.
-inline void complete_config(LayerConfig& config, int fixed_experts, int fixed_top_k, bool selects_all,
-                            const char* policy) {
+// Checks the sizes in config for a Layer whose type fixes the expert count and top-k to fixed_experts and
+// fixed_top_k (or Dynamic), under a policy that selects every expert or not, and fills what is left to the
+// type (0 experts or top-k where the type fixes them; top_k = num_experts under a dense policy). Throws
+// moe::Error naming the first problem. The Layer then has its policy check the counts, and calls
+// finish_config.
+inline void check_config_sizes(LayerConfig& config, int fixed_experts, int fixed_top_k, bool selects_all,
+                               const char* policy) {
   const char* where = "Layer";
   MOE_CHECK(config.hidden_size > 0, where, "hidden_size must be positive, got " + std::to_string(config.hidden_size));
   MOE_CHECK(config.ffn_size > 0, where, "ffn_size must be positive, got " + std::to_string(config.ffn_size));
@@ -58,6 +59,11 @@ inline void complete_config(LayerConfig& config, int fixed_experts, int fixed_to
             "num_shared_experts must be in [0, 65536], got " + std::to_string(config.num_shared_experts));
   MOE_CHECK(experts <= (1 << 16), where, "num_experts must be <= 65536, got " + std::to_string(experts));
   MOE_CHECK(config.shared_ffn_size >= 0, where, "shared_ffn_size must be >= 0");
+}
+
+// The rest of a Layer's config: shared_ffn_size 0 as ffn_size, and the activation.
+inline void finish_config(LayerConfig& config) {
+  const char* where = "Layer";
   if (config.shared_ffn_size == 0) config.shared_ffn_size = config.ffn_size;
   switch (config.ffn.activation) {
     case Activation::SiLU:

@@ -255,10 +255,12 @@ template <class... Precision>
 struct PrecisionList {};
 
 // Every precision a layer can store its weights in: the one list that run-time choices (make_layer,
-// io::load_block, moe-run's --dtype), the compiled layers (any_layer.hpp) and the benchmarks and tests
-// iterate, in this order. A macro because explicit instantiations (MOE_COMPILED_LAYERS) are written one
-// by one; Precisions is the same list as a type.
+// io::load_block, moe-run's --dtype), the compiled layers (any_layer.hpp; CMake reads this line) and
+// tests/test_any_layer.cpp iterate, in this order. A macro because explicit instantiations
+// (MOE_COMPILED_LAYERS) are written one by one; Precisions is the same list as a type. One line.
+// clang-format off
 #define MOE_FOR_EACH_PRECISION(X) X(f32) X(bf16) X(f16) X(q8) X(q4) X(q8a8) X(q4a8) X(bf16a16)
+// clang-format on
 
 namespace detail {
 template <class List>

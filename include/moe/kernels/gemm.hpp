@@ -90,7 +90,7 @@ MOE_ALWAYS_INLINE void accumulate_row(const float* const* rows,
     // expert panel is a new stream; docs/PERFORMANCE.md, decision "Decode tiles prefetch 4 KiB ahead").
     // A larger tile prefetches when its caller says it is the first over the panel (`prefetch`): the one
     // that reads it from memory, while the later tiles find it in L2. The layer asks for it where an expert
-    // has at most two tiles of tokens (Layer::prefetches; docs/PERFORMANCE.md, decision
+    // has at most two tiles of tokens (stages::prefetches; docs/PERFORMANCE.md, decision
     // "The first token tile prefetches").
     prefetch_ahead<Rows, kRowBytes>(row, prefetch);
     load_weight_row<Precision>(row, w[p]);
