@@ -147,7 +147,7 @@ Options parse(int argc, char** argv) {
       if (value == nullptr) fail("--dtype needs a value");
       o.dtype = value;
       ++i;
-      if (o.dtype != "auto" && !moe::with_precision_named(o.dtype, [](auto) {}))
+      if (o.dtype != "auto" && !moe::is_precision_name(o.dtype))
         fail("--dtype must be auto or one of " + moe::precision_names() + ", got '" + o.dtype + "'");
     } else if (arg == "--stats" || arg == "--plot" || arg == "--model" || arg == "--layer" || arg == "--input" ||
                arg == "--output") {

@@ -87,4 +87,6 @@ TEST_CASE("an unknown precision name is refused with the list of names") {
   CHECK(calls == 1);
   CHECK_FALSE(moe::with_precision_named("Q4A8", [&](auto) { ++calls; }));
   CHECK(calls == 1);
+  CHECK(moe::is_precision_name("bf16a16"));
+  CHECK_FALSE(moe::is_precision_name("auto"));
 }

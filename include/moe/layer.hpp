@@ -89,9 +89,9 @@ public:
     shape_.slots = slots();
     shape_.experts = experts;
     shape_.shared_experts = config_.num_shared_experts;
-    shape_.hidden_row_floats =
-        Index(slots()) * ffn_padded(0) + Index(shared_experts()) * (shared_experts() ? ffn_padded(experts) : 0);
-    for (int e = 0; e < expert_count(); ++e) shape_.input_items += input_panels(e);
+    shape_.hidden_row_floats = Index(slots()) * experts_.ffn_padded(0) +
+                               Index(shared_experts()) * (shared_experts() ? experts_.ffn_padded(experts) : 0);
+    for (int e = 0; e < expert_count(); ++e) shape_.input_items += experts_.input_panels(e);
     if (kInt8 || kBf16)
       shape_.quantized_width = simd::round_up(config_.hidden_size, kernels::kActivationStep<Precision>);
     shape_.activation_coding = kInt8 ? 1 : (kBf16 ? 2 : 0);
@@ -305,8 +305,6 @@ private:
   }
   int slots() const { return config_.top_k; }
   Expert& shared(int s) { return experts_[config_.num_experts + s]; }
-  Index ffn_padded(int e) const { return experts_.ffn_padded(e); }
-  Index input_panels(int e) const { return experts_.input_panels(e); }
 
   void check_router_row(int row, const float* w) const {
     MOE_CHECK(kernels::all_finite(w, config_.hidden_size), "Layer::set_router",

@@ -302,6 +302,11 @@ bool with_precision_named(const std::string& name, F&& f) {
   return detail::with_precision_named(name, f, Precisions{});
 }
 
+// Whether `name` names a precision of Precisions.
+inline bool is_precision_name(const std::string& name) {
+  return with_precision_named(name, [](auto) {});
+}
+
 // The names of Precisions, joined by ", ": for messages that list the choices.
 inline std::string precision_names() { return detail::names_of(Precisions{}); }
 

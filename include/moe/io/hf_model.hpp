@@ -181,7 +181,7 @@ inline std::unique_ptr<AnyLayer> make_block_layer(const BlockSpec& spec, const C
 inline std::unique_ptr<MoeBlock> load_block(const std::string& dir, const std::string& layer,
                                             const std::string& dtype = "auto",
                                             const std::function<void(int, int)>& progress = {}) {
-  MOE_CHECK(dtype == "auto" || with_precision_named(dtype, [](auto) {}), "io::load_block",
+  MOE_CHECK(dtype == "auto" || is_precision_name(dtype), "io::load_block",
             "dtype must be auto or one of " + precision_names() + ", got '" + dtype + "'");
   const BlockSpec spec = read_block_spec(dir, layer);
   const Checkpoint ckpt(dir);
