@@ -823,20 +823,15 @@ void BM_FmaPeak(benchmark::State& state) {
 
 }  // namespace
 
+// Every precision of moe::Precisions (MOE_FOR_EACH_PRECISION), for each benchmark that runs one.
 #define MOE_BENCH_FUSED(PRECISION)             \
   BENCHMARK_TEMPLATE(BM_Fused, PRECISION)      \
       ->ArgNames({"shape", "tokens"})          \
       ->ArgsProduct({{0, 1}, {1, 8, 64, 512}}) \
       ->UseRealTime()                          \
       ->Unit(benchmark::kMillisecond)
-MOE_BENCH_FUSED(moe::f32);
-MOE_BENCH_FUSED(moe::bf16);
-MOE_BENCH_FUSED(moe::f16);
-MOE_BENCH_FUSED(moe::q8);
-MOE_BENCH_FUSED(moe::q4);
-MOE_BENCH_FUSED(moe::q8a8);
-MOE_BENCH_FUSED(moe::q4a8);
-MOE_BENCH_FUSED(moe::bf16a16);
+#define MOE_BENCH_FUSED_OF(p) MOE_BENCH_FUSED(moe::p);
+MOE_FOR_EACH_PRECISION(MOE_BENCH_FUSED_OF)
 BENCHMARK(BM_EigenPerExpert)
     ->ArgNames({"shape", "tokens"})
     ->ArgsProduct({{0, 1}, {1, 8, 64, 512}})
@@ -855,24 +850,12 @@ BENCHMARK(BM_Naive)
       ->Args({2, 1})                       \
       ->Args({2, 2})                       \
       ->Args({6, 1})
-MOE_BENCH_KERNEL(moe::f32);
-MOE_BENCH_KERNEL(moe::bf16);
-MOE_BENCH_KERNEL(moe::f16);
-MOE_BENCH_KERNEL(moe::q8);
-MOE_BENCH_KERNEL(moe::q4);
-MOE_BENCH_KERNEL(moe::q8a8);
-MOE_BENCH_KERNEL(moe::q4a8);
-MOE_BENCH_KERNEL(moe::bf16a16);
+#define MOE_BENCH_KERNEL_OF(p) MOE_BENCH_KERNEL(moe::p);
+MOE_FOR_EACH_PRECISION(MOE_BENCH_KERNEL_OF)
 #define MOE_BENCH_DECODE_STREAM(PRECISION) \
   BENCHMARK_TEMPLATE(BM_DecodeStream, PRECISION)->UseRealTime()->Unit(benchmark::kMillisecond)
-MOE_BENCH_DECODE_STREAM(moe::f32);
-MOE_BENCH_DECODE_STREAM(moe::bf16);
-MOE_BENCH_DECODE_STREAM(moe::f16);
-MOE_BENCH_DECODE_STREAM(moe::q8);
-MOE_BENCH_DECODE_STREAM(moe::q4);
-MOE_BENCH_DECODE_STREAM(moe::q8a8);
-MOE_BENCH_DECODE_STREAM(moe::q4a8);
-MOE_BENCH_DECODE_STREAM(moe::bf16a16);
+#define MOE_BENCH_DECODE_STREAM_OF(p) MOE_BENCH_DECODE_STREAM(moe::p);
+MOE_FOR_EACH_PRECISION(MOE_BENCH_DECODE_STREAM_OF)
 BENCHMARK(BM_PassOverhead)->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_ReadBandwidth)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_FmaPeak)->UseRealTime()->Unit(benchmark::kMillisecond);

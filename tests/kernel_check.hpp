@@ -21,7 +21,7 @@ inline float bits_float(std::uint32_t u) {
   return f;
 }
 
-inline std::vector<float> random_vector(std::size_t n, unsigned seed, float scale) {
+inline std::vector<float> random_vector(std::size_t n, unsigned seed, float scale = 1.0f) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> normal(0.0f, scale);
   std::vector<float> v(n);

@@ -184,10 +184,12 @@ inline Routing top_p(const Logits& logits, int k_max, float p, bool renormalize)
   return r;
 }
 
-// An expert's capacity: `capacity` when positive, else ceil(factor * tokens * per_token / experts).
+// An expert's capacity: `capacity` when positive, else ceil(factor * tokens * per_token / experts); a value
+// past the int64 range (a factor meant as "no limit") is the largest int64.
 inline std::int64_t capacity_of(int capacity, float factor, std::size_t tokens, int per_token, std::size_t experts) {
   if (capacity > 0) return capacity;
-  return std::int64_t(std::ceil(double(factor) * double(tokens) * double(per_token) / double(experts)));
+  const double limit = std::ceil(double(factor) * double(tokens) * double(per_token) / double(experts));
+  return limit < 9.2e18 ? std::int64_t(limit) : std::numeric_limits<std::int64_t>::max();
 }
 
 // CapacityTopK: softmax top-k (weights renormalised over the k before dropping when asked), then choices

@@ -10,11 +10,12 @@
 #include <vector>
 
 #include "layer_check.hpp"
+#include "precision_list.hpp"
 
 // For q8a8, q4a8 and bf16a16 the reference also carries the activations' coding error as a bound
 // (reference::int8_step_error, bf16_step_error): that bound is the precision's stated extra error.
-TEST_CASE_TEMPLATE("the layer computes with stored weights like the reference does", P, moe::f32, moe::bf16, moe::f16,
-                   moe::q8, moe::q4, moe::q8a8, moe::q4a8, moe::bf16a16) {
+TEST_CASE_TEMPLATE_DEFINE("the layer computes with stored weights like the reference does", P,
+                          layer_against_reference) {
   using Layer = check::CompiledLayer<P>;
   SUBCASE("gated experts, sizes off every block, tokens over several tiles") {
     check::against_reference<Layer>(check::config(77, 45, 5, 2), moe::SoftmaxTopK(true), 23, 201);
@@ -44,6 +45,7 @@ TEST_CASE_TEMPLATE("the layer computes with stored weights like the reference do
     check::against_reference<Layer>(c, moe::SoftmaxTopK(true), 7, 203);
   }
 }
+TEST_CASE_TEMPLATE_APPLY(layer_against_reference, check::AllPrecisions);
 
 TEST_CASE_TEMPLATE("stored precisions give the same bits on one and two threads", P, moe::bf16, moe::q4, moe::q4a8,
                    moe::bf16a16) {
@@ -56,8 +58,7 @@ TEST_CASE_TEMPLATE("stored precisions give the same bits on one and two threads"
 // A token's output is a function of the token alone: the same bits whether it runs alone (decode: 1-row
 // tiles, work items of several panels) or in a batch (tiles of up to kTileRows rows, one panel per item),
 // at whatever position its experts' tiles give it.
-TEST_CASE_TEMPLATE("a token gives the same bits alone and in a batch", P, moe::f32, moe::bf16, moe::f16, moe::q8,
-                   moe::q4, moe::q8a8, moe::q4a8, moe::bf16a16) {
+TEST_CASE_TEMPLATE_DEFINE("a token gives the same bits alone and in a batch", P, token_alone_and_in_batch) {
   // 13 tokens on 3 experts: tiles of 6 rows and fewer, against passes of 1 and 2 tokens. The second
   // shape's small passes pair panels (kernels::multiply_panels, tiles of 1 and 2 rows) in the input
   // projections, an odd count of them (19 on AVX-512). Paired combine items are checked against the
@@ -81,11 +82,11 @@ TEST_CASE_TEMPLATE("a token gives the same bits alone and in a batch", P, moe::f
     }
   }
 }
+TEST_CASE_TEMPLATE_APPLY(token_alone_and_in_batch, check::AllPrecisions);
 
 // A NaN inside an expert is an error in every precision, as in f32: never dropped or turned into a finite
 // code by the int8 or bf16 activation rounding.
-TEST_CASE_TEMPLATE("a NaN hidden value is reported, not dropped", P, moe::f32, moe::bf16, moe::f16, moe::q8, moe::q4,
-                   moe::q8a8, moe::q4a8, moe::bf16a16) {
+TEST_CASE_TEMPLATE_DEFINE("a NaN hidden value is reported, not dropped", P, nan_hidden_reported) {
   constexpr moe::Index H = 40, F = 8;
   const auto c = check::config(H, F, 2, 1);
   check::CompiledLayer<P> layer(c, moe::SoftmaxTopK(true));
@@ -104,6 +105,7 @@ TEST_CASE_TEMPLATE("a NaN hidden value is reported, not dropped", P, moe::f32, m
     CHECK_THROWS_WITH_AS(layer.forward(x.data(), H, y.data(), H, tokens, ws),
                          doctest::Contains("overflowed to Inf or NaN inside an expert"), moe::Error);
 }
+TEST_CASE_TEMPLATE_APPLY(nan_hidden_reported, check::AllPrecisions);
 
 TEST_CASE("weights a precision cannot hold are refused with their place") {
   const auto c = check::config(8, 4, 2, 1);

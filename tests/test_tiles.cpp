@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernel_check.hpp"
+#include "precision_list.hpp"
 
 using kernel_check::ActivationRows;
 using kernel_check::check_panel_products;
@@ -83,8 +84,7 @@ TEST_CASE_TEMPLATE("the micro-kernel multiplies by packed panels of every precis
 // asked to prefetch (the first tile over a panel), which tiles of 3 or more rows do only then, and when
 // given weights to bring in next (NextWeights), which the tiles (but the int8 one) advance through a line
 // at a time and stop at the end of.
-TEST_CASE_TEMPLATE("two panels in one tile give each panel's bits alone", P, moe::f32, moe::bf16, moe::f16, moe::q8,
-                   moe::q4, moe::q8a8, moe::q4a8, moe::bf16a16) {
+TEST_CASE_TEMPLATE_DEFINE("two panels in one tile give each panel's bits alone", P, two_panels_one_tile) {
   namespace k = moe::kernels;
   const moe::Index out = 2 * k::kPanelColumns + 5, in = 77;
   std::vector<float> w = random_vector(std::size_t(out * in), 31, 0.3f);
@@ -152,3 +152,4 @@ TEST_CASE_TEMPLATE("two panels in one tile give each panel's bits alone", P, moe
       CHECK(std::memcmp(paired[1].data(), alone[1].data(), alone[1].size() * sizeof(float)) == 0);
     }
 }
+TEST_CASE_TEMPLATE_APPLY(two_panels_one_tile, check::AllPrecisions);

@@ -22,6 +22,17 @@
 // MOE_DONT_VECTORIZE: define to force the scalar kernels even where xsimd has a SIMD architecture
 // (useful to cross-check the SIMD path, or on targets where xsimd's code generation misbehaves).
 
+// MOE_NO_FINITE_CHECKS: define (build-wide) to skip the two scans of every forward pass that read each
+// input and each output value for NaN and Inf (O(tokens x hidden) each, a second read of x and of y). A NaN
+// or Inf in x is then still refused, by the router-logits check (a NaN or Inf input makes its token's logits
+// NaN or Inf), but with a message that names the logits, not the input; an expert that overflows f32 then
+// returns Inf or NaN instead of an error. The shape, workspace and weight checks stay.
+#ifdef MOE_NO_FINITE_CHECKS
+#define MOE_FINITE_CHECKS 0
+#else
+#define MOE_FINITE_CHECKS 1
+#endif
+
 // MOE_MAX_THREADS: upper bound on the threads a forward pass uses (default 256).
 #ifndef MOE_MAX_THREADS
 #define MOE_MAX_THREADS 256
@@ -48,7 +59,7 @@ static_assert(MOE_MAX_THREADS >= 1, "MOE_MAX_THREADS must be at least 1");
 // distributions' default), where the accumulators stayed in memory, a store and a reload on every FMA's
 // chain (docs/PERFORMANCE.md, decision "Kernel loops unrolled at -O2 too").
 // MOE_NO_UNROLL keeps the loop that follows a loop, where that ran faster than its complete unrolling
-// (multiply_tile_int8 in kernels/gemm.hpp).
+// (multiply_tile_int8 in kernels/int8_tile.hpp).
 #if defined(__clang__)
 #define MOE_UNROLL _Pragma("unroll")
 #define MOE_NO_UNROLL _Pragma("nounroll")

@@ -7,6 +7,7 @@
 #include "config.hpp"
 #include "kernels/activation.hpp"
 #include "kernels/gemm.hpp"
+#include "kernels/quantize.hpp"
 #include "kernels/reduce.hpp"
 #include "precision.hpp"
 

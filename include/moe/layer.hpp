@@ -2,8 +2,8 @@
 //
 // A forward pass has four stages, in this order:
 //   route    router logits for every token (one tiled GEMM over the packed router), then the routing
-//            policy picks each token's experts and weights (Layer::route, the one stage that depends on
-//            the policy);
+//            policy picks each token's experts and weights (stages/route.hpp, the one stage that depends
+//            on the policy), and each token's input row is coded as the expert kernels read it;
 //   group    a counting sort of the (token, expert) pairs by expert, with prefix sums, so each expert
 //            sees its tokens as one contiguous list (stages/group.hpp);
 //   compute  per (expert, panel) work item, the input projection of the expert's tokens with the
@@ -39,6 +39,7 @@
 #include "simd.hpp"
 #include "stages/expert_pass.hpp"
 #include "stages/group.hpp"
+#include "stages/route.hpp"
 #include "workspace.hpp"
 
 namespace moe {
@@ -61,7 +62,8 @@ class Layer {
                 "moe::Layer: top-k cannot exceed the number of experts");
   static_assert(!Routing::kSelectsAll || TopK == Dynamic || TopK == Experts,
                 "moe::Layer: a dense routing policy runs every expert: leave TopK Dynamic or equal to Experts");
-  static_assert(is_supported_precision<Precision>::value, "moe::Layer: this weight precision is not implemented");
+  static_assert(is_precision<Precision>::value,
+                "moe::Layer: Precision lacks the members of a precision (moe/precision.hpp lists them)");
 
 public:
   using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -86,10 +88,10 @@ public:
 
     shape_.hidden_size = config_.hidden_size;
     shape_.logits_width = router_.panels() * kPanel;
-    shape_.slots = slots();
+    shape_.slots = top_k();
     shape_.experts = experts;
     shape_.shared_experts = config_.num_shared_experts;
-    shape_.hidden_row_floats = Index(slots()) * experts_.ffn_padded(0) +
+    shape_.hidden_row_floats = Index(top_k()) * experts_.ffn_padded(0) +
                                Index(shared_experts()) * (shared_experts() ? experts_.ffn_padded(experts) : 0);
     for (int e = 0; e < expert_count(); ++e) shape_.input_items += experts_.input_panels(e);
     if (kInt8 || kBf16)
@@ -163,9 +165,12 @@ public:
   const Routing& routing() const { return routing_; }
   Index hidden_size() const { return config_.hidden_size; }
   Index ffn_size() const { return config_.ffn_size; }
-  int experts() const { return config_.num_experts; }
+  // A fixed Experts or TopK is returned as the compile-time constant (Eigen's variable_if_dynamic), so
+  // that loops over experts and slots get constant bounds; the config holds the same value (checked when
+  // the layer is made).
+  int experts() const { return Experts != Dynamic ? Experts : config_.num_experts; }
   // Experts each token visits (num_experts under a dense policy).
-  int top_k() const { return config_.top_k; }
+  int top_k() const { return kSlots != Dynamic ? kSlots : config_.top_k; }
   int shared_experts() const { return config_.num_shared_experts; }
   // Bytes of packed weights one routed expert streams when it runs.
   double expert_bytes() const { return experts_[0].bytes(); }
@@ -174,7 +179,7 @@ public:
   Workspace workspace(Index max_tokens, int threads = 0) const {
     MOE_CHECK(max_tokens >= 1, "Layer::workspace", "max_tokens must be >= 1, got " + std::to_string(max_tokens));
     // (token, expert) pairs are counted in int.
-    const Index per_token = slots() + shared_experts();
+    const Index per_token = top_k() + shared_experts();
     MOE_CHECK(max_tokens <= ((Index(1) << 30) - 1) / per_token, "Layer::workspace",
               "max_tokens = " + std::to_string(max_tokens) + " times " + std::to_string(per_token) +
                   " experts per token exceeds 2^30 (token, expert) pairs");
@@ -184,16 +189,16 @@ public:
     ws.shape_ = shape_;
     const Index pairs = max_tokens * per_token;
     ws.logits_.resize(max_tokens * shape_.logits_width);
-    ws.ids_.resize(max_tokens * slots());
-    ws.weights_.resize(max_tokens * slots());
+    ws.ids_.resize(max_tokens * top_k());
+    ws.weights_.resize(max_tokens * top_k());
     ws.shared_weights_.resize(max_tokens * shared_experts());
     ws.counts_.resize(expert_count());
     ws.offsets_.resize(expert_count() + 1);
     ws.fill_.resize(expert_count());
     ws.assigned_token_.resize(pairs);
     ws.assigned_weight_.resize(pairs);
-    ws.dropped_token_.resize(max_tokens * slots());
-    ws.dropped_weight_.resize(max_tokens * slots());
+    ws.dropped_token_.resize(max_tokens * top_k());
+    ws.dropped_weight_.resize(max_tokens * top_k());
     ws.hidden_offset_.resize(expert_count());
     ws.hidden_.resize(kBf16 || kQuantizeInEpilogue ? 0 : max_tokens * shape_.hidden_row_floats);
     ws.items_.resize(shape_.input_items);
@@ -229,21 +234,25 @@ public:
               "Layer::forward",
               std::string("the routing policy ") + Routing::kName +
                   " passes dropped tokens through, which reads x after y is written: x and y must not overlap");
-    route(x, x_stride, tokens, token_ids, ws);
+    const stages::Route<Routing, kSlots> route(
+        routing_, router_, router_rows_,
+        {hidden_size(), experts(), top_k(), shared_experts(), config_.shared_expert_gate});
+    route.run(x, x_stride, tokens, token_ids, ws,
+              [&](Index t) { stages::Compute<Precision>::code_input(x + t * x_stride, hidden_size(), t, ws); });
     group(tokens, ws);
     kernels::with_activation(config_.ffn.activation, [&](auto activation) {
       stages::ExpertPass<Precision>(experts_).template run<decltype(activation)::value>(x, x_stride, y, y_stride,
                                                                                         tokens, ws);
     });
     // Finite inputs and weights can still overflow f32 inside an expert; say so rather than return Inf.
-    for (Index t = 0; t < tokens; ++t)
+    for (Index t = 0; t < tokens && MOE_FINITE_CHECKS; ++t)
       MOE_CHECK(kernels::all_finite(y + t * y_stride, hidden_size()), "Layer::forward",
                 "the output of token " + std::to_string(t) +
                     " overflowed to Inf or NaN inside an expert (activations too large for f32)");
     // Only a pass that succeeded counts (y, and x when in place, are unspecified after a throw).
     if (stats != nullptr)
-      stats->add(ws.logits_.data(), shape_.logits_width, tokens, ws.ids_.data(), ws.weights_.data(), slots());
-    return RoutingResult(tokens, slots(), experts(), ws.ids_.data(), ws.weights_.data(), ws.counts_.data(),
+      stats->add(ws.logits_.data(), shape_.logits_width, tokens, ws.ids_.data(), ws.weights_.data(), top_k());
+    return RoutingResult(tokens, top_k(), experts(), ws.ids_.data(), ws.weights_.data(), ws.counts_.data(),
                          ws.dropped_count_);
   }
 
@@ -290,8 +299,6 @@ private:
   static constexpr bool kInt8 = stages::ActivationCoding<Precision>::kInt8;
   static constexpr bool kBf16 = stages::ActivationCoding<Precision>::kBf16;
   static constexpr bool kQuantizeInEpilogue = stages::ActivationCoding<Precision>::kQuantizeInEpilogue;
-  static constexpr int kRouterRows = kernels::kTileRows;  // the router is always f32
-  static constexpr int kWidth = simd::kWidth;
   static constexpr Index kPanel = kernels::kPanelColumns;
 
   static WeightView view(const WeightRef& m) { return WeightView(m.data(), m.rows(), m.cols(), m.outerStride()); }
@@ -303,7 +310,6 @@ private:
     else
       return false;
   }
-  int slots() const { return config_.top_k; }
   Expert& shared(int s) { return experts_[config_.num_experts + s]; }
 
   void check_router_row(int row, const float* w) const {
@@ -346,72 +352,9 @@ private:
       MOE_CHECK(experts_[e].loaded(), where,
                 e < experts() ? "expert " + std::to_string(e) + " has no weights (set_expert)"
                               : "shared expert " + std::to_string(e - experts()) + " has no weights");
-    for (Index t = 0; t < tokens; ++t)
+    for (Index t = 0; t < tokens && MOE_FINITE_CHECKS; ++t)
       MOE_CHECK(kernels::all_finite(x + t * x_stride, hidden_size()), where,
                 "input token " + std::to_string(t) + " has NaN or Inf");
-  }
-
-  // Stage 1: router logits (and shared-expert gate logits) for every token, then the routing policy.
-  void route(const float* x, Index x_stride, Index tokens, const std::int64_t* token_ids, Workspace& ws) const {
-    const Index width = shape_.logits_width;
-    const Index panels = router_.panels();
-    const Index blocks = (tokens + kRouterRows - 1) / kRouterRows;
-    const int experts = this->experts();
-    const int slots = this->slots();
-    const int shared = shared_experts();
-    float* logits = ws.logits_.data();
-    Index bad_token = -1;
-    // One tile of tokens by one panel of logits (decode with up to 64 experts) is one item: a team of
-    // threads would add a fork, two barriers and a join and split nothing.
-    const int threads = blocks * panels > 1 ? detail::team_size(ws.threads_) : 1;
-    detail::run_on_team(threads, [&] {
-      MOE_OMP(omp for schedule(static))
-      for (Index item = 0; item < blocks * panels; ++item) {
-        const Index first = item / panels * kRouterRows;
-        const Index p = item % panels;
-        const int count = int(std::min<Index>(kRouterRows, tokens - first));
-        const float* rows[kRouterRows];
-        for (int r = 0; r < count; ++r) rows[r] = x + (first + r) * x_stride;
-        kernels::multiply_rows(rows, count, router_.panel(p), hidden_size(), [&](auto& acc, int n) {
-          for (int r = 0; r < n; ++r)
-            MOE_UNROLL for (int v = 0; v < kernels::kTileVectors; ++v)
-                simd::store(logits + (first + r) * width + p * kPanel + v * kWidth, acc[r][v]);
-        });
-      }
-      MOE_OMP(omp for schedule(static) nowait)  // the end of the team's region waits
-      for (Index t = 0; t < tokens; ++t) {
-        const float* row = logits + t * width;
-        if (!kernels::all_finite(row, router_rows_)) {
-          MOE_OMP(omp critical(moe_bad_token))
-          bad_token = bad_token < 0 ? t : std::min(bad_token, t);  // the first, whatever the schedule
-          continue;
-        }
-        routing_.template route<kSlots>(row, experts, slots, ws.ids_.data() + t * slots,
-                                        ws.weights_.data() + t * slots);
-        if constexpr (kInt8) {
-          const Index width = shape_.quantized_width, blocks_per_row = width / kernels::kActivationBlock;
-          kernels::quantize_activations(x + t * x_stride, hidden_size(), width, ws.input_codes_.data() + t * width,
-                                        ws.input_scales_.data() + t * blocks_per_row,
-                                        ws.input_sums_.data() + t * blocks_per_row);
-        }
-        if constexpr (kBf16) {
-          const Index width = shape_.quantized_width;
-          kernels::round_activations_bf16(x + t * x_stride, hidden_size(), width, ws.input_bf16_.data() + t * width);
-        }
-        for (int s = 0; s < shared; ++s)
-          ws.shared_weights_[t * shared + s] =
-              config_.shared_expert_gate ? 1.0f / (1.0f + std::exp(-row[experts + s])) : 1.0f;
-      }
-    });
-    MOE_CHECK(bad_token < 0, "Layer::forward",
-              "router logits of token " + std::to_string(bad_token) + " overflowed to Inf or NaN");
-    if constexpr (detail::has_finish_batch<Routing>::value) {
-      // Scratch: fill_ (one int per expert) and assigned_token_ (at least max_tokens) are free until group().
-      routing_.finish_batch(RoutingBatch{tokens, experts, slots, logits, width, token_ids, ws.ids_.data(),
-                                         ws.weights_.data(), ws.fill_.data(), ws.assigned_token_.data()});
-    } else {
-      (void)token_ids;
-    }
   }
 
   // Stage 2: group the (token, expert) pairs by expert (stages/group.hpp), then plan the work items.
@@ -419,7 +362,7 @@ private:
     stages::GroupedPairs pairs{ws.counts_.data(),         ws.offsets_.data(),         ws.fill_.data(),
                                ws.assigned_token_.data(), ws.assigned_weight_.data(), ws.dropped_token_.data(),
                                ws.dropped_weight_.data()};
-    const stages::Group grouping{Routing::kName, passes_dropped_through(), experts(), shared_experts(), slots()};
+    const stages::Group grouping{Routing::kName, passes_dropped_through(), experts(), shared_experts(), top_k()};
     grouping.run(tokens, ws.ids_.data(), ws.weights_.data(), ws.shared_weights_.data(), pairs);
     ws.dropped_count_ = pairs.dropped;
     ws.pass_through_count_ = pairs.passed_through;

@@ -12,7 +12,7 @@
 #include <cstdint>
 
 #include "config.hpp"
-#include "precision.hpp"
+#include "detail/half_floats.hpp"
 
 #if !defined(MOE_DONT_VECTORIZE)
 #include <xsimd/xsimd.hpp>
@@ -160,7 +160,7 @@ MOE_ALWAYS_INLINE Vec by_lane(Decode decode) {
 }  // namespace detail_load
 
 // 2 * kWidth bf16 codes whose 32-bit lane l holds lane l of `low` in its low half and lane l of `high` in
-// its high half (the bf16 panel layout, panel.hpp). A bf16 code is the top half of its f32, so `low` is
+// its high half (the bf16 panel layout, precisions/bf16.hpp). A bf16 code is the top half of its f32, so `low` is
 // the lane shifted up and `high` the lane with its low half cleared: one full-width load and two bit
 // operations for two vectors, where widening 16-bit codes takes a load and a shuffle per vector.
 MOE_ALWAYS_INLINE void load_bf16_halves(const std::uint16_t* p, Vec& low, Vec& high) {

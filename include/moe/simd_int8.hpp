@@ -99,7 +99,7 @@ MOE_ALWAYS_INLINE std::int32_t reduce_add(IVec v) { return v; }
 #endif
 
 // Nibble n in [0, 8) (bits 4n to 4n + 3) of every 32-bit lane of `packed`, a 4-bit two's complement in
-// [-8, 7], as f32: the q4 weights of the f32-activation kernel (kernels/panel.hpp packs eight a lane). With
+// [-8, 7], as f32: the q4 weights of the f32-activation kernel (precisions/q4.hpp packs eight a lane). With
 // AVX-512, one table lookup after the shift: vpermps reads only the low 4 bits of each index lane, so the
 // nibble needs no mask, and the table holds the values as floats (no conversion). Elsewhere the nibble is
 // shifted to the top of the lane and back down arithmetically, which sign-extends it, then converted: three
@@ -163,7 +163,7 @@ MOE_ALWAYS_INLINE Int8Quad load_quad(const std::int8_t* x) {
 }
 
 // acc + per lane sum_{j<4} a.byte[j] (unsigned) * x[j] (signed). No overflow is possible for the sums
-// the kernels form (multiply_tile_int8 in kernels/gemm.hpp), so the emulation's wrapping int32 arithmetic never wraps.
+// the kernels form (multiply_tile_int8 in kernels/int8_tile.hpp), so the emulation's wrapping int32 arithmetic never wraps.
 MOE_ALWAYS_INLINE IVec dot_u8s8(const IVec& acc, const IVec& a, const Int8Quad& x) {
 #if MOE_SIMD_VNNI == 512 && defined(__GNUC__)
   // vpdpbusd accumulates in place; GCC 12 treats the intrinsic's accumulator as a separate input and

@@ -28,6 +28,8 @@ inline int default_thread_count() {
 template <int Experts, int TopK, class Precision, class Routing>
 class Layer;
 namespace stages {
+template <class Routing, int Slots>
+class Route;
 template <class Precision>
 class Compute;
 template <class Precision>
@@ -75,6 +77,8 @@ public:
 private:
   template <int, int, class, class>
   friend class Layer;
+  template <class, int>
+  friend class stages::Route;
   template <class>
   friend class stages::Compute;
   template <class>

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "../config.hpp"
-#include "../precision.hpp"
+#include "../detail/half_floats.hpp"
 #include "file.hpp"
 
 namespace moe {

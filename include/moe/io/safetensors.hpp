@@ -26,7 +26,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../config.hpp"
-#include "../precision.hpp"
+#include "../detail/half_floats.hpp"
 #include "file.hpp"
 #include "json_util.hpp"
 

@@ -1,8 +1,8 @@
 // moe/kernels/quantize.hpp: activations quantised to int8 for the int8-activation precisions (q8a8, q4a8),
 // and rounded to bf16 for bf16a16.
 //
-// bf16 (bf16a16): each value rounded to nearest even on its own (bf16::encode), in rows padded with zeros
-// to an even length, as the kernels read depth rows in pairs.
+// bf16 (bf16a16): each value rounded to nearest even on its own (bf16::encode, detail::float_to_bf16), in rows padded
+// with zeros to an even length, as the kernels read depth rows in pairs.
 //
 // int8 (q8a8, q4a8): a row of activations x is cut into blocks of kActivationBlock consecutive values (the input
 // dimension of the next projection); each block b gets a scale s_b = max|x_b| / 127 and codes q_i = round(x_i * (127 /
@@ -19,8 +19,9 @@
 #include <cstdint>
 #include <limits>
 
+#include "../activation_coding.hpp"
 #include "../config.hpp"
-#include "../precision.hpp"
+#include "../detail/half_floats.hpp"
 #include "../simd.hpp"
 #include "../simd_bf16.hpp"
 #include "../simd_int8.hpp"
@@ -29,32 +30,11 @@ namespace moe {
 inline namespace MOE_TARGET_NAMESPACE {
 namespace kernels {
 
-inline constexpr int kActivationBlock = 32;
-
-// Depth rows a precision's kernels read activations in: whole int8 blocks, bf16 pairs, or single f32
-// values. Activation rows, and the depth of the weight panels they multiply, are padded to a multiple.
+// Depth rows a precision's kernels read activations in (activation_coding.hpp): whole int8 blocks, bf16
+// pairs, or single f32 values. Activation rows, and the depth of the weight panels they multiply, are padded
+// to a multiple.
 template <class Precision>
-inline constexpr int kActivationStep = int8_activations<Precision>::value
-                                           ? kActivationBlock
-                                           : (bf16_activations<Precision>::value ? 2 : 1);
-
-// One token's quantised activations, from some depth on (the kernels' view of a row).
-struct Int8Row {
-  const std::int8_t* codes;  // padded to whole blocks with zeros
-  const float* scales;       // one per block
-  const std::int32_t* sums;  // one per block: sum of its codes
-
-  // The same row from depth k0 on (k0 a multiple of kActivationBlock).
-  Int8Row from(Index k0) const { return {codes + k0, scales + k0 / kActivationBlock, sums + k0 / kActivationBlock}; }
-};
-
-// One token's bf16 activations, from some depth on.
-struct Bf16Row {
-  const std::uint16_t* codes;  // padded to an even length with zeros
-
-  // The same row from depth k0 on (k0 even).
-  Bf16Row from(Index k0) const { return {codes + k0}; }
-};
+inline constexpr int kActivationStep = Precision::Activations::kStep;
 
 // Rounds x[0, n) to bf16 into codes[0, padded); codes past n are zero. padded >= n.
 inline void round_activations_bf16(const float* x, Index n, Index padded, std::uint16_t* codes) {

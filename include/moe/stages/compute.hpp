@@ -49,6 +49,21 @@ public:
 
   explicit Compute(const ExpertSet<Precision>& experts) : experts_(experts) {}
 
+  // Codes token t's input row x[0, hidden) into ws as the expert kernels read it (nothing to do for f32
+  // activations): int8 blocks or bf16 values, padded to ws's quantized width.
+  static void code_input(const float* x, Index hidden, Index t, Workspace& ws) {
+    const Index width = ws.shape_.quantized_width;
+    if constexpr (kInt8) {
+      const Index blocks_per_row = width / kernels::kActivationBlock;
+      kernels::quantize_activations(x, hidden, width, ws.input_codes_.data() + t * width,
+                                    ws.input_scales_.data() + t * blocks_per_row,
+                                    ws.input_sums_.data() + t * blocks_per_row);
+    } else if constexpr (kBf16) {
+      kernels::round_activations_bf16(x, hidden, width, ws.input_bf16_.data() + t * width);
+    } else {
+      (void)x, (void)hidden, (void)t, (void)width;
+    }
+  }
   // Token t's input row as the expert kernels read it: x itself, or its int8 or bf16 codes.
   static Row input_row(const float* x, Index x_stride, int t, const Workspace& ws) {
     if constexpr (kInt8) {
