@@ -127,7 +127,7 @@ void BM_TopK(benchmark::State& state) {
     for (moe::Index t = 0; t < kTokens; ++t) {
       const float* s = logits.data() + t * experts;
       if (method == kInsertion) {
-        moe::kernels::top_k(s, experts, k, ids.data(), values.data());
+        moe::detail::kernels::top_k(s, experts, k, ids.data(), values.data());
       } else {
         std::iota(order.begin(), order.end(), 0);
         auto larger = [s](int a, int b) { return s[a] > s[b] || (s[a] == s[b] && a < b); };

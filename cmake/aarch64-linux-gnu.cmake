@@ -24,7 +24,7 @@ set(MOE_AARCH64_MARCH "armv8-a" CACHE STRING "-march of the aarch64 build (e.g. 
 set(CMAKE_CXX_FLAGS_INIT "-march=${MOE_AARCH64_MARCH} -idirafter /usr/include")
 # -O2, not CMake's -O3: GCC 12.2 for aarch64 stops with an internal compiler error (gimple_duplicate_bb, in
 # -O3's complete unrolling of inner loops, a pass -O2 does not run) on the int8 tiles (q8a8, q4a8,
-# kernels/gemm.hpp) where the tests inline them. The MOE_UNROLL loops are unrolled at -O2 all the same.
+# kernels/int8_tile.hpp) where the tests inline them. The MOE_UNROLL loops are unrolled at -O2 all the same.
 # (A cache entry: CMake appends its own -O3 to an _INIT value.)
 set(CMAKE_CXX_FLAGS_RELEASE "-O2 -DNDEBUG" CACHE STRING "Flags of Release builds (-O2: see the toolchain file)")
 

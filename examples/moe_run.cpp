@@ -259,7 +259,7 @@ int run(const Options& o) {
   const double best = *std::min_element(seconds.begin(), seconds.end());
   const int threads = MOE_HAS_OPENMP && o.threads > 0 ? o.threads : moe::default_thread_count();
   std::printf("simd %s (%d floats), %d thread%s, %lld tokens per pass, %d passes after 1 warm-up\n",
-              moe::simd::arch_name(), moe::simd::kWidth, threads, threads == 1 ? "" : "s",
+              moe::detail::simd::arch_name(), moe::detail::simd::kWidth, threads, threads == 1 ? "" : "s",
               static_cast<long long>(o.tokens), o.repeat);
   std::printf("latency     median %.3f ms   min %.3f ms\n", med * 1e3, best * 1e3);
   // Rates of the median pass, so one slow pass (another process, a page fault) does not skew them.

@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
     for (moe::Index t = 0; t < o.tokens; ++t) token_ids[std::size_t(t)] = (t * 7919) % 1000;  // a small vocabulary
     std::printf("routing-playground: %lld tokens, hidden %lld, ffn %lld, %d experts, k = %d, f32, simd %s\n\n",
                 static_cast<long long>(o.tokens), static_cast<long long>(o.hidden), static_cast<long long>(o.ffn),
-                o.experts, o.top_k, moe::simd::arch_name());
+                o.experts, o.top_k, moe::detail::simd::arch_name());
     std::printf("%-22s %8s %7s %6s %7s %8s %8s %8s %7s %9s\n", "strategy", "exp/tok", "max/avg", "cv", "dropped",
                 "no-exp", "aux", "z-loss", "entropy", "ms/pass");
     const int k = o.top_k;

@@ -40,22 +40,23 @@ Row advance(const Row& row, moe::Index k0) {
 // ranges ([0, kDepthBlock) and [kDepthBlock, end)), and checks each lane against the double sum over
 // k < in of w[o][k] * activation(r, k), within bound(span) times the sum of the terms' magnitudes.
 template <class P, class Row, class Activation, class Bound>
-void check_panel_products(const moe::kernels::PanelMatrix<P>& packed, const Row* rows, const std::vector<float>& w,
-                          moe::Index out, moe::Index in, moe::Index end, Activation activation, Bound bound) {
-  using moe::kernels::kPanelColumns;
-  constexpr int kRows = moe::kernels::kTileRows;
+void check_panel_products(const moe::detail::kernels::PanelMatrix<P>& packed, const Row* rows,
+                          const std::vector<float>& w, moe::Index out, moe::Index in, moe::Index end,
+                          Activation activation, Bound bound) {
+  using moe::detail::kernels::kPanelColumns;
+  constexpr int kRows = moe::detail::kernels::kTileRows;
   for (int count = 1; count <= kRows; ++count)
     for (moe::Index p = 0; p < packed.panels(); ++p)
-      for (moe::Index k0 : {moe::Index(0), moe::kernels::kDepthBlock}) {
-        const moe::Index span = k0 == 0 ? moe::kernels::kDepthBlock : end - k0;
+      for (moe::Index k0 : {moe::Index(0), moe::detail::kernels::kDepthBlock}) {
+        const moe::Index span = k0 == 0 ? moe::detail::kernels::kDepthBlock : end - k0;
         Row shifted[kRows];
         for (int r = 0; r < kRows; ++r) shifted[r] = advance(rows[r], k0);
-        moe::kernels::multiply_rows(shifted, count, packed.panel(p, k0), span, [&](auto& acc, int n) {
+        moe::detail::kernels::multiply_rows(shifted, count, packed.panel(p, k0), span, [&](auto& acc, int n) {
           REQUIRE(n == count);
           for (int r = 0; r < n; ++r) {
             float lanes[kPanelColumns];
-            for (int v = 0; v < moe::kernels::kTileVectors; ++v)
-              moe::simd::store(lanes + v * moe::simd::kWidth, acc[r][v]);
+            for (int v = 0; v < moe::detail::kernels::kTileVectors; ++v)
+              moe::detail::simd::store(lanes + v * moe::detail::simd::kWidth, acc[r][v]);
             for (int c = 0; c < kPanelColumns; ++c) {
               const moe::Index o = p * kPanelColumns + c;
               double expected = 0, magnitude = 0;
@@ -77,19 +78,19 @@ void check_panel_products(const moe::kernels::PanelMatrix<P>& packed, const Row*
 // q4a8: codes, scales, sums) or bf16 codes (bf16a16: halves), held here, row r at r * depth.
 template <class P>
 struct ActivationRows {
-  static constexpr int kRows = moe::kernels::kTileRows;
+  static constexpr int kRows = moe::detail::kernels::kTileRows;
   std::vector<std::int8_t> codes;
   std::vector<float> scales;  // one per 32 codes
   std::vector<std::int32_t> sums;
   std::vector<std::uint16_t> halves;
-  moe::kernels::ActivationRow<P> rows[kRows];
+  moe::detail::kernels::ActivationRow<P> rows[kRows];
 
   ActivationRows(const float* a, moe::Index a_stride, moe::Index in, moe::Index depth)
       : codes(std::size_t(kRows * depth)),
-        scales(std::size_t(kRows * depth / moe::kernels::kActivationBlock + 1)),
+        scales(std::size_t(kRows * depth / moe::detail::kernels::kActivationBlock + 1)),
         sums(scales.size()),
         halves(codes.size()) {
-    namespace k = moe::kernels;
+    namespace k = moe::detail::kernels;
     for (int r = 0; r < kRows; ++r) {
       const moe::Index at = r * depth;
       if constexpr (moe::int8_activations<P>::value) {

@@ -63,11 +63,16 @@ inline std::vector<double> softmax(const Row& logits) {
 inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
 // The experts of ranks 0 .. k-1 by descending probability, with their weights: the probabilities, or with
-// renormalize those divided by their sum. Selection by probability is exact: softmax is monotonic and
-// double resolves any two distinct float logits.
+// renormalize those divided by their sum. Selection by probability is exact for the logits given (softmax
+// is monotonic and double resolves any two distinct float logits); logits computed another way (a layer's
+// f32 sums) may order two close probabilities the other way, so the choice keeps the gaps its decisions
+// rested on: between rank k - 1 and rank k (which experts), and between consecutive ranks below k (their
+// order, which capacity limits admit by).
 struct Choice {
   std::vector<int> experts;  // by rank
   std::vector<double> weights;
+  double cut_above = 0, cut_below = 0;  // the probabilities of ranks k - 1 and k (equal when k = experts)
+  std::vector<double> ranked;           // the probabilities of ranks 0 .. k - 1
 };
 
 inline Choice softmax_choice(const Row& logits, int k, bool renormalize) {
@@ -78,7 +83,12 @@ inline Choice softmax_choice(const Row& logits, int k, bool renormalize) {
   for (int j = 0; j < k; ++j) {
     c.experts.push_back(order[std::size_t(j)]);
     c.weights.push_back(p[std::size_t(order[std::size_t(j)])]);
+    c.ranked.push_back(c.weights.back());
     sum += c.weights.back();
+  }
+  if (k > 0 && std::size_t(k) < p.size()) {
+    c.cut_above = p[std::size_t(order[std::size_t(k - 1)])];
+    c.cut_below = p[std::size_t(order[std::size_t(k)])];
   }
   if (renormalize)
     for (double& w : c.weights) w /= sum;
@@ -90,6 +100,7 @@ inline Routing softmax_top_k(const Logits& logits, int k, bool renormalize) {
   Routing r;
   for (const Row& row : logits) {
     const Choice c = softmax_choice(row, k, renormalize);
+    r.note_gap(c.cut_above, c.cut_below);
     Routed t;
     for (std::size_t j = 0; j < c.experts.size(); ++j) t.experts[c.experts[j]] = c.weights[j];
     r.tokens.push_back(t);
@@ -163,7 +174,7 @@ inline Routing sigmoid_group_top_k(const Logits& logits, int k, const DeepSeek& 
 
 // TopP: experts by decreasing probability (ties to the lower index) until the running sum reaches p, at
 // most k_max; weights the probabilities, or divided by their sum. The margin is the distance from p of
-// every running sum the stopping rule compared with it.
+// every running sum the stopping rule compared with it, and the gaps of the order up to the cut.
 inline Routing top_p(const Logits& logits, int k_max, float p, bool renormalize) {
   Routing r;
   const double threshold = double(p);
@@ -176,6 +187,9 @@ inline Routing top_p(const Logits& logits, int k_max, float p, bool renormalize)
       taken.push_back(order[taken.size()]);
       sum += prob[std::size_t(taken.back())];
       if (int(taken.size()) < k_max) r.note_gap(sum, threshold);
+      // Which expert comes next: the order of the probabilities up to the cut.
+      if (taken.size() < order.size())
+        r.note_gap(prob[std::size_t(taken.back())], prob[std::size_t(order[taken.size()])]);
     }
     Routed t;
     for (int e : taken) t.experts[e] = renormalize ? prob[std::size_t(e)] / sum : prob[std::size_t(e)];
@@ -200,7 +214,12 @@ inline Routing capacity_top_k(const Logits& logits, int k, float factor, int cap
   const std::size_t experts = logits[0].size();
   const std::int64_t limit = capacity_of(capacity, factor, logits.size(), k, experts);
   std::vector<Choice> choices;
-  for (const Row& row : logits) choices.push_back(softmax_choice(row, k, renormalize));
+  for (const Row& row : logits) {
+    choices.push_back(softmax_choice(row, k, renormalize));
+    const Choice& c = choices.back();
+    r.note_gap(c.cut_above, c.cut_below);
+    for (std::size_t j = 1; j < c.ranked.size(); ++j) r.note_gap(c.ranked[j - 1], c.ranked[j]);
+  }
   r.tokens.resize(logits.size());
   std::vector<std::int64_t> held(experts, 0);
   for (int rank = 0; rank < k; ++rank)

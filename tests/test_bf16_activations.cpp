@@ -24,7 +24,7 @@ TEST_CASE("activations round to bf16 as bf16::encode does, ties, NaN and subnorm
   for (float v : {1.0f + 0x1p-8f, -3.0f, 0.1f}) x.push_back(v);  // and a tail shorter than a vector
   const moe::Index n = moe::Index(x.size()), padded = n + 5;
   std::vector<std::uint16_t> codes(std::size_t(padded), 0xAAAA);
-  moe::kernels::round_activations_bf16(x.data(), n, padded, codes.data());
+  moe::detail::kernels::round_activations_bf16(x.data(), n, padded, codes.data());
   for (moe::Index i = 0; i < n; ++i) {
     INFO("value " << i << " bits " << std::hex << moe::detail::float_bits(x[std::size_t(i)]));
     REQUIRE(codes[std::size_t(i)] == moe::bf16::encode(x[std::size_t(i)]));
@@ -35,7 +35,7 @@ TEST_CASE("activations round to bf16 as bf16::encode does, ties, NaN and subnorm
 }
 
 TEST_CASE("the bf16 dot product adds both exact products to each lane") {
-  constexpr int W = moe::simd::kWidth;
+  constexpr int W = moe::detail::simd::kWidth;
   std::mt19937 rng(43);
   std::normal_distribution<float> normal(0.0f, 3.0f);
   const double eps = std::numeric_limits<float>::epsilon();
@@ -48,8 +48,9 @@ TEST_CASE("the bf16 dot product adds both exact products to each lane") {
     if (trial == 1) x[0] = moe::bf16::encode(0.0f);
     for (int l = 0; l < W; ++l) start[l] = normal(rng) * 10;
     alignas(64) float lanes[W];
-    moe::simd::store(lanes,
-                     moe::simd::dot_bf16(moe::simd::load(start), moe::simd::load_int(w), moe::simd::load_bf16_pair(x)));
+    moe::detail::simd::store(lanes,
+                             moe::detail::simd::dot_bf16(moe::detail::simd::load(start), moe::detail::simd::load_int(w),
+                                                         moe::detail::simd::load_bf16_pair(x)));
     for (int l = 0; l < W; ++l) {
       const double even = double(moe::bf16::decode(w[2 * l])) * moe::bf16::decode(x[0]);
       const double odd = double(moe::bf16::decode(w[2 * l + 1])) * moe::bf16::decode(x[1]);
@@ -62,16 +63,16 @@ TEST_CASE("the bf16 dot product adds both exact products to each lane") {
 }
 
 TEST_CASE("the bf16a16 kernel sums products of bf16 pairs, padding included") {
-  using moe::kernels::kPanelColumns;
+  using moe::detail::kernels::kPanelColumns;
   // Two panels, the second mostly padding; an odd in_features (the last pair half padding); two depth
   // blocks of the kernel.
-  const moe::Index out = kPanelColumns + 3, in = moe::kernels::kDepthBlock + 45, depth = in + 1;
+  const moe::Index out = kPanelColumns + 3, in = moe::detail::kernels::kDepthBlock + 45, depth = in + 1;
   std::vector<float> w = random_vector(std::size_t(out * in), 9, 0.3f);
-  moe::kernels::PanelMatrix<moe::bf16a16> packed;
+  moe::detail::kernels::PanelMatrix<moe::bf16a16> packed;
   packed.pack(w.data(), out, in, in, in);
   REQUIRE(packed.depth() == depth);
   moe::round_trip<moe::bf16a16>(w.data(), out, in, in, w.data());  // the weights the panels hold
-  constexpr int kRows = moe::kernels::kTileRows;
+  constexpr int kRows = moe::detail::kernels::kTileRows;
   const std::vector<float> a = random_vector(std::size_t(kRows * in), 10, 1.0f);
   const ActivationRows<moe::bf16a16> activations(a.data(), in, in, depth);
   const auto& rows = activations.rows;

@@ -23,7 +23,7 @@ struct negated_f32 {
 
   using Code = float;
   using Scale = float;  // none
-  static constexpr int kCodesPerRow = moe::kernels::kPanelColumns;
+  static constexpr int kCodesPerRow = moe::detail::kernels::kPanelColumns;
   static constexpr int kScaleRows = 0;
   static constexpr int kDepthMultiple = 1;
   static constexpr Code kPaddingCode = 0.0f;
@@ -34,8 +34,10 @@ struct negated_f32 {
 
   static constexpr int kDecodeRows = 1;
   static constexpr int kPairRows = 2;
-  MOE_ALWAYS_INLINE static void decode_row(const Code* row, moe::simd::Vec (&w)[moe::kernels::kTileVectors]) {
-    for (int v = 0; v < moe::kernels::kTileVectors; ++v) w[v] = -moe::simd::load(row + v * moe::simd::kWidth);
+  MOE_ALWAYS_INLINE static void decode_row(const Code* row,
+                                           moe::detail::simd::Vec (&w)[moe::detail::kernels::kTileVectors]) {
+    for (int v = 0; v < moe::detail::kernels::kTileVectors; ++v)
+      w[v] = -moe::detail::simd::load(row + v * moe::detail::simd::kWidth);
   }
 };
 
@@ -48,16 +50,16 @@ static_assert(!moe::is_supported_precision<negated_f32>::value, "and is not one 
 }  // namespace
 
 TEST_CASE("a precision defined outside the library packs its own codes") {
-  const moe::Index out = moe::kernels::kPanelColumns + 3, in = 11;
+  const moe::Index out = moe::detail::kernels::kPanelColumns + 3, in = 11;
   std::vector<float> w(std::size_t(out * in));
   for (std::size_t i = 0; i < w.size(); ++i) w[i] = float(i % 7) - 2.5f;
-  moe::kernels::PanelMatrix<negated_f32> panels;
+  moe::detail::kernels::PanelMatrix<negated_f32> panels;
   panels.pack(w.data(), out, in, in, in);
-  REQUIRE(panels.panels() == 2);
+  REQUIRE(panels.panels() == (out + moe::detail::kernels::kPanelColumns - 1) / moe::detail::kernels::kPanelColumns);
   for (moe::Index o = 0; o < out; ++o) {
     for (moe::Index k = 0; k < in; ++k) {
-      const float code = panels.panel(o / moe::kernels::kPanelColumns)
-                             .codes[k * moe::kernels::kPanelColumns + o % moe::kernels::kPanelColumns];
+      const float code = panels.panel(o / moe::detail::kernels::kPanelColumns)
+                             .codes[k * moe::detail::kernels::kPanelColumns + o % moe::detail::kernels::kPanelColumns];
       REQUIRE(code == -w[std::size_t(o * in + k)]);
     }
   }

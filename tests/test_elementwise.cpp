@@ -28,11 +28,13 @@ TEST_CASE("the vector exp is within 2 ulps of double precision, and right at the
   for (float x : normal) {
     CAPTURE(x);
     const double expected = std::exp(double(x));
-    const float got = moe::simd::reduce_max(moe::simd::exp(moe::simd::broadcast(x)));
+    const float got = moe::detail::simd::reduce_max(moe::detail::simd::exp(moe::detail::simd::broadcast(x)));
     REQUIRE(std::abs(got - expected) <= 2 * std::numeric_limits<float>::epsilon() * expected);
   }
   const float inf = std::numeric_limits<float>::infinity();
-  auto exp_of = [](float x) { return moe::simd::reduce_max(moe::simd::exp(moe::simd::broadcast(x))); };
+  auto exp_of = [](float x) {
+    return moe::detail::simd::reduce_max(moe::detail::simd::exp(moe::detail::simd::broadcast(x)));
+  };
   CHECK(exp_of(0.0f) == 1.0f);
   CHECK(exp_of(88.8f) == inf);
   CHECK(exp_of(1e30f) == inf);
@@ -57,9 +59,10 @@ TEST_CASE("activations match their definitions, including far tails") {
     CAPTURE(activation);
     for (float x : inputs) {
       CAPTURE(x);
-      float lanes[moe::simd::kWidth];
-      moe::kernels::with_activation(a, [&](auto act) {
-        moe::simd::store(lanes, moe::kernels::activate<decltype(act)::value>(moe::simd::broadcast(x)));
+      float lanes[moe::detail::simd::kWidth];
+      moe::detail::kernels::with_activation(a, [&](auto act) {
+        moe::detail::simd::store(lanes,
+                                 moe::detail::kernels::activate<decltype(act)::value>(moe::detail::simd::broadcast(x)));
       });
       const double expected = reference::activate(a, x);
       // A few float ulps relative, or an absolute floor where the function is ~0 (tails of SiLU/GELU).
@@ -72,14 +75,14 @@ TEST_CASE("activations match their definitions, including far tails") {
 TEST_CASE("all_finite finds a NaN or Inf at any position") {
   for (int n : {1, 5, 16, 17, 40}) {
     std::vector<float> x(std::size_t(n), 1.5f);
-    CHECK(moe::kernels::all_finite(x.data(), n));
+    CHECK(moe::detail::kernels::all_finite(x.data(), n));
     for (int i = 0; i < n; ++i) {
       x[std::size_t(i)] = std::numeric_limits<float>::quiet_NaN();
-      CHECK_FALSE(moe::kernels::all_finite(x.data(), n));
+      CHECK_FALSE(moe::detail::kernels::all_finite(x.data(), n));
       x[std::size_t(i)] = -std::numeric_limits<float>::infinity();
-      CHECK_FALSE(moe::kernels::all_finite(x.data(), n));
+      CHECK_FALSE(moe::detail::kernels::all_finite(x.data(), n));
       x[std::size_t(i)] = std::numeric_limits<float>::max();
-      CHECK(moe::kernels::all_finite(x.data(), n));
+      CHECK(moe::detail::kernels::all_finite(x.data(), n));
       x[std::size_t(i)] = 1.5f;
     }
   }

@@ -24,7 +24,7 @@ TEST_CASE("activations quantise to int8 per block of 32 as documented") {
   std::vector<std::int8_t> codes(128, 99);
   std::vector<float> scales(4);
   std::vector<std::int32_t> sums(4);
-  moe::kernels::quantize_activations(x.data(), 70, 128, codes.data(), scales.data(), sums.data());
+  moe::detail::kernels::quantize_activations(x.data(), 70, 128, codes.data(), scales.data(), sums.data());
   for (int b = 0; b < 4; ++b) {
     float largest = 0.0f;
     for (int i = b * 32; i < std::min(70, b * 32 + 32); ++i) largest = std::max(largest, std::abs(x[std::size_t(i)]));
@@ -47,7 +47,7 @@ TEST_CASE("activations quantise to int8 per block of 32 as documented") {
   CHECK(codes[5] == -127);
   // An all-zero block (and one below FLT_MIN) has scale 0 and zero codes, never NaN.
   std::vector<float> tiny(32, 1e-39f);
-  moe::kernels::quantize_activations(tiny.data(), 32, 32, codes.data(), scales.data(), sums.data());
+  moe::detail::kernels::quantize_activations(tiny.data(), 32, 32, codes.data(), scales.data(), sums.data());
   CHECK(scales[0] == 0.0f);
   CHECK(sums[0] == 0);
   for (int i = 0; i < 32; ++i) CHECK(codes[std::size_t(i)] == 0);
@@ -60,7 +60,7 @@ TEST_CASE("activations quantise to int8 per block of 32 as documented") {
       std::vector<float> y(96, 1.0f);
       y[std::size_t(at)] = bad;
       std::fill(codes.begin(), codes.end(), std::int8_t(99));
-      moe::kernels::quantize_activations(y.data(), 96, 96, codes.data(), scales.data(), sums.data());
+      moe::detail::kernels::quantize_activations(y.data(), 96, 96, codes.data(), scales.data(), sums.data());
       CHECK(std::isnan(scales[1]));
       CHECK(sums[1] == 0);
       for (int i = 32; i < 64; ++i) REQUIRE(codes[std::size_t(i)] == 0);
@@ -72,7 +72,7 @@ TEST_CASE("activations quantise to int8 per block of 32 as documented") {
 }
 
 TEST_CASE("the int8 dot product matches plain integer arithmetic on every byte value") {
-  constexpr int W = moe::simd::kWidth;
+  constexpr int W = moe::detail::simd::kWidth;
   std::mt19937 rng(41);
   std::uniform_int_distribution<int> byte(0, 255), code(-128, 127);
   for (int trial = 0; trial < 2000; ++trial) {
@@ -84,8 +84,9 @@ TEST_CASE("the int8 dot product matches plain integer arithmetic on every byte v
     if (trial < 4) x[trial] = -128;  // the extremes, once each
     for (int l = 0; l < W; ++l) start[l] = code(rng) * 1000;
     alignas(64) std::int32_t lanes[W];
-    moe::simd::store_int(
-        lanes, moe::simd::dot_u8s8(moe::simd::load_int(start), moe::simd::load_int(a), moe::simd::load_quad(x)));
+    moe::detail::simd::store_int(
+        lanes, moe::detail::simd::dot_u8s8(moe::detail::simd::load_int(start), moe::detail::simd::load_int(a),
+                                           moe::detail::simd::load_quad(x)));
     for (int l = 0; l < W; ++l) {
       std::int32_t expected = start[l];
       for (int j = 0; j < 4; ++j) expected += std::int32_t(a[4 * l + j]) * x[j];
@@ -95,17 +96,17 @@ TEST_CASE("the int8 dot product matches plain integer arithmetic on every byte v
 }
 
 TEST_CASE_TEMPLATE("the int8-activation kernel sums exact block products, padding included", P, moe::q8a8, moe::q4a8) {
-  using moe::kernels::kPanelColumns;
-  constexpr int kBlock = moe::kernels::kActivationBlock;
+  using moe::detail::kernels::kPanelColumns;
+  constexpr int kBlock = moe::detail::kernels::kActivationBlock;
   // Two panels, the second mostly padding; in_features not a whole block; two depth blocks of the kernel.
-  const moe::Index out = kPanelColumns + 3, in = moe::kernels::kDepthBlock + 45;
+  const moe::Index out = kPanelColumns + 3, in = moe::detail::kernels::kDepthBlock + 45;
   const moe::Index depth = (in + kBlock - 1) / kBlock * kBlock;
   std::vector<float> w = random_vector(std::size_t(out * in), 7, 0.3f);
-  moe::kernels::PanelMatrix<P> packed;
+  moe::detail::kernels::PanelMatrix<P> packed;
   packed.pack(w.data(), out, in, in, in);
   REQUIRE(packed.depth() == depth);
   moe::round_trip<P>(w.data(), out, in, in, w.data());  // the weights the panels hold
-  constexpr int kRows = moe::kernels::kTileRows;
+  constexpr int kRows = moe::detail::kernels::kTileRows;
   const std::vector<float> a = random_vector(std::size_t(kRows * in), 8, 1.0f);
   const ActivationRows<P> activations(a.data(), in, in, depth);
   const auto& rows = activations.rows;

@@ -190,7 +190,7 @@ void check_top_k_against_partial_sort(const std::vector<float>& scores, int k) {
   expected.resize(std::size_t(k));
   std::vector<int> ids(std::size_t(k), -1);
   std::vector<float> values(std::size_t(k), std::numeric_limits<float>::quiet_NaN());
-  moe::kernels::top_k<K>(scores.data(), n, k, ids.data(), values.data());
+  moe::detail::kernels::top_k<K>(scores.data(), n, k, ids.data(), values.data());
   CHECK(ids == expected);
   for (int j = 0; j < k; ++j) CHECK(values[std::size_t(j)] == scores[std::size_t(expected[std::size_t(j)])]);
 }

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -73,7 +74,10 @@ void check_decision(const moe::LayerConfig& config, const reference::Weights& w,
       }
     }
     INFO("token " << t);
-    CHECK(got.size() == token.experts.size());
+    std::set<int> want_experts;
+    for (const auto& chosen : token.experts) want_experts.insert(chosen.first);
+    CHECK(std::set<int>(got.begin(), got.end()) == want_experts);
+    CHECK(got.size() == want_experts.size());  // no expert twice
     std::vector<double> want_dropped = token.dropped;
     std::sort(dropped.begin(), dropped.end());
     std::sort(want_dropped.begin(), want_dropped.end());

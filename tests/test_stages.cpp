@@ -123,7 +123,7 @@ TEST_CASE_TEMPLATE("the work-item plan covers each busy expert's panels once, in
   moe::Index most_panels = 0;
   for (int e = 0; e < experts.count(); ++e) most_panels += experts.input_panels(e);
 
-  for (const int tokens : {1, moe::kernels::kTileRows + 1})
+  for (const int tokens : {1, moe::detail::kernels::kTileRows + 1})
     for (const int threads : {1, 2}) {
       CAPTURE(tokens);
       CAPTURE(threads);
@@ -146,7 +146,7 @@ TEST_CASE_TEMPLATE("the work-item plan covers each busy expert's panels once, in
           const moe::WorkItem& item = items[std::size_t(i)];
           CHECK(item.first_panel == next_panel);
           CHECK(item.panels >= 1);
-          if (tokens > moe::kernels::kTileRows) CHECK(item.panels == 1);  // a panel per item stays in L2
+          if (tokens > moe::detail::kernels::kTileRows) CHECK(item.panels == 1);  // a panel per item stays in L2
           next_panel += item.panels;
           ++i;
         }

@@ -16,7 +16,7 @@ using kernel_check::check_panel_products;
 using kernel_check::random_vector;
 
 TEST_CASE("the SIMD loads decode every code as the scalar conversions do") {
-  constexpr int W = moe::simd::kWidth;
+  constexpr int W = moe::detail::simd::kWidth;
   alignas(64) float lanes[W], high[W];
   auto same_bits = [](float expected, float got) {
     return std::isnan(expected) ? std::isnan(got) : std::memcmp(&got, &expected, 4) == 0;
@@ -24,21 +24,21 @@ TEST_CASE("the SIMD loads decode every code as the scalar conversions do") {
   for (std::uint32_t first = 0; first < 65536; first += W) {
     std::uint16_t codes[2 * W];
     for (int i = 0; i < 2 * W; ++i) codes[i] = std::uint16_t((first + std::uint32_t(i) * 4099u) & 0xffffu);
-    moe::simd::Vec even, odd;
-    moe::simd::load_bf16_halves(codes, even, odd);
-    moe::simd::store(lanes, even);
-    moe::simd::store(high, odd);
+    moe::detail::simd::Vec even, odd;
+    moe::detail::simd::load_bf16_halves(codes, even, odd);
+    moe::detail::simd::store(lanes, even);
+    moe::detail::simd::store(high, odd);
     for (int i = 0; i < W; ++i) {
       REQUIRE(same_bits(moe::bf16::decode(codes[2 * i]), lanes[i]));
       REQUIRE(same_bits(moe::bf16::decode(codes[2 * i + 1]), high[i]));
     }
-    moe::simd::store(lanes, moe::simd::load_f16(codes));
+    moe::detail::simd::store(lanes, moe::detail::simd::load_f16(codes));
     for (int i = 0; i < W; ++i) REQUIRE(same_bits(moe::f16::decode(codes[i]), lanes[i]));
   }
   for (int first = 0; first < 256; first += W) {
     std::int8_t signed_codes[W];
     for (int i = 0; i < W; ++i) signed_codes[i] = std::int8_t(first + i - 128);
-    moe::simd::store(lanes, moe::simd::load_i8(signed_codes));
+    moe::detail::simd::store(lanes, moe::detail::simd::load_i8(signed_codes));
     for (int i = 0; i < W; ++i) REQUIRE(lanes[i] == float(signed_codes[i]));
   }
   // Every nibble position of a 32-bit lane, every nibble value in every position over the lanes.
@@ -48,9 +48,9 @@ TEST_CASE("the SIMD loads decode every code as the scalar conversions do") {
       words[i] = 0;
       for (int n = 0; n < 8; ++n) words[i] |= std::uint32_t((first + i + 3 * n) % 16) << (4 * n);
     }
-    const moe::simd::IVec packed = moe::simd::load_int(words);
+    const moe::detail::simd::IVec packed = moe::detail::simd::load_int(words);
     for (int n = 0; n < 8; ++n) {
-      moe::simd::store(lanes, moe::simd::nibble_to_float(packed, n));
+      moe::detail::simd::store(lanes, moe::detail::simd::nibble_to_float(packed, n));
       for (int i = 0; i < W; ++i) {
         const int nibble = int((words[i] >> (4 * n)) & 15u);
         REQUIRE(lanes[i] == float(nibble < 8 ? nibble : nibble - 16));  // a 4-bit two's complement
@@ -61,15 +61,15 @@ TEST_CASE("the SIMD loads decode every code as the scalar conversions do") {
 
 TEST_CASE_TEMPLATE("the micro-kernel multiplies by packed panels of every precision, padding included", P, moe::f32,
                    moe::bf16, moe::f16, moe::q8, moe::q4) {
-  using moe::kernels::kPanelColumns;
+  using moe::detail::kernels::kPanelColumns;
   // Two panels, the second mostly padding; depth past in_features padded, and fed non-zero activations,
   // so padding that did not read as zero would show.
-  const moe::Index out = kPanelColumns + 3, in = 45, depth = moe::kernels::kDepthBlock + 40;
+  const moe::Index out = kPanelColumns + 3, in = 45, depth = moe::detail::kernels::kDepthBlock + 40;
   std::vector<float> w = random_vector(std::size_t(out * in), 5, 0.3f);
-  moe::kernels::PanelMatrix<P> packed;
+  moe::detail::kernels::PanelMatrix<P> packed;
   packed.pack(w.data(), out, in, in, depth);
   moe::round_trip<P>(w.data(), out, in, in, w.data());  // what the panels hold
-  constexpr int kRows = moe::kernels::kTileRows;
+  constexpr int kRows = moe::detail::kernels::kTileRows;
   const std::vector<float> a = random_vector(std::size_t(kRows * depth), 6, 1.0f);
   const float* rows[kRows];
   for (int r = 0; r < kRows; ++r) rows[r] = a.data() + r * depth;
@@ -85,7 +85,7 @@ TEST_CASE_TEMPLATE("the micro-kernel multiplies by packed panels of every precis
 // given weights to bring in next (NextWeights), which the tiles (but the int8 one) advance through a line
 // at a time and stop at the end of.
 TEST_CASE_TEMPLATE_DEFINE("two panels in one tile give each panel's bits alone", P, two_panels_one_tile) {
-  namespace k = moe::kernels;
+  namespace k = moe::detail::kernels;
   const moe::Index out = 2 * k::kPanelColumns + 5, in = 77;
   std::vector<float> w = random_vector(std::size_t(out * in), 31, 0.3f);
   k::PanelMatrix<P> packed;
@@ -99,7 +99,7 @@ TEST_CASE_TEMPLATE_DEFINE("two panels in one tile give each panel's bits alone",
     Lanes lanes(std::size_t(n * k::kPanelColumns));
     for (int r = 0; r < n; ++r)
       for (int v = 0; v < k::kTileVectors; ++v)
-        moe::simd::store(lanes.data() + r * k::kPanelColumns + v * moe::simd::kWidth, acc[r][v]);
+        moe::detail::simd::store(lanes.data() + r * k::kPanelColumns + v * moe::detail::simd::kWidth, acc[r][v]);
     return lanes;
   };
   for (int count = 1; count <= kRows; ++count)

@@ -35,7 +35,7 @@ template <int K>
 void check_top_k(const std::vector<float>& scores, int k) {
   std::vector<int> ids(std::size_t(k), -1);
   std::vector<float> values(static_cast<std::size_t>(k));
-  moe::kernels::top_k<K>(scores.data(), int(scores.size()), k, ids.data(), values.data());
+  moe::detail::kernels::top_k<K>(scores.data(), int(scores.size()), k, ids.data(), values.data());
   const std::vector<int> expected = expected_top_k(scores, k);
   CHECK(ids == expected);
   for (int j = 0; j < k; ++j) CHECK(values[std::size_t(j)] == scores[std::size_t(expected[std::size_t(j)])]);
@@ -67,12 +67,12 @@ TEST_CASE("softmax, row_max and sum_exp match double precision") {
     const std::vector<float> x = random_vector(std::size_t(n), unsigned(n), 5.0f);
     double top = -1e300;
     for (float v : x) top = std::max(top, double(v));
-    CHECK(moe::kernels::row_max(x.data(), n) == float(top));
+    CHECK(moe::detail::kernels::row_max(x.data(), n) == float(top));
     double sum = 0;
     for (float v : x) sum += std::exp(double(v) - top);
-    CHECK(moe::kernels::sum_exp(x.data(), n, float(top)) == doctest::Approx(sum).epsilon(n * 4e-7));
+    CHECK(moe::detail::kernels::sum_exp(x.data(), n, float(top)) == doctest::Approx(sum).epsilon(n * 4e-7));
     std::vector<float> p(static_cast<std::size_t>(n));
-    moe::kernels::softmax(x.data(), p.data(), n);
+    moe::detail::kernels::softmax(x.data(), p.data(), n);
     for (int i = 0; i < n; ++i)
       CHECK(p[std::size_t(i)] == doctest::Approx(std::exp(double(x[std::size_t(i)]) - top) / sum).epsilon(n * 4e-7));
   }

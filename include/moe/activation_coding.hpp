@@ -18,10 +18,11 @@
 namespace moe {
 inline namespace MOE_TARGET_NAMESPACE {
 
+namespace detail {
 namespace kernels {
 
-// Values of one int8 activation block: llama.cpp's q8_0 block, and 32 bytes, the span of vpdpbusd's
-// four-byte groups over one 256-bit vector.
+// Values of one int8 activation block, which shares one scale and one code sum (llama.cpp's q8_0 block
+// size): 8 groups of the four bytes dot_u8s8 (simd_int8.hpp) multiplies at once.
 inline constexpr int kActivationBlock = 32;
 
 // One token's int8 activations, from some depth on.
@@ -43,6 +44,7 @@ struct Bf16Row {
 };
 
 }  // namespace kernels
+}  // namespace detail
 
 namespace activation_coding {
 
@@ -51,12 +53,12 @@ struct F32Rows {
   using Row = const float*;
 };
 struct Int8Blocks {
-  static constexpr int kStep = kernels::kActivationBlock;
-  using Row = kernels::Int8Row;
+  static constexpr int kStep = detail::kernels::kActivationBlock;
+  using Row = detail::kernels::Int8Row;
 };
 struct Bf16Pairs {
   static constexpr int kStep = 2;
-  using Row = kernels::Bf16Row;
+  using Row = detail::kernels::Bf16Row;
 };
 
 }  // namespace activation_coding

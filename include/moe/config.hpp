@@ -27,7 +27,9 @@
 // or Inf in x is then still refused, by the router-logits check (a NaN or Inf input makes its token's logits
 // NaN or Inf), but with a message that names the logits, not the input; an expert that overflows f32 then
 // returns Inf or NaN instead of an error. The shape, workspace and weight checks stay.
-#ifdef MOE_NO_FINITE_CHECKS
+#if defined(MOE_FINITE_CHECKS)
+#error "define MOE_NO_FINITE_CHECKS to turn the finiteness scans off; MOE_FINITE_CHECKS is moe's own"
+#elif defined(MOE_NO_FINITE_CHECKS)
 #define MOE_FINITE_CHECKS 0
 #else
 #define MOE_FINITE_CHECKS 1

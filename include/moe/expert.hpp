@@ -56,17 +56,17 @@ inline void check_view(const WeightView& w, Index rows, Index cols, const char* 
 template <class Precision>
 class ExpertWeights {
 public:
-  using Panels = kernels::PanelMatrix<Precision>;
+  using Panels = detail::kernels::PanelMatrix<Precision>;
 
   // Hidden units one input-projection panel produces: half a panel when gate and up share it.
   static constexpr Index hidden_per_panel(bool gated) {
-    return gated ? kernels::kPanelColumns / 2 : kernels::kPanelColumns;
+    return gated ? detail::kernels::kPanelColumns / 2 : detail::kernels::kPanelColumns;
   }
   // Also whole activation steps (kernels/quantize.hpp; powers of two: the larger is a multiple of both).
   static constexpr Index ffn_padded(Index ffn_size, bool gated) {
     const Index panel = hidden_per_panel(gated);
-    const Index block = kernels::kActivationStep<Precision>;
-    return simd::round_up(ffn_size, panel > block ? panel : block);
+    const Index block = detail::kernels::kActivationStep<Precision>;
+    return detail::simd::round_up(ffn_size, panel > block ? panel : block);
   }
 
   // gate is ignored (may be empty) for a plain MLP. `where` and `what` name the caller and the expert in
@@ -102,7 +102,7 @@ private:
     detail::check_view(w, rows, cols, where, what);
     for (Index r = 0; r < rows; ++r) {
       const float* row = w.data + r * w.stride;
-      MOE_CHECK(kernels::all_finite(row, cols), where, what + " has NaN or Inf in row " + std::to_string(r));
+      MOE_CHECK(detail::kernels::all_finite(row, cols), where, what + " has NaN or Inf in row " + std::to_string(r));
       for (Index c = 0; c < cols && max_magnitude<Precision>() < max_magnitude<f32>(); ++c)
         MOE_CHECK(std::fabs(row[c]) <= max_magnitude<Precision>(), where,
                   what + " " + std::to_string(row[c]) + " at (" + std::to_string(r) + ", " + std::to_string(c) +

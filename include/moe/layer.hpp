@@ -30,6 +30,7 @@
 #include "expert_set.hpp"
 #include "kernels/activation.hpp"
 #include "kernels/gemm.hpp"
+#include "kernels/quantize.hpp"
 #include "kernels/reduce.hpp"
 #include "layer_config.hpp"
 #include "precision.hpp"
@@ -37,6 +38,7 @@
 #include "routing_result.hpp"
 #include "routing_stats.hpp"
 #include "simd.hpp"
+#include "stages/compute.hpp"
 #include "stages/expert_pass.hpp"
 #include "stages/group.hpp"
 #include "stages/route.hpp"
@@ -95,7 +97,7 @@ public:
                                Index(shared_experts()) * (shared_experts() ? experts_.ffn_padded(experts) : 0);
     for (int e = 0; e < expert_count(); ++e) shape_.input_items += experts_.input_panels(e);
     if (kInt8 || kBf16)
-      shape_.quantized_width = simd::round_up(config_.hidden_size, kernels::kActivationStep<Precision>);
+      shape_.quantized_width = detail::simd::round_up(config_.hidden_size, detail::kernels::kActivationStep<Precision>);
     shape_.activation_coding = kInt8 ? 1 : (kBf16 ? 2 : 0);
   }
 
@@ -205,11 +207,11 @@ public:
     const Index quantized = kInt8 ? max_tokens * shape_.quantized_width : 0;
     const Index hidden_quantized = kInt8 ? max_tokens * shape_.hidden_row_floats : 0;
     ws.input_codes_.resize(quantized);
-    ws.input_scales_.resize(quantized / kernels::kActivationBlock);
-    ws.input_sums_.resize(quantized / kernels::kActivationBlock);
+    ws.input_scales_.resize(quantized / detail::kernels::kActivationBlock);
+    ws.input_sums_.resize(quantized / detail::kernels::kActivationBlock);
     ws.hidden_codes_.resize(hidden_quantized);
-    ws.hidden_scales_.resize(hidden_quantized / kernels::kActivationBlock);
-    ws.hidden_sums_.resize(hidden_quantized / kernels::kActivationBlock);
+    ws.hidden_scales_.resize(hidden_quantized / detail::kernels::kActivationBlock);
+    ws.hidden_sums_.resize(hidden_quantized / detail::kernels::kActivationBlock);
     ws.input_bf16_.resize(kBf16 ? max_tokens * shape_.quantized_width : 0);
     ws.hidden_bf16_.resize(kBf16 ? max_tokens * shape_.hidden_row_floats : 0);
     return ws;
@@ -240,13 +242,13 @@ public:
     route.run(x, x_stride, tokens, token_ids, ws,
               [&](Index t) { stages::Compute<Precision>::code_input(x + t * x_stride, hidden_size(), t, ws); });
     group(tokens, ws);
-    kernels::with_activation(config_.ffn.activation, [&](auto activation) {
+    detail::kernels::with_activation(config_.ffn.activation, [&](auto activation) {
       stages::ExpertPass<Precision>(experts_).template run<decltype(activation)::value>(x, x_stride, y, y_stride,
                                                                                         tokens, ws);
     });
     // Finite inputs and weights can still overflow f32 inside an expert; say so rather than return Inf.
     for (Index t = 0; t < tokens && MOE_FINITE_CHECKS; ++t)
-      MOE_CHECK(kernels::all_finite(y + t * y_stride, hidden_size()), "Layer::forward",
+      MOE_CHECK(detail::kernels::all_finite(y + t * y_stride, hidden_size()), "Layer::forward",
                 "the output of token " + std::to_string(t) +
                     " overflowed to Inf or NaN inside an expert (activations too large for f32)");
     // Only a pass that succeeded counts (y, and x when in place, are unspecified after a throw).
@@ -299,7 +301,7 @@ private:
   static constexpr bool kInt8 = stages::ActivationCoding<Precision>::kInt8;
   static constexpr bool kBf16 = stages::ActivationCoding<Precision>::kBf16;
   static constexpr bool kQuantizeInEpilogue = stages::ActivationCoding<Precision>::kQuantizeInEpilogue;
-  static constexpr Index kPanel = kernels::kPanelColumns;
+  static constexpr Index kPanel = detail::kernels::kPanelColumns;
 
   static WeightView view(const WeightRef& m) { return WeightView(m.data(), m.rows(), m.cols(), m.outerStride()); }
 
@@ -313,7 +315,7 @@ private:
   Expert& shared(int s) { return experts_[config_.num_experts + s]; }
 
   void check_router_row(int row, const float* w) const {
-    MOE_CHECK(kernels::all_finite(w, config_.hidden_size), "Layer::set_router",
+    MOE_CHECK(detail::kernels::all_finite(w, config_.hidden_size), "Layer::set_router",
               row < experts() ? "router row " + std::to_string(row) + " has NaN or Inf"
                               : "shared expert gate " + std::to_string(row - experts()) + " has NaN or Inf");
   }
@@ -353,7 +355,7 @@ private:
                 e < experts() ? "expert " + std::to_string(e) + " has no weights (set_expert)"
                               : "shared expert " + std::to_string(e - experts()) + " has no weights");
     for (Index t = 0; t < tokens && MOE_FINITE_CHECKS; ++t)
-      MOE_CHECK(kernels::all_finite(x + t * x_stride, hidden_size()), where,
+      MOE_CHECK(detail::kernels::all_finite(x + t * x_stride, hidden_size()), where,
                 "input token " + std::to_string(t) + " has NaN or Inf");
   }
 
@@ -374,7 +376,7 @@ private:
   Routing routing_;
   Workspace::Shape shape_;        // what a workspace for this layer holds
   ExpertSet<Precision> experts_;  // routed experts, then shared experts
-  kernels::PanelMatrix<f32> router_;
+  detail::kernels::PanelMatrix<f32> router_;
   int router_rows_ = 0;
   std::vector<bool> router_row_loaded_;
 };

@@ -18,22 +18,32 @@
 //   Activations                      how the kernels read activations: activation_coding.hpp's F32Rows,
 //                                    Int8Blocks or Bf16Pairs, which picks the tile (kernels/gemm.hpp)
 //   round_trip_row(w, n, out)        the values a row of n weights decodes to
-//   Code, Scale, kCodesPerRow        a panel's depth row (kernels/panel.hpp) is kCodesPerRow Codes; its
-//   kScaleRows, kDepthMultiple       scales: none (0), one per column (-1), or one per column every
-//   kPaddingCode, kPaddingScale      kScaleRows depth rows; the depth is padded to kDepthMultiple rows,
-//                                    and padding holds codes and scales that decode to zero
-//   pack_column(codes, scales, c, w, in)   stores one output row w[0, in) as column c of a panel
-//   load_scales(scales)              kWidth scales as f32 lanes (when kScaleRows != 0)
+//   Code, Scale, kCodesPerRow        a panel's depth row (kernels/panel.hpp) is kCodesPerRow Codes; depth
+//                                    row k of a panel starts at code k * kCodesPerRow
+//   kScaleRows                       its scales: none (0); one per column (-1), scales[c]; or one per
+//                                    column every kScaleRows depth rows, scales[b * kPanelColumns + c]
+//                                    for block b (a divisor of kernels::kDepthBlock)
+//   kDepthMultiple                   the depth is padded to a multiple of it
+//   kPaddingCode, kPaddingScale      what padding holds: codes and scales that decode to zero
+//   pack_column(codes, scales, c, w, in)   stores one output row w[0, in) as column c of the panel whose
+//                                    first code and first scale these are, in the layout above
+//   load_scales(scales)              kWidth consecutive scales as f32 lanes (when kScaleRows != 0)
 // and for the tile its activations pick:
-//   F32Rows:    kDecodeRows, kPairRows and decode_row(row, w) (kDecodeRows 1: one depth row's
-//               kTileVectors vectors), or Group, load_group(codes), decode(group, j, v) (a group of
-//               kDecodeRows depth rows from one load); kPairRows: the token rows up to which a tile runs
-//               two panels at once (kernels/widening_tile.hpp), 0 for never.
-//   Int8Blocks: kCodeOffset, kGroupsPerStep, load_int8_group(codes, w) (kernels/int8_tile.hpp).
-//   Bf16Pairs:  the bf16a16 layout (kernels/bf16_tile.hpp).
-// precisions/elementwise.hpp gives the members a precision of one code a weight and no scales shares. A new
-// precision is one such header plus its entry in MOE_FOR_EACH_PRECISION below (and its tests);
-// tests/test_custom_precision.cpp defines one in the test alone, to show it.
+//   F32Rows:    kPairRows, the token rows up to which a tile runs two panels at once (0: never;
+//               kernels/widening_tile.hpp), and kDecodeRows: 1 with decode_row(row, w), one depth row's
+//               kTileVectors vectors of f32 lanes; or more, with Group, load_group(codes) and
+//               decode(group, j, v), a group of kDecodeRows depth rows from one load (kDecodeRows then
+//               divides kDepthMultiple and a positive kScaleRows).
+//   Int8Blocks: uint8_t codes, unsigned (q + kCodeOffset), interleaved by four depth rows (a group of four
+//               rows is 4 * kCodesPerRow bytes), depth in whole activation blocks, kScaleRows -1 or 32;
+//               kGroupsPerStep and load_int8_group(codes, w), a group's kTileVectors vectors of 32-bit
+//               lanes (kernels/int8_tile.hpp).
+//   Bf16Pairs:  the bf16a16 layout (precisions/bf16a16.hpp, kernels/bf16_tile.hpp).
+// precisions/elementwise.hpp gives the members a precision of one code a weight and no scales shares (it
+// then adds kName, kBitsPerWeight, kMaxMagnitude, encode, decode and decode_row). A new precision is one
+// such header, its #include below and its entry in MOE_FOR_EACH_PRECISION (and its tests);
+// tests/test_custom_precision.cpp defines one in the test alone, to show it. The kernels' constants and
+// SIMD wrappers it names are in moe::detail::kernels and moe::detail::simd.
 #pragma once
 
 #include <cmath>
@@ -144,6 +154,8 @@ struct has_precision_members<
     Precision,
     std::void_t<decltype(Precision::kName), decltype(Precision::kMaxMagnitude), decltype(Precision::kBitsPerWeight),
                 typename Precision::Activations, typename Precision::Code, typename Precision::Scale,
+                decltype(Precision::kCodesPerRow), decltype(Precision::kScaleRows), decltype(Precision::kDepthMultiple),
+                decltype(Precision::kPaddingCode), decltype(Precision::kPaddingScale),
                 decltype(&Precision::pack_column), decltype(&Precision::round_trip_row)>> : std::true_type {};
 }  // namespace detail
 

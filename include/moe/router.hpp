@@ -98,7 +98,7 @@ struct SoftmaxTopK {
   template <int K = Dynamic>
   void route(const float* logits, int experts, int k, int* ids, float* weights) const noexcept {
     // Softmax is monotonic, so select on the logits and exponentiate only what is needed.
-    kernels::top_k<K>(logits, experts, k, ids, weights);
+    detail::kernels::top_k<K>(logits, experts, k, ids, weights);
     const float shift = weights[0];
     const int count = K == Dynamic ? k : K;
     float selected_sum = 0.0f;
@@ -106,7 +106,7 @@ struct SoftmaxTopK {
       weights[j] = std::exp(weights[j] - shift);
       selected_sum += weights[j];
     }
-    const float denominator = renormalize ? selected_sum : kernels::sum_exp(logits, experts, shift);
+    const float denominator = renormalize ? selected_sum : detail::kernels::sum_exp(logits, experts, shift);
     const float inverse = 1.0f / denominator;
     for (int j = 0; j < count; ++j) weights[j] *= inverse;
   }
@@ -119,7 +119,7 @@ struct DenseSoftmax {
 
   template <int K = Dynamic>
   void route(const float* logits, int experts, int /*k*/, int* ids, float* weights) const noexcept {
-    kernels::softmax(logits, weights, experts);
+    detail::kernels::softmax(logits, weights, experts);
     for (int e = 0; e < experts; ++e) ids[e] = e;
   }
 };
@@ -177,7 +177,7 @@ struct SigmoidGroupTopK {
     // else computed where needed.
     if (experts <= kMaxBuffered) {
       float scores[kMaxBuffered];
-      kernels::sigmoid(logits, scores, experts);
+      detail::kernels::sigmoid(logits, scores, experts);
       select<K>([&](int i) { return scores[i]; }, experts, k, ids, weights);
     } else {
       select<K>([&](int i) { return detail::sigmoid(logits[i]); }, experts, k, ids, weights);
@@ -198,18 +198,18 @@ private:
       for (int g = 0; g < groups; ++g) {
         int top_ids[2];
         float top[2];
-        kernels::top_k_of<2>(
+        detail::kernels::top_k_of<2>(
             size, 2, [&](int i) { return choice(g * size + i); }, top_ids, top);
         group_score[g] = top[0] + top[1];
       }
       int group_ids[kMaxGroups];
       float group_top[kMaxGroups];
-      kernels::top_k(group_score, groups, topk_groups, group_ids, group_top);
+      detail::kernels::top_k(group_score, groups, topk_groups, group_ids, group_top);
       kept = 0;
       for (int j = 0; j < topk_groups; ++j) kept |= std::uint64_t(1) << group_ids[j];
     }
     const int size = experts / groups;
-    kernels::top_k_of<K>(
+    detail::kernels::top_k_of<K>(
         experts, k, [&](int i) { return (kept >> (i / size)) & 1u ? choice(i) : 0.0f; }, ids, weights);
     const int count = K == Dynamic ? k : K;
     float sum = 0.0f;
@@ -240,10 +240,10 @@ struct TopP {
 
   template <int K = Dynamic>
   void route(const float* logits, int experts, int k, int* ids, float* weights) const noexcept {
-    kernels::top_k<K>(logits, experts, k, ids, weights);
+    detail::kernels::top_k<K>(logits, experts, k, ids, weights);
     const int count = K == Dynamic ? k : K;
     const float shift = weights[0];
-    const float inverse = 1.0f / kernels::sum_exp(logits, experts, shift);
+    const float inverse = 1.0f / detail::kernels::sum_exp(logits, experts, shift);
     float sum = 0.0f;
     int taken = 0;
     while (taken < count && !(sum >= p)) {

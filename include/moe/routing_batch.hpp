@@ -95,7 +95,7 @@ struct ExpertChoice {
 
   template <int K = Dynamic>
   void route(const float* logits, int experts, int /*k*/, int* ids, float* weights) const noexcept {
-    kernels::softmax(logits, weights, experts);
+    detail::kernels::softmax(logits, weights, experts);
     for (int e = 0; e < experts; ++e) ids[e] = e;
   }
 

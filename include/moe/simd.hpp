@@ -26,6 +26,7 @@
 
 namespace moe {
 inline namespace MOE_TARGET_NAMESPACE {
+namespace detail {
 namespace simd {
 
 #if MOE_SIMD_XSIMD
@@ -145,7 +146,7 @@ MOE_ALWAYS_INLINE float reduce_max(Vec v) { return v; }
 
 #endif
 
-// ---- stored weights to f32 lanes (precision.hpp): kWidth values from p into one vector ----
+// ---- stored weights to f32 lanes (precisions/*.hpp decode_row): kWidth values from p into one vector ----
 // AVX-512 and AVX2 (f16 also needs F16C) widen with a few instructions; every other target (SSE, NEON,
 // the scalar path) decodes lane by lane, through a small stack array, with the same conversions the
 // packing used. All give the same bits for every code packing produces.
@@ -226,5 +227,6 @@ constexpr Index round_up(Index n, Index multiple) { return (n + multiple - 1) / 
 constexpr Index round_down(Index n, Index multiple) { return n - n % multiple; }
 
 }  // namespace simd
+}  // namespace detail
 }  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

@@ -22,6 +22,7 @@
 
 namespace moe {
 inline namespace MOE_TARGET_NAMESPACE {
+namespace detail {
 namespace simd {
 
 // Two consecutive bf16 activations, prepared once and used against many weight vectors: the packed pair in
@@ -102,5 +103,6 @@ MOE_ALWAYS_INLINE void store_bf16(std::uint16_t* p, const Vec& v) {
 }
 
 }  // namespace simd
+}  // namespace detail
 }  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

@@ -21,6 +21,7 @@
 
 namespace moe {
 inline namespace MOE_TARGET_NAMESPACE {
+namespace detail {
 namespace simd {
 
 #if MOE_SIMD_XSIMD
@@ -163,7 +164,8 @@ MOE_ALWAYS_INLINE Int8Quad load_quad(const std::int8_t* x) {
 }
 
 // acc + per lane sum_{j<4} a.byte[j] (unsigned) * x[j] (signed). No overflow is possible for the sums
-// the kernels form (multiply_tile_int8 in kernels/int8_tile.hpp), so the emulation's wrapping int32 arithmetic never wraps.
+// the kernels form (multiply_tile_int8 in kernels/int8_tile.hpp), so the emulation's wrapping int32 arithmetic never
+// wraps.
 MOE_ALWAYS_INLINE IVec dot_u8s8(const IVec& acc, const IVec& a, const Int8Quad& x) {
 #if MOE_SIMD_VNNI == 512 && defined(__GNUC__)
   // vpdpbusd accumulates in place; GCC 12 treats the intrinsic's accumulator as a separate input and
@@ -186,5 +188,6 @@ MOE_ALWAYS_INLINE IVec dot_u8s8(const IVec& acc, const IVec& a, const Int8Quad& 
 }
 
 }  // namespace simd
+}  // namespace detail
 }  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

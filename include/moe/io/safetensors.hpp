@@ -335,7 +335,7 @@ private:
 };
 
 // The tensor's values as float32, bit-exact: F32 as stored, BF16 as the top half of an f32, F16 widened as
-// precision.hpp's f16 decode does. `out` holds t.elements() floats.
+// detail/half_floats.hpp's f16 decode does. `out` holds t.elements() floats.
 inline void to_float(const TensorView& t, float* out) {
   const std::size_t n = t.bytes / dtype_size(t.dtype);
   const unsigned char* p = t.data;

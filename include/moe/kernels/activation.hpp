@@ -26,24 +26,26 @@ inline const char* activation_name(Activation activation) {
   return "unknown";
 }
 
+namespace detail {
 namespace kernels {
 
 template <Activation A>
-MOE_ALWAYS_INLINE simd::Vec activate(const simd::Vec& x) {
-  using simd::broadcast;
+MOE_ALWAYS_INLINE detail::simd::Vec activate(const detail::simd::Vec& x) {
+  using detail::simd::broadcast;
   if constexpr (A == Activation::SiLU) {
     // x * sigmoid(x); for x -> -inf exp(-x) overflows to inf and the quotient is -0, as it should be.
-    return x / (broadcast(1.0f) + simd::exp(-x));
+    return x / (broadcast(1.0f) + detail::simd::exp(-x));
   } else if constexpr (A == Activation::GELU) {
     // 0.5 x (1 + erf(x / sqrt 2)) written with erfc, which keeps its relative accuracy in the far
     // negative tail where 1 + erf(...) would cancel to noise.
-    return broadcast(0.5f) * x * simd::erfc(x * broadcast(-0.70710678118654752f));
+    return broadcast(0.5f) * x * detail::simd::erfc(x * broadcast(-0.70710678118654752f));
   } else if constexpr (A == Activation::GELUTanh) {
     // 0.5 (1 + tanh(z)) = sigmoid(2z): the same value without the cancellation of 1 + tanh for z << 0.
-    const simd::Vec z2 = broadcast(2.0f * 0.79788456080286536f) * simd::fma(broadcast(0.044715f) * x, x * x, x);
-    return x / (broadcast(1.0f) + simd::exp(-z2));
+    const detail::simd::Vec z2 =
+        broadcast(2.0f * 0.79788456080286536f) * detail::simd::fma(broadcast(0.044715f) * x, x * x, x);
+    return x / (broadcast(1.0f) + detail::simd::exp(-z2));
   } else {
-    return simd::max(x, broadcast(0.0f));
+    return detail::simd::max(x, broadcast(0.0f));
   }
 }
 
@@ -64,5 +66,6 @@ decltype(auto) with_activation(Activation activation, F&& f) {
 }
 
 }  // namespace kernels
+}  // namespace detail
 }  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

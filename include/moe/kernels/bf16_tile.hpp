@@ -15,6 +15,7 @@
 
 namespace moe {
 inline namespace MOE_TARGET_NAMESPACE {
+namespace detail {
 namespace kernels {
 
 // The bf16 tile: acc[r][v] = sum over depth pairs g of x[r][2g] * w[2g][v] + x[r][2g + 1] * w[2g + 1][v],
@@ -22,7 +23,8 @@ namespace kernels {
 // accumulators stay in registers as in accumulate_rows; an odd depth reads the zero padding row of both.
 template <int Rows, class Precision>
 MOE_ALWAYS_INLINE void multiply_tile_bf16(const Bf16Row* rows, const PanelRef<Precision>& panel, Index depth,
-                                          simd::Vec (&acc)[kTileRows][kTileVectors], bool prefetch, NextWeights& next) {
+                                          detail::simd::Vec (&acc)[kTileRows][kTileVectors], bool prefetch,
+                                          NextWeights& next) {
   static_assert(std::is_same<typename Precision::Code, std::uint16_t>::value &&
                     Precision::kCodesPerRow == kPanelColumns && Precision::kDepthMultiple == 2 &&
                     Precision::kScaleRows == 0,
@@ -30,9 +32,9 @@ MOE_ALWAYS_INLINE void multiply_tile_bf16(const Bf16Row* rows, const PanelRef<Pr
   constexpr int V = kTileVectors;
   constexpr int kPairCodes = 2 * kPanelColumns;  // one depth pair of the panel
   constexpr int kPairBytes = kPairCodes * int(sizeof(std::uint16_t));
-  simd::Vec sum[Rows][V];
+  detail::simd::Vec sum[Rows][V];
   MOE_UNROLL for (int r = 0; r < Rows; ++r) {
-    MOE_UNROLL for (int v = 0; v < V; ++v) sum[r][v] = simd::broadcast(0.0f);
+    MOE_UNROLL for (int v = 0; v < V; ++v) sum[r][v] = detail::simd::broadcast(0.0f);
   }
   const std::uint16_t* codes = panel.codes;
   NextWeights ahead = next;  // local, as accumulate_rows explains
@@ -40,11 +42,11 @@ MOE_ALWAYS_INLINE void multiply_tile_bf16(const Bf16Row* rows, const PanelRef<Pr
   for (Index g = 0; g < pairs; ++g, codes += kPairCodes) {
     prefetch_ahead<Rows, kPairBytes>(codes, prefetch);
     ahead.fetch_line();
-    simd::IVec w[V];
-    MOE_UNROLL for (int v = 0; v < V; ++v) w[v] = simd::load_int(codes + v * 2 * simd::kWidth);
+    detail::simd::IVec w[V];
+    MOE_UNROLL for (int v = 0; v < V; ++v) w[v] = detail::simd::load_int(codes + v * 2 * detail::simd::kWidth);
     MOE_UNROLL for (int r = 0; r < Rows; ++r) {
-      const simd::Bf16Pair x = simd::load_bf16_pair(rows[r].codes + 2 * g);
-      MOE_UNROLL for (int v = 0; v < V; ++v) sum[r][v] = simd::dot_bf16(sum[r][v], w[v], x);
+      const detail::simd::Bf16Pair x = detail::simd::load_bf16_pair(rows[r].codes + 2 * g);
+      MOE_UNROLL for (int v = 0; v < V; ++v) sum[r][v] = detail::simd::dot_bf16(sum[r][v], w[v], x);
     }
   }
   MOE_UNROLL for (int r = 0; r < Rows; ++r) { MOE_UNROLL for (int v = 0; v < V; ++v) acc[r][v] = sum[r][v]; }
@@ -52,5 +54,6 @@ MOE_ALWAYS_INLINE void multiply_tile_bf16(const Bf16Row* rows, const PanelRef<Pr
 }
 
 }  // namespace kernels
+}  // namespace detail
 }  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

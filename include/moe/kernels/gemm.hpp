@@ -17,6 +17,7 @@
 
 namespace moe {
 inline namespace MOE_TARGET_NAMESPACE {
+namespace detail {
 namespace kernels {
 
 // The activation rows a tile multiplies: f32 rows, int8 rows or bf16 rows (activation_coding.hpp).
@@ -39,7 +40,7 @@ MOE_ALWAYS_INLINE void multiply_rows(const ActivationRow<Precision>* rows, int c
   }
   NextWeights none;
   NextWeights& ahead = next != nullptr ? *next : none;
-  simd::Vec acc[1][kTileRows][kTileVectors];
+  detail::simd::Vec acc[1][kTileRows][kTileVectors];
   using Coding = typename Precision::Activations;
   if constexpr (std::is_same<Coding, activation_coding::Int8Blocks>::value) {
     // The int8 tile brings in no next weights: with them, q8a8 and q4a8 showed no consistent gain
@@ -89,7 +90,7 @@ MOE_ALWAYS_INLINE void multiply_panels(const ActivationRow<Precision>* rows, int
   if constexpr (kPairRows > 0) {
     if (panel_count == 2 && count <= kPairRows) {
       const PanelRef<Precision> pair[2] = {panels[0], panels[1]};
-      simd::Vec acc[2][kTileRows][kTileVectors];
+      detail::simd::Vec acc[2][kTileRows][kTileVectors];
       NextWeights none;
       NextWeights& ahead = next != nullptr ? *next : none;
       if constexpr (kPairRows == 2) {
@@ -107,5 +108,6 @@ MOE_ALWAYS_INLINE void multiply_panels(const ActivationRow<Precision>* rows, int
 }
 
 }  // namespace kernels
+}  // namespace detail
 }  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "../activation_coding.hpp"
 #include "../config.hpp"
@@ -14,6 +15,7 @@
 
 namespace moe {
 inline namespace MOE_TARGET_NAMESPACE {
+namespace detail {
 namespace kernels {
 
 // Token rows of one int8-activation tile; multiply_rows runs a 6-row tile as two of them. 3 rows keep both
@@ -34,24 +36,28 @@ static_assert(kTileRows <= 2 * kInt8TileRows, "multiply_rows runs at most two in
 // acc[0, Rows).
 template <int Rows, class Precision>
 MOE_ALWAYS_INLINE void multiply_tile_int8(const Int8Row* rows, const PanelRef<Precision>& panel, Index depth,
-                                          simd::Vec (*acc)[kTileVectors], bool prefetch) {
+                                          detail::simd::Vec (*acc)[kTileVectors], bool prefetch) {
   constexpr int V = kTileVectors;
   constexpr bool kBlockScales = Precision::kScaleRows > 0;
-  static_assert(!kBlockScales || Precision::kScaleRows == kActivationBlock, "weight blocks are activation blocks");
+  static_assert(Precision::kScaleRows == -1 || Precision::kScaleRows == kActivationBlock,
+                "the int8 tile scales per column (-1) or per activation block");
+  static_assert(
+      std::is_same<typename Precision::Code, std::uint8_t>::value && Precision::kDepthMultiple % kActivationBlock == 0,
+      "the int8 tile reads unsigned byte codes, interleaved by four depth rows, in whole activation blocks");
   constexpr std::int32_t kOffset = Precision::kCodeOffset;
   constexpr int kGroupBytes = 4 * Precision::kCodesPerRow;
   // The weights are pinned in registers for all rows: reloaded for each row instead, a tile is load-bound.
   static_assert(Rows <= kInt8TileRows, "the int32 and f32 sums of more rows do not fit the registers");
-  simd::Vec out[Rows][V];
+  detail::simd::Vec out[Rows][V];
   MOE_UNROLL for (int r = 0; r < Rows; ++r) {
-    MOE_UNROLL for (int v = 0; v < V; ++v) out[r][v] = simd::broadcast(0.0f);
+    MOE_UNROLL for (int v = 0; v < V; ++v) out[r][v] = detail::simd::broadcast(0.0f);
   }
   const std::uint8_t* codes = panel.codes;
   const Index blocks = (depth + kActivationBlock - 1) / kActivationBlock;
   for (Index b = 0; b < blocks; ++b) {
-    simd::IVec sum[Rows][V];
+    detail::simd::IVec sum[Rows][V];
     MOE_UNROLL for (int r = 0; r < Rows; ++r) {
-      const simd::IVec start = simd::broadcast_int(-kOffset * rows[r].sums[b]);
+      const detail::simd::IVec start = detail::simd::broadcast_int(-kOffset * rows[r].sums[b]);
       MOE_UNROLL for (int v = 0; v < V; ++v) sum[r][v] = start;
     }
     // A block's 8 groups of 4 depth rows, Precision::kGroupsPerStep at a time.
@@ -59,28 +65,29 @@ MOE_ALWAYS_INLINE void multiply_tile_int8(const Int8Row* rows, const PanelRef<Pr
     MOE_NO_UNROLL for (int g0 = 0; g0 < kActivationBlock / 4; g0 += kGroupStep) {
       MOE_UNROLL for (int g = g0; g < g0 + kGroupStep; ++g, codes += kGroupBytes) {
         prefetch_ahead<Rows, kGroupBytes>(codes, prefetch);
-        simd::IVec w[V];
+        detail::simd::IVec w[V];
         Precision::load_int8_group(codes, w);
-        MOE_UNROLL for (int v = 0; v < V; ++v) simd::pin(w[v]);
+        MOE_UNROLL for (int v = 0; v < V; ++v) detail::simd::pin(w[v]);
         MOE_UNROLL for (int r = 0; r < Rows; ++r) {
-          const simd::Int8Quad x = simd::load_quad(rows[r].codes + b * kActivationBlock + 4 * g);
-          MOE_UNROLL for (int v = 0; v < V; ++v) sum[r][v] = simd::dot_u8s8(sum[r][v], w[v], x);
+          const detail::simd::Int8Quad x = detail::simd::load_quad(rows[r].codes + b * kActivationBlock + 4 * g);
+          MOE_UNROLL for (int v = 0; v < V; ++v) sum[r][v] = detail::simd::dot_u8s8(sum[r][v], w[v], x);
         }
       }
     }
     if constexpr (kBlockScales) {
-      simd::Vec scale[V];
+      detail::simd::Vec scale[V];
       MOE_UNROLL for (int v = 0; v < V; ++v) scale[v] =
-          Precision::load_scales(panel.scales + b * kPanelColumns + v * simd::kWidth);
+          Precision::load_scales(panel.scales + b * kPanelColumns + v * detail::simd::kWidth);
       MOE_UNROLL for (int r = 0; r < Rows; ++r) {
-        const simd::Vec s = simd::broadcast(rows[r].scales[b]);
+        const detail::simd::Vec s = detail::simd::broadcast(rows[r].scales[b]);
         MOE_UNROLL for (int v = 0; v < V; ++v) out[r][v] =
-            simd::fma(simd::to_float(sum[r][v]), scale[v] * s, out[r][v]);
+            detail::simd::fma(detail::simd::to_float(sum[r][v]), scale[v] * s, out[r][v]);
       }
     } else {
       MOE_UNROLL for (int r = 0; r < Rows; ++r) {
-        const simd::Vec s = simd::broadcast(rows[r].scales[b]);
-        MOE_UNROLL for (int v = 0; v < V; ++v) out[r][v] = simd::fma(simd::to_float(sum[r][v]), s, out[r][v]);
+        const detail::simd::Vec s = detail::simd::broadcast(rows[r].scales[b]);
+        MOE_UNROLL for (int v = 0; v < V; ++v) out[r][v] =
+            detail::simd::fma(detail::simd::to_float(sum[r][v]), s, out[r][v]);
       }
     }
   }
@@ -88,12 +95,13 @@ MOE_ALWAYS_INLINE void multiply_tile_int8(const Int8Row* rows, const PanelRef<Pr
     if constexpr (kBlockScales) {
       MOE_UNROLL for (int r = 0; r < Rows; ++r) acc[r][v] = out[r][v];
     } else {
-      const simd::Vec scale = Precision::load_scales(panel.scales + v * simd::kWidth);
+      const detail::simd::Vec scale = Precision::load_scales(panel.scales + v * detail::simd::kWidth);
       MOE_UNROLL for (int r = 0; r < Rows; ++r) acc[r][v] = out[r][v] * scale;
     }
   }
 }
 
 }  // namespace kernels
+}  // namespace detail
 }  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

@@ -22,6 +22,7 @@
 
 namespace moe {
 inline namespace MOE_TARGET_NAMESPACE {
+namespace detail {
 namespace kernels {
 
 // What one depth row and the scales of a panel look like in Precision (precision.hpp).
@@ -55,7 +56,7 @@ public:
   // Allocates out_features x depth weights, all zero, to be filled by set_output.
   void resize(Index out_features, Index depth) {
     panels_ = (out_features + kPanelColumns - 1) / kPanelColumns;
-    depth_ = simd::round_up(depth, Format::kDepthMultiple);
+    depth_ = detail::simd::round_up(depth, Format::kDepthMultiple);
     codes_.resize(panels_ * depth_ * Format::kCodesPerRow);
     scales_.resize(panels_ * scale_sets() * kPanelColumns);
     // Padding decodes to zero (resize zeroes the buffers; some precisions' zero is another code or scale).
@@ -85,7 +86,7 @@ public:
   void pack_gated(const float* gate, const float* up, Index out_features, Index in_features, Index gate_stride,
                   Index up_stride, Index out_padded = 0) {
     constexpr Index half = kPanelColumns / 2;
-    resize(2 * simd::round_up(std::max(out_features, out_padded), half), in_features);
+    resize(2 * detail::simd::round_up(std::max(out_features, out_padded), half), in_features);
     for (Index o = 0; o < out_features; ++o) {
       set_column(o / half, o % half, gate + o * gate_stride, in_features);
       set_column(o / half, half + o % half, up + o * up_stride, in_features);
@@ -133,5 +134,6 @@ private:
 };
 
 }  // namespace kernels
+}  // namespace detail
 }  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

@@ -9,6 +9,7 @@
 
 namespace moe {
 inline namespace MOE_TARGET_NAMESPACE {
+namespace detail {
 namespace kernels {
 
 // How far ahead of the current depth row a tile that streams its weights from memory prefetches them, in
@@ -23,7 +24,7 @@ template <int Rows, int Bytes>
 MOE_ALWAYS_INLINE void prefetch_ahead(const void* codes, bool prefetch) {
   if (Rows <= 2 || prefetch) {
     MOE_UNROLL for (int line = 0; line < Bytes; line += 64)
-        simd::prefetch(reinterpret_cast<std::uintptr_t>(codes) + kPrefetchBytes + line);
+        detail::simd::prefetch(reinterpret_cast<std::uintptr_t>(codes) + kPrefetchBytes + line);
   }
 }
 
@@ -38,12 +39,13 @@ struct NextWeights {
 
   MOE_ALWAYS_INLINE void fetch_line() {
     if (from < to) {
-      simd::prefetch<2>(from);
+      detail::simd::prefetch<2>(from);
       from += 64;
     }
   }
 };
 
 }  // namespace kernels
+}  // namespace detail
 }  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

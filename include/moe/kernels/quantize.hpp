@@ -28,6 +28,7 @@
 
 namespace moe {
 inline namespace MOE_TARGET_NAMESPACE {
+namespace detail {
 namespace kernels {
 
 // Depth rows a precision's kernels read activations in (activation_coding.hpp): whole int8 blocks, bf16
@@ -38,26 +39,26 @@ inline constexpr int kActivationStep = Precision::Activations::kStep;
 
 // Rounds x[0, n) to bf16 into codes[0, padded); codes past n are zero. padded >= n.
 inline void round_activations_bf16(const float* x, Index n, Index padded, std::uint16_t* codes) {
-  const Index vectors_end = simd::round_down(n, simd::kWidth);
+  const Index vectors_end = detail::simd::round_down(n, detail::simd::kWidth);
   Index i = 0;
-  for (; i < vectors_end; i += simd::kWidth) simd::store_bf16(codes + i, simd::load(x + i));
+  for (; i < vectors_end; i += detail::simd::kWidth) detail::simd::store_bf16(codes + i, detail::simd::load(x + i));
   for (; i < n; ++i) codes[i] = detail::float_to_bf16(x[i]);
   for (; i < padded; ++i) codes[i] = 0;
 }
 
 // Vectors of one int8 activation block.
-inline constexpr int kBlockVectors = kActivationBlock / simd::kWidth;
-static_assert(kActivationBlock % simd::kWidth == 0, "a block must be whole vectors");
+inline constexpr int kBlockVectors = kActivationBlock / detail::simd::kWidth;
+static_assert(kActivationBlock % detail::simd::kWidth == 0, "a block must be whole vectors");
 
 // Quantises one block x[0, kBlockVectors) into codes[0, kActivationBlock), *scale and *sum.
-MOE_ALWAYS_INLINE void quantize_block(const simd::Vec* x, std::int8_t* codes, float* scale, std::int32_t* sum) {
-  simd::Vec m = simd::abs(x[0]);
-  simd::Vec not_finite = x[0] - x[0];  // x - x is 0, or NaN where x is NaN or Inf
+MOE_ALWAYS_INLINE void quantize_block(const detail::simd::Vec* x, std::int8_t* codes, float* scale, std::int32_t* sum) {
+  detail::simd::Vec m = detail::simd::abs(x[0]);
+  detail::simd::Vec not_finite = x[0] - x[0];  // x - x is 0, or NaN where x is NaN or Inf
   MOE_UNROLL for (int v = 1; v < kBlockVectors; ++v) {
-    m = simd::max(m, simd::abs(x[v]));
+    m = detail::simd::max(m, detail::simd::abs(x[v]));
     not_finite = not_finite + (x[v] - x[v]);
   }
-  if (!(simd::reduce_add(not_finite) == 0.0f)) {
+  if (!(detail::simd::reduce_add(not_finite) == 0.0f)) {
     // The max above may have skipped a NaN (vmaxps returns its second operand), and codes of x * 0 would
     // be garbage: zero codes and a NaN scale carry the NaN into every sum instead.
     std::fill_n(codes, kActivationBlock, std::int8_t(0));
@@ -65,20 +66,20 @@ MOE_ALWAYS_INLINE void quantize_block(const simd::Vec* x, std::int8_t* codes, fl
     *sum = 0;
     return;
   }
-  const float largest = simd::reduce_max(m);
+  const float largest = detail::simd::reduce_max(m);
   // A block whose 127 / largest overflows (largest below about 3.7e-37, zero included) is stored as zeros.
   const float step_inverse = 127.0f / largest;
   const bool zero = !(largest > 0.0f) || !std::isfinite(step_inverse);
-  const simd::Vec inverse = simd::broadcast(zero ? 0.0f : step_inverse);
+  const detail::simd::Vec inverse = detail::simd::broadcast(zero ? 0.0f : step_inverse);
   // |x * inverse| <= 127 * (1 + 2^-23): the rounded codes fit in [-127, 127] without a clamp.
-  simd::IVec total = simd::broadcast_int(0);
+  detail::simd::IVec total = detail::simd::broadcast_int(0);
   MOE_UNROLL for (int v = 0; v < kBlockVectors; ++v) {
-    const simd::IVec q = simd::round_to_int(x[v] * inverse);
-    simd::store_int8(codes + v * simd::kWidth, q);
+    const detail::simd::IVec q = detail::simd::round_to_int(x[v] * inverse);
+    detail::simd::store_int8(codes + v * detail::simd::kWidth, q);
     total = total + q;
   }
   *scale = zero ? 0.0f : largest / 127.0f;
-  *sum = simd::reduce_add(total);
+  *sum = detail::simd::reduce_add(total);
 }
 
 // Quantises x[0, n) into codes[0, padded), scales and sums of padded / kActivationBlock blocks; codes past n
@@ -90,12 +91,13 @@ inline void quantize_activations(const float* x, Index n, Index padded, std::int
     const Index count = std::max<Index>(0, std::min<Index>(kActivationBlock, n - begin));
     alignas(64) float block[kActivationBlock] = {};  // the block, zero past n
     std::copy(x + begin, x + begin + count, block);
-    simd::Vec values[kBlockVectors];
-    MOE_UNROLL for (int v = 0; v < kBlockVectors; ++v) values[v] = simd::load(block + v * simd::kWidth);
+    detail::simd::Vec values[kBlockVectors];
+    MOE_UNROLL for (int v = 0; v < kBlockVectors; ++v) values[v] = detail::simd::load(block + v * detail::simd::kWidth);
     quantize_block(values, codes + begin, scales + b, sums + b);
   }
 }
 
 }  // namespace kernels
+}  // namespace detail
 }  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

@@ -10,14 +10,15 @@
 
 namespace moe {
 inline namespace MOE_TARGET_NAMESPACE {
+namespace detail {
 namespace kernels {
 
 // With 32 registers, 6 x 4 = 24 accumulators leave room for the 4 weights and a broadcast, and 24 chains
 // cover 2 FMA ports x 4 cycles latency three times over; with 16 registers, 6 x 2 = 12 accumulators + 2
 // weights + 1 broadcast fill the file exactly (BLIS's Haswell shape). kTileVectors is even: gated panels
 // split it into gate and up halves, and q4 packs its two halves into the two nibbles of a byte.
-inline constexpr int kTileVectors = simd::kRegisters >= 32 ? 4 : 2;
-inline constexpr int kPanelColumns = kTileVectors * simd::kWidth;
+inline constexpr int kTileVectors = detail::simd::kRegisters >= 32 ? 4 : 2;
+inline constexpr int kPanelColumns = kTileVectors * detail::simd::kWidth;
 inline constexpr int kTileRows = 6;
 
 // Depth rows of a panel one pass over the token tiles uses before moving on. A long reduction (an
@@ -36,5 +37,6 @@ constexpr Index interleaved_code(Index k, Index lane) {
 }
 
 }  // namespace kernels
+}  // namespace detail
 }  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

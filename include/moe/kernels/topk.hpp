@@ -5,6 +5,7 @@
 
 namespace moe {
 inline namespace MOE_TARGET_NAMESPACE {
+namespace detail {
 namespace kernels {
 
 // Writes the indices and values of the k largest of score(0), ..., score(n - 1), largest first. Ties go to
@@ -39,5 +40,6 @@ inline void top_k(const float* scores, int n, int k_runtime, int* ids, float* va
 }
 
 }  // namespace kernels
+}  // namespace detail
 }  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

@@ -13,16 +13,17 @@
 
 namespace moe {
 inline namespace MOE_TARGET_NAMESPACE {
+namespace detail {
 namespace kernels {
 
 // sum[p][r][v] += rows[r][k] * w[p][v] for the weights w of one depth row k of each of Panels panels.
 template <int Rows, int Panels>
-MOE_ALWAYS_INLINE void fma_rows(const float* const* rows, Index k, const simd::Vec (&w)[Panels][kTileVectors],
-                                simd::Vec (&sum)[Panels][Rows][kTileVectors]) {
+MOE_ALWAYS_INLINE void fma_rows(const float* const* rows, Index k, const detail::simd::Vec (&w)[Panels][kTileVectors],
+                                detail::simd::Vec (&sum)[Panels][Rows][kTileVectors]) {
   MOE_UNROLL for (int r = 0; r < Rows; ++r) {
-    const simd::Vec x = simd::broadcast(rows[r][k]);
+    const detail::simd::Vec x = detail::simd::broadcast(rows[r][k]);
     MOE_UNROLL for (int p = 0; p < Panels; ++p) {
-      MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) sum[p][r][v] = simd::fma(x, w[p][v], sum[p][r][v]);
+      MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) sum[p][r][v] = detail::simd::fma(x, w[p][v], sum[p][r][v]);
     }
   }
 }
@@ -31,10 +32,10 @@ MOE_ALWAYS_INLINE void fma_rows(const float* const* rows, Index k, const simd::V
 // weights decoded a depth row at a time (Precision::decode_row).
 template <int Rows, int Panels, class Precision>
 MOE_ALWAYS_INLINE void accumulate_row(const float* const* rows, const typename Precision::Code* const* codes, Index k,
-                                      simd::Vec (&sum)[Panels][Rows][kTileVectors], bool prefetch) {
+                                      detail::simd::Vec (&sum)[Panels][Rows][kTileVectors], bool prefetch) {
   static_assert(Precision::kDecodeRows == 1, "a precision that decodes groups of rows runs accumulate_group");
   constexpr int kRowBytes = Precision::kCodesPerRow * int(sizeof(typename Precision::Code));
-  simd::Vec w[Panels][kTileVectors];
+  detail::simd::Vec w[Panels][kTileVectors];
   MOE_UNROLL for (int p = 0; p < Panels; ++p) {
     const auto* row = codes[p] + k * Precision::kCodesPerRow;
     // With one or two token rows a tile is bound by memory, not FMAs: ask for the weights kPrefetchBytes
@@ -47,7 +48,7 @@ MOE_ALWAYS_INLINE void accumulate_row(const float* const* rows, const typename P
     prefetch_ahead<Rows, kRowBytes>(row, prefetch);
     Precision::decode_row(row, w[p]);
     // Pinned so that the rows reuse one loaded vector (pin).
-    MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) simd::pin(w[p][v]);
+    MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) detail::simd::pin(w[p][v]);
   }
   fma_rows<Rows, Panels>(rows, k, w, sum);
 }
@@ -61,8 +62,11 @@ MOE_ALWAYS_INLINE void accumulate_row(const float* const* rows, const typename P
 // accumulate_row.
 template <int Rows, int Panels, class Precision>
 MOE_ALWAYS_INLINE void accumulate_group(const float* const* rows, const typename Precision::Code* const* codes, Index k,
-                                        Index k_end, simd::Vec (&sum)[Panels][Rows][kTileVectors], bool prefetch,
-                                        NextWeights& ahead) {
+                                        Index k_end, detail::simd::Vec (&sum)[Panels][Rows][kTileVectors],
+                                        bool prefetch, NextWeights& ahead) {
+  static_assert(Precision::kDepthMultiple % Precision::kDecodeRows == 0 &&
+                    (Precision::kScaleRows <= 0 || Precision::kScaleRows % Precision::kDecodeRows == 0),
+                "a group of depth rows must not straddle the padded depth or a scale block");
   constexpr int kGroupBytes = Precision::kDecodeRows * Precision::kCodesPerRow * int(sizeof(typename Precision::Code));
   typename Precision::Group packed[Panels];
   MOE_UNROLL for (int p = 0; p < Panels; ++p) {
@@ -73,7 +77,7 @@ MOE_ALWAYS_INLINE void accumulate_group(const float* const* rows, const typename
   MOE_UNROLL for (int j = 0; j < Precision::kDecodeRows; ++j) {
     if (j > 0 && k + j >= k_end) break;  // a depth that ends inside the group: the rest is padding
     ahead.fetch_line();
-    simd::Vec w[Panels][kTileVectors];
+    detail::simd::Vec w[Panels][kTileVectors];
     MOE_UNROLL for (int p = 0; p < Panels; ++p) {
       MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) w[p][v] = Precision::decode(packed[p], j, v);
     }
@@ -84,12 +88,13 @@ MOE_ALWAYS_INLINE void accumulate_group(const float* const* rows, const typename
 // acc[p][r][v] += sum over depth rows k of rows[r][k] * w_p[k][v-th vector], weights widened to f32 lanes.
 template <int Rows, int Panels, class Precision>
 MOE_ALWAYS_INLINE void accumulate_rows(const float* const* rows, const typename Precision::Code* const* codes,
-                                       Index k_begin, Index k_end, simd::Vec (&acc)[Panels][kTileRows][kTileVectors],
-                                       bool prefetch, NextWeights& next) {
+                                       Index k_begin, Index k_end,
+                                       detail::simd::Vec (&acc)[Panels][kTileRows][kTileVectors], bool prefetch,
+                                       NextWeights& next) {
   // Local copies of the accumulators and of `next`: GCC keeps a by-reference array in memory across the
   // loop, a store and a reload on every FMA's dependency chain, but a local one entirely in registers
   // (docs/PERFORMANCE.md, decision "Accumulators in a local array").
-  simd::Vec sum[Panels][Rows][kTileVectors];
+  detail::simd::Vec sum[Panels][Rows][kTileVectors];
   NextWeights ahead = next;
   MOE_UNROLL for (int p = 0; p < Panels; ++p) {
     MOE_UNROLL for (int r = 0; r < Rows; ++r) {
@@ -126,22 +131,22 @@ MOE_ALWAYS_INLINE void accumulate_rows(const float* const* rows, const typename 
 // "q4 tiles sum each block with the bare codes").
 template <int Rows, int Panels, class Precision>
 MOE_ALWAYS_INLINE void multiply_tile(const float* const* rows, const PanelRef<Precision> (&panels)[Panels], Index depth,
-                                     simd::Vec (&acc)[Panels][kTileRows][kTileVectors], bool prefetch,
+                                     detail::simd::Vec (&acc)[Panels][kTileRows][kTileVectors], bool prefetch,
                                      NextWeights& next) {
   constexpr int kScaleRows = Precision::kScaleRows;
   const typename Precision::Code* codes[Panels];
   MOE_UNROLL for (int p = 0; p < Panels; ++p) {
     codes[p] = panels[p].codes;
     MOE_UNROLL for (int r = 0; r < Rows; ++r) {
-      MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) acc[p][r][v] = simd::broadcast(0.0f);
+      MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) acc[p][r][v] = detail::simd::broadcast(0.0f);
     }
   }
   if constexpr (kScaleRows > 0) {
     for (Index k0 = 0; k0 < depth; k0 += kScaleRows) {
-      simd::Vec block[Panels][kTileRows][kTileVectors];
+      detail::simd::Vec block[Panels][kTileRows][kTileVectors];
       MOE_UNROLL for (int p = 0; p < Panels; ++p) {
         MOE_UNROLL for (int r = 0; r < Rows; ++r) {
-          MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) block[p][r][v] = simd::broadcast(0.0f);
+          MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) block[p][r][v] = detail::simd::broadcast(0.0f);
         }
       }
       accumulate_rows<Rows, Panels, Precision>(rows, codes, k0, std::min<Index>(depth, k0 + kScaleRows), block,
@@ -149,8 +154,9 @@ MOE_ALWAYS_INLINE void multiply_tile(const float* const* rows, const PanelRef<Pr
       MOE_UNROLL for (int p = 0; p < Panels; ++p) {
         const auto* block_scales = panels[p].scales + k0 / kScaleRows * kPanelColumns;
         MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) {
-          const simd::Vec scale = Precision::load_scales(block_scales + v * simd::kWidth);
-          MOE_UNROLL for (int r = 0; r < Rows; ++r) acc[p][r][v] = simd::fma(block[p][r][v], scale, acc[p][r][v]);
+          const detail::simd::Vec scale = Precision::load_scales(block_scales + v * detail::simd::kWidth);
+          MOE_UNROLL for (int r = 0; r < Rows; ++r) acc[p][r][v] =
+              detail::simd::fma(block[p][r][v], scale, acc[p][r][v]);
         }
       }
     }
@@ -159,7 +165,7 @@ MOE_ALWAYS_INLINE void multiply_tile(const float* const* rows, const PanelRef<Pr
     if constexpr (kScaleRows < 0) {
       MOE_UNROLL for (int p = 0; p < Panels; ++p) {
         MOE_UNROLL for (int v = 0; v < kTileVectors; ++v) {
-          const simd::Vec scale = Precision::load_scales(panels[p].scales + v * simd::kWidth);
+          const detail::simd::Vec scale = Precision::load_scales(panels[p].scales + v * detail::simd::kWidth);
           MOE_UNROLL for (int r = 0; r < Rows; ++r) acc[p][r][v] = acc[p][r][v] * scale;
         }
       }
@@ -168,5 +174,6 @@ MOE_ALWAYS_INLINE void multiply_tile(const float* const* rows, const PanelRef<Pr
 }
 
 }  // namespace kernels
+}  // namespace detail
 }  // namespace MOE_TARGET_NAMESPACE
 }  // namespace moe

@@ -25,13 +25,13 @@ struct bf16 : Elementwise<bf16, std::uint16_t> {
   // lane l of vector v in its low half and of vector v + 1 in its high half, so that one load and two bit
   // operations give both as f32 (simd::load_bf16_halves).
   static void pack_column(Code* codes, Scale*, Index column, const float* w, Index in) {
-    const Index vector = column / simd::kWidth, lane = column % simd::kWidth;
-    const Index slot = (vector - vector % 2) * simd::kWidth + 2 * lane + vector % 2;
+    const Index vector = column / detail::simd::kWidth, lane = column % detail::simd::kWidth;
+    const Index slot = (vector - vector % 2) * detail::simd::kWidth + 2 * lane + vector % 2;
     for (Index k = 0; k < in; ++k) codes[k * kCodesPerRow + slot] = encode(w[k]);
   }
-  MOE_ALWAYS_INLINE static void decode_row(const Code* row, simd::Vec (&w)[kernels::kTileVectors]) {
-    MOE_UNROLL for (int v = 0; v < kernels::kTileVectors; v += 2)
-        simd::load_bf16_halves(row + v * simd::kWidth, w[v], w[v + 1]);
+  MOE_ALWAYS_INLINE static void decode_row(const Code* row, detail::simd::Vec (&w)[detail::kernels::kTileVectors]) {
+    MOE_UNROLL for (int v = 0; v < detail::kernels::kTileVectors; v += 2)
+        detail::simd::load_bf16_halves(row + v * detail::simd::kWidth, w[v], w[v + 1]);
   }
 };
 

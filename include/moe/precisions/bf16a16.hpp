@@ -31,13 +31,13 @@ struct bf16a16 {
   // padded to even.
   using Code = std::uint16_t;
   using Scale = float;  // none
-  static constexpr int kCodesPerRow = kernels::kPanelColumns;
+  static constexpr int kCodesPerRow = detail::kernels::kPanelColumns;
   static constexpr int kScaleRows = 0;
   static constexpr int kDepthMultiple = 2;
   static constexpr Code kPaddingCode = 0;
   static constexpr Scale kPaddingScale = 0.0f;
   static void pack_column(Code* codes, Scale*, Index column, const float* w, Index in) {
-    for (Index k = 0; k < in; ++k) codes[kernels::interleaved_code<2, kCodesPerRow>(k, column)] = encode(w[k]);
+    for (Index k = 0; k < in; ++k) codes[detail::kernels::interleaved_code<2, kCodesPerRow>(k, column)] = encode(w[k]);
   }
 };
 

@@ -18,7 +18,7 @@ struct Elementwise {
   using Storage = CodeType;
   using Code = CodeType;
   using Scale = float;  // none
-  static constexpr int kCodesPerRow = kernels::kPanelColumns;
+  static constexpr int kCodesPerRow = detail::kernels::kPanelColumns;
   static constexpr int kScaleRows = 0;
   static constexpr int kDepthMultiple = 1;
   static constexpr Code kPaddingCode = Code(0);

@@ -20,8 +20,9 @@ struct f16 : Elementwise<f16, std::uint16_t> {
 
   static Storage encode(float value) { return detail::float_to_f16(value); }
   static float decode(Storage stored) { return detail::f16_to_float(stored); }
-  MOE_ALWAYS_INLINE static void decode_row(const Code* row, simd::Vec (&w)[kernels::kTileVectors]) {
-    MOE_UNROLL for (int v = 0; v < kernels::kTileVectors; ++v) w[v] = simd::load_f16(row + v * simd::kWidth);
+  MOE_ALWAYS_INLINE static void decode_row(const Code* row, detail::simd::Vec (&w)[detail::kernels::kTileVectors]) {
+    MOE_UNROLL for (int v = 0; v < detail::kernels::kTileVectors; ++v) w[v] =
+        detail::simd::load_f16(row + v * detail::simd::kWidth);
   }
 };
 

@@ -16,8 +16,9 @@ struct f32 : Elementwise<f32, float> {
 
   static Storage encode(float value) { return value; }
   static float decode(Storage stored) { return stored; }
-  MOE_ALWAYS_INLINE static void decode_row(const Code* row, simd::Vec (&w)[kernels::kTileVectors]) {
-    MOE_UNROLL for (int v = 0; v < kernels::kTileVectors; ++v) w[v] = simd::load(row + v * simd::kWidth);
+  MOE_ALWAYS_INLINE static void decode_row(const Code* row, detail::simd::Vec (&w)[detail::kernels::kTileVectors]) {
+    MOE_UNROLL for (int v = 0; v < detail::kernels::kTileVectors; ++v) w[v] =
+        detail::simd::load(row + v * detail::simd::kWidth);
   }
 };
 

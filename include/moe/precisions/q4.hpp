@@ -54,7 +54,7 @@ struct q4 {
     for (Index k0 = 0; k0 < in; k0 += kBlock) {
       const int n = int(std::min<Index>(kBlock, in - k0));
       std::int8_t q[kBlock];
-      scales[k0 / kBlock * kernels::kPanelColumns + column] = quantize(w + k0, n, q);
+      scales[k0 / kBlock * detail::kernels::kPanelColumns + column] = quantize(w + k0, n, q);
       for (int i = 0; i < n; ++i) store(k0 + i, q[i]);
     }
   }
@@ -66,22 +66,22 @@ struct q4 {
   // have one f16 scale per column. The depth is padded to whole groups. One full-width load then gives a
   // group's weight vectors by a shift and a lookup each, or two shifts and a conversion
   // (simd::nibble_to_float).
-  static constexpr int kDecodeRows = 8 / kernels::kTileVectors;
+  static constexpr int kDecodeRows = 8 / detail::kernels::kTileVectors;
   using Code = std::uint8_t;
   using Scale = std::uint16_t;  // f16
-  static constexpr int kCodesPerRow = kernels::kPanelColumns / 2;
+  static constexpr int kCodesPerRow = detail::kernels::kPanelColumns / 2;
   static constexpr int kScaleRows = kBlock;
   static constexpr int kDepthMultiple = kDecodeRows;
   static constexpr Code kPaddingCode = 0;  // q = 0
   static constexpr Scale kPaddingScale = 0;
   static_assert(kBlock % kDecodeRows == 0, "a q4 scale block must hold whole groups");
   static void pack_column(Code* codes, Scale* scales, Index column, const float* w, Index in) {
-    const Index vector = column / simd::kWidth, lane = column % simd::kWidth;
+    const Index vector = column / detail::simd::kWidth, lane = column % detail::simd::kWidth;
     pack_blocks(scales, column, w, in, [&](Index k, int q) {
       // Nibble (k % kDecodeRows) * kTileVectors + vector of the 32-bit lane `lane` of group k / kDecodeRows,
       // read and written as a whole uint32 so that it holds the value the kernels' 32-bit loads see on
       // either byte order.
-      const Index shift = 4 * (k % kDecodeRows * kernels::kTileVectors + vector);
+      const Index shift = 4 * (k % kDecodeRows * detail::kernels::kTileVectors + vector);
       Code* at_lane = codes + (k - k % kDecodeRows) * kCodesPerRow + lane * 4;
       std::uint32_t bits;
       std::memcpy(&bits, at_lane, sizeof bits);
@@ -89,20 +89,20 @@ struct q4 {
       std::memcpy(at_lane, &bits, sizeof bits);
     });
   }
-  MOE_ALWAYS_INLINE static simd::Vec load_scales(const Scale* s) { return simd::load_f16(s); }
+  MOE_ALWAYS_INLINE static detail::simd::Vec load_scales(const Scale* s) { return detail::simd::load_f16(s); }
 
   // The kernels decode a group from one load: load_group, then decode(group, j, v) for vector v of its
   // depth row j.
-  using Group = simd::IVec;
-  MOE_ALWAYS_INLINE static Group load_group(const Code* group) { return simd::load_int(group); }
-  MOE_ALWAYS_INLINE static simd::Vec decode(const Group& group, int j, int v) {
-    return simd::nibble_to_float(group, j * kernels::kTileVectors + v);
+  using Group = detail::simd::IVec;
+  MOE_ALWAYS_INLINE static Group load_group(const Code* group) { return detail::simd::load_int(group); }
+  MOE_ALWAYS_INLINE static detail::simd::Vec decode(const Group& group, int j, int v) {
+    return detail::simd::nibble_to_float(group, j * detail::kernels::kTileVectors + v);
   }
   // With 32 registers q4 pairs 1- and 2-row tiles (kernels::multiply_panels): with a group decoded from one
   // load, its 1-row tile is bound by the FMA latency of its 4 chains. With 16 never: there a nibble takes
   // two shifts and a conversion, and those instructions, not the FMA latency, bound the tile
   // (docs/PERFORMANCE.md, decision "q4 stores 4-bit two's complements").
-  static constexpr int kPairRows = simd::kRegisters >= 32 ? 2 : 0;
+  static constexpr int kPairRows = detail::simd::kRegisters >= 32 ? 2 : 0;
 };
 
 }  // namespace MOE_TARGET_NAMESPACE

@@ -27,23 +27,23 @@ struct q4a8 {
   // every 32 depth rows, the activation blocks.
   using Code = std::uint8_t;
   using Scale = std::uint16_t;  // f16
-  static constexpr int kCodesPerRow = kernels::kPanelColumns / 2;
+  static constexpr int kCodesPerRow = detail::kernels::kPanelColumns / 2;
   static constexpr int kScaleRows = q4::kBlock;
-  static constexpr int kDepthMultiple = kernels::kActivationBlock;
+  static constexpr int kDepthMultiple = detail::kernels::kActivationBlock;
   static constexpr Code kPaddingCode = 0x88;  // both nibbles q = 0
   static constexpr Scale kPaddingScale = 0;
-  static_assert(q4::kBlock == kernels::kActivationBlock, "a weight block must be an activation block");
+  static_assert(q4::kBlock == detail::kernels::kActivationBlock, "a weight block must be an activation block");
   static void pack_column(Code* codes, Scale* scales, Index column, const float* w, Index in) {
-    constexpr int kHalfVectors = kernels::kTileVectors / 2;
-    const Index vector = column / simd::kWidth, lane = column % simd::kWidth;
+    constexpr int kHalfVectors = detail::kernels::kTileVectors / 2;
+    const Index vector = column / detail::simd::kWidth, lane = column % detail::simd::kWidth;
     const int shift = vector < kHalfVectors ? 0 : 4;
-    const Index lane_in_half = (vector % kHalfVectors) * simd::kWidth + lane;
+    const Index lane_in_half = (vector % kHalfVectors) * detail::simd::kWidth + lane;
     q4::pack_blocks(scales, column, w, in, [&](Index k, int q) {
-      Code& c = codes[kernels::interleaved_code<4, kCodesPerRow>(k, lane_in_half)];
+      Code& c = codes[detail::kernels::interleaved_code<4, kCodesPerRow>(k, lane_in_half)];
       c = static_cast<Code>((c & (0xF0 >> shift)) | ((q + kCodeOffset) << shift));
     });
   }
-  MOE_ALWAYS_INLINE static simd::Vec load_scales(const Scale* s) { return simd::load_f16(s); }
+  MOE_ALWAYS_INLINE static detail::simd::Vec load_scales(const Scale* s) { return detail::simd::load_f16(s); }
 
   // The int8 tile (see q8a8): a group's two nibbles of each lane split into two vectors. Where the dot
   // product is one instruction (vpdpbusd: MOE_SIMD_VNNI), a whole block an iteration; where simd_int8.hpp
@@ -51,13 +51,14 @@ struct q4a8 {
   // body is then long enough to hide the loop's overhead, and eight of them would be eight times the code
   // to compile in every layer that instantiates it.
   static constexpr int kCodeOffset = 8;
-  static constexpr int kGroupsPerStep = MOE_SIMD_VNNI ? kernels::kActivationBlock / 4 : 1;
-  MOE_ALWAYS_INLINE static void load_int8_group(const Code* group, simd::IVec (&w)[kernels::kTileVectors]) {
-    constexpr int V = kernels::kTileVectors, kMask = 0x0F0F0F0F;
+  static constexpr int kGroupsPerStep = MOE_SIMD_VNNI ? detail::kernels::kActivationBlock / 4 : 1;
+  MOE_ALWAYS_INLINE static void load_int8_group(const Code* group,
+                                                detail::simd::IVec (&w)[detail::kernels::kTileVectors]) {
+    constexpr int V = detail::kernels::kTileVectors, kMask = 0x0F0F0F0F;
     MOE_UNROLL for (int c = 0; c < V / 2; ++c) {
-      const simd::IVec packed = simd::load_int(group + c * 4 * simd::kWidth);
-      w[c] = simd::bit_and(packed, kMask);
-      w[c + V / 2] = simd::shift_right4_and(packed, kMask);
+      const detail::simd::IVec packed = detail::simd::load_int(group + c * 4 * detail::simd::kWidth);
+      w[c] = detail::simd::bit_and(packed, kMask);
+      w[c + V / 2] = detail::simd::shift_right4_and(packed, kMask);
     }
   }
 };

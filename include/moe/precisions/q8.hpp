@@ -39,7 +39,7 @@ struct q8 {
   // which multiplies the finished sums.
   using Code = std::int8_t;
   using Scale = float;
-  static constexpr int kCodesPerRow = kernels::kPanelColumns;
+  static constexpr int kCodesPerRow = detail::kernels::kPanelColumns;
   static constexpr int kScaleRows = -1;  // one scale per column for the whole depth
   static constexpr int kDepthMultiple = 1;
   static constexpr Code kPaddingCode = 0;
@@ -49,21 +49,22 @@ struct q8 {
   static void pack_codes(C* codes, Scale* scales, Index column, const float* w, Index in) {
     const float scale = row_scale(w, in);
     for (Index k = 0; k < in; ++k)
-      codes[kernels::interleaved_code<Interleave, kernels::kPanelColumns>(k, column)] =
+      codes[detail::kernels::interleaved_code<Interleave, detail::kernels::kPanelColumns>(k, column)] =
           static_cast<C>(code(w[k], scale) + Offset);
     scales[column] = scale > 0.0f ? scale : 1.0f;
   }
   static void pack_column(Code* codes, Scale* scales, Index column, const float* w, Index in) {
     pack_codes<1, 0>(codes, scales, column, w, in);
   }
-  MOE_ALWAYS_INLINE static simd::Vec load_scales(const Scale* s) { return simd::load(s); }
+  MOE_ALWAYS_INLINE static detail::simd::Vec load_scales(const Scale* s) { return detail::simd::load(s); }
 
   static constexpr int kDecodeRows = 1;
   // With 32 registers q8 pairs 1-row tiles only (kernels::multiply_panels): its 2-row tiles already have 8
   // FMA chains and are bound by the instructions that widen its codes.
-  static constexpr int kPairRows = simd::kRegisters >= 32 ? 1 : 2;
-  MOE_ALWAYS_INLINE static void decode_row(const Code* row, simd::Vec (&w)[kernels::kTileVectors]) {
-    MOE_UNROLL for (int v = 0; v < kernels::kTileVectors; ++v) w[v] = simd::load_i8(row + v * simd::kWidth);
+  static constexpr int kPairRows = detail::simd::kRegisters >= 32 ? 1 : 2;
+  MOE_ALWAYS_INLINE static void decode_row(const Code* row, detail::simd::Vec (&w)[detail::kernels::kTileVectors]) {
+    MOE_UNROLL for (int v = 0; v < detail::kernels::kTileVectors; ++v) w[v] =
+        detail::simd::load_i8(row + v * detail::simd::kWidth);
   }
 };
 

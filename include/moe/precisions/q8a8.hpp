@@ -30,15 +30,15 @@ struct q8a8 {
   // depth is padded to whole activation blocks; q8's column scales multiply the finished sums.
   using Code = std::uint8_t;
   using Scale = float;
-  static constexpr int kCodesPerRow = kernels::kPanelColumns;
+  static constexpr int kCodesPerRow = detail::kernels::kPanelColumns;
   static constexpr int kScaleRows = -1;
-  static constexpr int kDepthMultiple = kernels::kActivationBlock;
+  static constexpr int kDepthMultiple = detail::kernels::kActivationBlock;
   static constexpr Code kPaddingCode = 0x80;  // q = 0
   static constexpr Scale kPaddingScale = 1.0f;
   static void pack_column(Code* codes, Scale* scales, Index column, const float* w, Index in) {
     q8::pack_codes<4, kCodeOffset>(codes, scales, column, w, in);
   }
-  MOE_ALWAYS_INLINE static simd::Vec load_scales(const Scale* s) { return simd::load(s); }
+  MOE_ALWAYS_INLINE static detail::simd::Vec load_scales(const Scale* s) { return detail::simd::load(s); }
 
   // The int8 tile: the offset its sums cancel, its group of four depth rows as kTileVectors vectors of
   // lanes, and the groups one iteration of its block loop runs. One group an iteration: GCC 12 at -O3
@@ -46,8 +46,10 @@ struct q8a8 {
   // (docs/PERFORMANCE.md, decision "q8a8 keeps its group loop a loop").
   static constexpr int kCodeOffset = 128;
   static constexpr int kGroupsPerStep = 1;
-  MOE_ALWAYS_INLINE static void load_int8_group(const Code* group, simd::IVec (&w)[kernels::kTileVectors]) {
-    MOE_UNROLL for (int v = 0; v < kernels::kTileVectors; ++v) w[v] = simd::load_int(group + v * 4 * simd::kWidth);
+  MOE_ALWAYS_INLINE static void load_int8_group(const Code* group,
+                                                detail::simd::IVec (&w)[detail::kernels::kTileVectors]) {
+    MOE_UNROLL for (int v = 0; v < detail::kernels::kTileVectors; ++v) w[v] =
+        detail::simd::load_int(group + v * 4 * detail::simd::kWidth);
   }
 };
 

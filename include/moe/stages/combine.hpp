@@ -22,7 +22,7 @@ namespace stages {
 template <class Precision>
 class Combine {
 public:
-  using Row = kernels::ActivationRow<Precision>;
+  using Row = detail::kernels::ActivationRow<Precision>;
 
   explicit Combine(const ExpertSet<Precision>& experts) : experts_(experts) {}
 
@@ -44,10 +44,12 @@ public:
       const auto& projection = experts_[e].down_projection();
       for (Index p = p_begin; p < p_end; p += 2) {
         const int panels = p + 1 < p_end ? 2 : 1;
-        for (Index k0 = 0; k0 < ffn; k0 += kernels::kDepthBlock) {
-          const Index depth = std::min(kernels::kDepthBlock, ffn - k0);
-          const kernels::PanelRef<Precision> refs[2] = {projection.panel(p, k0), projection.panel(p + panels - 1, k0)};
-          kernels::NextWeights next = end - begin > kRows ? down_block_after(e, p, k0, ws) : kernels::NextWeights{};
+        for (Index k0 = 0; k0 < ffn; k0 += detail::kernels::kDepthBlock) {
+          const Index depth = std::min(detail::kernels::kDepthBlock, ffn - k0);
+          const detail::kernels::PanelRef<Precision> refs[2] = {projection.panel(p, k0),
+                                                                projection.panel(p + panels - 1, k0)};
+          detail::kernels::NextWeights next =
+              end - begin > kRows ? down_block_after(e, p, k0, ws) : detail::kernels::NextWeights{};
           for (int first = begin; first < end; first += kRows) {
             const int n = std::min(kRows, end - first);
             Row rows[kRows];
@@ -60,8 +62,8 @@ public:
                 add_weighted(acc[r], ws.assigned_weight_[first + r],
                              y + ws.assigned_token_[first + r] * y_stride + column, width);
             };
-            kernels::multiply_panels(rows, n, refs, panels, depth, epilogue, prefetches(first, begin, end),
-                                     first == begin ? nullptr : &next);
+            detail::kernels::multiply_panels(rows, n, refs, panels, depth, epilogue, prefetches(first, begin, end),
+                                             first == begin ? nullptr : &next);
           }
         }
       }
@@ -72,14 +74,15 @@ public:
   // The down-projection codes combine reads after expert e's depth block from k0 on of panel p: its next
   // depth block, or else the first block of the next expert with tokens. Only panel p's: a pair of panels
   // is combined only with one tile of tokens, which has no later tile to bring anything in.
-  kernels::NextWeights down_block_after(int e, Index p, Index k0, const Workspace& ws) const {
-    const Index k1 = k0 + kernels::kDepthBlock;
+  detail::kernels::NextWeights down_block_after(int e, Index p, Index k0, const Workspace& ws) const {
+    const Index k1 = k0 + detail::kernels::kDepthBlock;
     if (k1 < experts_.ffn_padded(e))
-      return experts_[e].down_projection().codes_from(p, k1,
-                                                      std::min(kernels::kDepthBlock, experts_.ffn_padded(e) - k1));
+      return experts_[e].down_projection().codes_from(
+          p, k1, std::min(detail::kernels::kDepthBlock, experts_.ffn_padded(e) - k1));
     for (int f = e + 1; f < experts_.count(); ++f)
       if (ws.offsets_[f + 1] > ws.offsets_[f])
-        return experts_[f].down_projection().codes_from(p, 0, std::min(kernels::kDepthBlock, experts_.ffn_padded(f)));
+        return experts_[f].down_projection().codes_from(p, 0,
+                                                        std::min(detail::kernels::kDepthBlock, experts_.ffn_padded(f)));
     return {};
   }
 
@@ -99,7 +102,7 @@ public:
   Row hidden_row(int e, Index i, Index k0, const Workspace& ws) const {
     const Index start = ws.hidden_offset_[e] + i * experts_.ffn_padded(e) + k0;
     if constexpr (kInt8) {
-      const Index block = start / kernels::kActivationBlock;
+      const Index block = start / detail::kernels::kActivationBlock;
       return {ws.hidden_codes_.data() + start, ws.hidden_scales_.data() + block, ws.hidden_sums_.data() + block};
     } else if constexpr (kBf16) {
       return {ws.hidden_bf16_.data() + start};
@@ -109,16 +112,17 @@ public:
   }
 
   // out[0, width) += weight * lanes of acc.
-  static MOE_ALWAYS_INLINE void add_weighted(const simd::Vec (&acc)[kernels::kTileVectors], float weight, float* out,
-                                             Index width) {
+  static MOE_ALWAYS_INLINE void add_weighted(const detail::simd::Vec (&acc)[detail::kernels::kTileVectors],
+                                             float weight, float* out, Index width) {
     if (width == kPanel) {
-      const simd::Vec w = simd::broadcast(weight);
-      MOE_UNROLL for (int v = 0; v < kernels::kTileVectors; ++v)
-          simd::store(out + v * kWidth, simd::fma(w, acc[v], simd::load(out + v * kWidth)));
+      const detail::simd::Vec w = detail::simd::broadcast(weight);
+      MOE_UNROLL for (int v = 0; v < detail::kernels::kTileVectors; ++v)
+          detail::simd::store(out + v * kWidth, detail::simd::fma(w, acc[v], detail::simd::load(out + v * kWidth)));
     } else {
       // The last panel of a hidden size that is not a multiple of it: the same sums, lane by lane.
       alignas(64) float lanes[kPanel];
-      MOE_UNROLL for (int v = 0; v < kernels::kTileVectors; ++v) simd::store(lanes + v * kWidth, acc[v]);
+      MOE_UNROLL for (int v = 0; v < detail::kernels::kTileVectors; ++v)
+          detail::simd::store(lanes + v * kWidth, acc[v]);
       for (Index c = 0; c < width; ++c) out[c] = std::fma(weight, lanes[c], out[c]);
     }
   }
@@ -126,9 +130,9 @@ public:
 private:
   static constexpr bool kInt8 = ActivationCoding<Precision>::kInt8;
   static constexpr bool kBf16 = ActivationCoding<Precision>::kBf16;
-  static constexpr int kRows = kernels::kTileRows;
-  static constexpr int kWidth = simd::kWidth;
-  static constexpr Index kPanel = kernels::kPanelColumns;
+  static constexpr int kRows = detail::kernels::kTileRows;
+  static constexpr int kWidth = detail::simd::kWidth;
+  static constexpr Index kPanel = detail::kernels::kPanelColumns;
 
   const ExpertSet<Precision>& experts_;
 };

@@ -30,7 +30,8 @@ struct ActivationCoding {
   // Where half a gated panel is whole int8 activation blocks (AVX-512: 32 floats, one block), the input
   // projection's epilogue quantises each hidden block as it makes it: no f32 hidden rows, and no separate
   // pass (nor its barrier) before the down projection. Elsewhere that pass quantises the f32 rows.
-  static constexpr bool kQuantizeInEpilogue = kInt8 && (kernels::kPanelColumns / 2) % kernels::kActivationBlock == 0;
+  static constexpr bool kQuantizeInEpilogue =
+      kInt8 && (detail::kernels::kPanelColumns / 2) % detail::kernels::kActivationBlock == 0;
 };
 
 // Whether the tile of tokens from `first` on, of an expert whose tokens are [begin, end), asks
@@ -39,13 +40,13 @@ struct ActivationCoding {
 // least half of the panels' reads; with more tiles it is a smaller share, and prefetching it showed no
 // gain (docs/PERFORMANCE.md, decision "The first token tile prefetches").
 inline bool prefetches(int first, int begin, int end) {
-  return first == begin && end - begin <= 2 * kernels::kTileRows;
+  return first == begin && end - begin <= 2 * detail::kernels::kTileRows;
 }
 
 template <class Precision>
 class Compute {
 public:
-  using Row = kernels::ActivationRow<Precision>;  // what the expert kernels read a token's activations as
+  using Row = detail::kernels::ActivationRow<Precision>;  // what the expert kernels read a token's activations as
 
   explicit Compute(const ExpertSet<Precision>& experts) : experts_(experts) {}
 
@@ -54,12 +55,12 @@ public:
   static void code_input(const float* x, Index hidden, Index t, Workspace& ws) {
     const Index width = ws.shape_.quantized_width;
     if constexpr (kInt8) {
-      const Index blocks_per_row = width / kernels::kActivationBlock;
-      kernels::quantize_activations(x, hidden, width, ws.input_codes_.data() + t * width,
-                                    ws.input_scales_.data() + t * blocks_per_row,
-                                    ws.input_sums_.data() + t * blocks_per_row);
+      const Index blocks_per_row = width / detail::kernels::kActivationBlock;
+      detail::kernels::quantize_activations(x, hidden, width, ws.input_codes_.data() + t * width,
+                                            ws.input_scales_.data() + t * blocks_per_row,
+                                            ws.input_sums_.data() + t * blocks_per_row);
     } else if constexpr (kBf16) {
-      kernels::round_activations_bf16(x, hidden, width, ws.input_bf16_.data() + t * width);
+      detail::kernels::round_activations_bf16(x, hidden, width, ws.input_bf16_.data() + t * width);
     } else {
       (void)x, (void)hidden, (void)t, (void)width;
     }
@@ -67,7 +68,7 @@ public:
   // Token t's input row as the expert kernels read it: x itself, or its int8 or bf16 codes.
   static Row input_row(const float* x, Index x_stride, int t, const Workspace& ws) {
     if constexpr (kInt8) {
-      const Index width = ws.shape_.quantized_width, block = t * width / kernels::kActivationBlock;
+      const Index width = ws.shape_.quantized_width, block = t * width / detail::kernels::kActivationBlock;
       return {ws.input_codes_.data() + t * width, ws.input_scales_.data() + block, ws.input_sums_.data() + block};
     } else if constexpr (kBf16) {
       return {ws.input_bf16_.data() + t * ws.shape_.quantized_width};
@@ -76,7 +77,7 @@ public:
     }
   }
   // The codes of expert e's input panels [p, p + panels), to bring in ahead (kernels::NextWeights).
-  kernels::NextWeights panels_from(int e, Index p, int panels) const {
+  detail::kernels::NextWeights panels_from(int e, Index p, int panels) const {
     const auto& projection = experts_[e].input_projection();
     return projection.codes_from(p, 0, panels * projection.depth());
   }
@@ -86,29 +87,30 @@ public:
   // expert's hidden rows. kernels::multiply_panels runs a tile of one or two tokens over two panels at once.
   // The tiles after the first bring `next` into L2.
   template <Activation A>
-  void run(int e, Index p, int panels, const float* x, Index x_stride, Workspace& ws, kernels::NextWeights next) const {
-    constexpr int kHalf = kernels::kTileVectors / 2;
+  void run(int e, Index p, int panels, const float* x, Index x_stride, Workspace& ws,
+           detail::kernels::NextWeights next) const {
+    constexpr int kHalf = detail::kernels::kTileVectors / 2;
     const bool gated = experts_.gated();
     const Index ffn = experts_.ffn_padded(e);
     const auto& projection = experts_[e].input_projection();
     const Index hidden = ws.hidden_offset_[e] + p * Expert::hidden_per_panel(gated);
     // A row's hidden values from this panel, h[0, count), go to the f32 rows, or straight to the bf16 or
     // int8 rows the down projection reads (at and count are whole blocks: Expert::ffn_padded).
-    auto put = [&ws](Index at, const simd::Vec* h, int count) {
+    auto put = [&ws](Index at, const detail::simd::Vec* h, int count) {
       for (int v = 0; v < count; ++v) {
         if constexpr (kBf16) {
-          simd::store_bf16(ws.hidden_bf16_.data() + at + v * kWidth, h[v]);
+          detail::simd::store_bf16(ws.hidden_bf16_.data() + at + v * kWidth, h[v]);
         } else if constexpr (kQuantizeInEpilogue) {
-          if (v % kernels::kBlockVectors != 0) continue;
-          const Index start = at + v * kWidth, block = start / kernels::kActivationBlock;
-          kernels::quantize_block(h + v, ws.hidden_codes_.data() + start, ws.hidden_scales_.data() + block,
-                                  ws.hidden_sums_.data() + block);
+          if (v % detail::kernels::kBlockVectors != 0) continue;
+          const Index start = at + v * kWidth, block = start / detail::kernels::kActivationBlock;
+          detail::kernels::quantize_block(h + v, ws.hidden_codes_.data() + start, ws.hidden_scales_.data() + block,
+                                          ws.hidden_sums_.data() + block);
         } else {
-          simd::store(ws.hidden_.data() + at + v * kWidth, h[v]);
+          detail::simd::store(ws.hidden_.data() + at + v * kWidth, h[v]);
         }
       }
     };
-    const kernels::PanelRef<Precision> refs[2] = {projection.panel(p), projection.panel(p + panels - 1)};
+    const detail::kernels::PanelRef<Precision> refs[2] = {projection.panel(p), projection.panel(p + panels - 1)};
     const int begin = ws.offsets_[e], end = ws.offsets_[e + 1];
     for (int first = begin; first < end; first += kRows) {
       const int n = std::min(kRows, end - first);
@@ -119,18 +121,20 @@ public:
       auto epilogue = [&](int which, auto& acc, int m) {
         const Index at = out + which * Expert::hidden_per_panel(gated);
         for (int r = 0; r < m; ++r) {
-          simd::Vec h[kernels::kTileVectors];
+          detail::simd::Vec h[detail::kernels::kTileVectors];
           if (gated) {
-            MOE_UNROLL for (int v = 0; v < kHalf; ++v) h[v] = kernels::activate<A>(acc[r][v]) * acc[r][v + kHalf];
+            MOE_UNROLL for (int v = 0; v < kHalf; ++v) h[v] =
+                detail::kernels::activate<A>(acc[r][v]) * acc[r][v + kHalf];
             put(at + r * ffn, h, kHalf);
           } else {
-            MOE_UNROLL for (int v = 0; v < kernels::kTileVectors; ++v) h[v] = kernels::activate<A>(acc[r][v]);
-            put(at + r * ffn, h, kernels::kTileVectors);
+            MOE_UNROLL for (int v = 0; v < detail::kernels::kTileVectors; ++v) h[v] =
+                detail::kernels::activate<A>(acc[r][v]);
+            put(at + r * ffn, h, detail::kernels::kTileVectors);
           }
         }
       };
-      kernels::multiply_panels(rows, n, refs, panels, experts_.hidden_size(), epilogue, prefetches(first, begin, end),
-                               first == begin ? nullptr : &next);
+      detail::kernels::multiply_panels(rows, n, refs, panels, experts_.hidden_size(), epilogue,
+                                       prefetches(first, begin, end), first == begin ? nullptr : &next);
     }
   }
 
@@ -139,8 +143,8 @@ private:
   static constexpr bool kInt8 = ActivationCoding<Precision>::kInt8;
   static constexpr bool kBf16 = ActivationCoding<Precision>::kBf16;
   static constexpr bool kQuantizeInEpilogue = ActivationCoding<Precision>::kQuantizeInEpilogue;
-  static constexpr int kRows = kernels::kTileRows;
-  static constexpr int kWidth = simd::kWidth;
+  static constexpr int kRows = detail::kernels::kTileRows;
+  static constexpr int kWidth = detail::simd::kWidth;
 
   const ExpertSet<Precision>& experts_;
 };

@@ -70,7 +70,7 @@ public:
       auto compute_item = [&](int item, int following) {
         const int e = ws.items_[item].expert;
         for (int p = ws.items_[item].first_panel, last = p + ws.items_[item].panels; p < last; p += 2) {
-          kernels::NextWeights next;
+          detail::kernels::NextWeights next;
           if (p + 2 < last)
             next = compute.panels_from(e, p + 2, std::min(2, last - p - 2));
           else if (following < items)
@@ -96,9 +96,9 @@ public:
           const Index ffn = experts_.ffn_padded(e);
           MOE_OMP(omp for schedule(static) nowait)
           for (int i = 0; i < ws.counts_[e]; ++i) {
-            const Index start = ws.hidden_offset_[e] + i * ffn, block = start / kernels::kActivationBlock;
-            kernels::quantize_activations(ws.hidden_.data() + start, ffn, ffn, ws.hidden_codes_.data() + start,
-                                          ws.hidden_scales_.data() + block, ws.hidden_sums_.data() + block);
+            const Index start = ws.hidden_offset_[e] + i * ffn, block = start / detail::kernels::kActivationBlock;
+            detail::kernels::quantize_activations(ws.hidden_.data() + start, ffn, ffn, ws.hidden_codes_.data() + start,
+                                                  ws.hidden_scales_.data() + block, ws.hidden_sums_.data() + block);
           }
         }
         MOE_OMP(omp barrier)
@@ -143,8 +143,8 @@ private:
 
   static constexpr bool kInt8 = ActivationCoding<Precision>::kInt8;
   static constexpr bool kQuantizeInEpilogue = ActivationCoding<Precision>::kQuantizeInEpilogue;
-  static constexpr int kRows = kernels::kTileRows;
-  static constexpr Index kPanel = kernels::kPanelColumns;
+  static constexpr int kRows = detail::kernels::kTileRows;
+  static constexpr Index kPanel = detail::kernels::kPanelColumns;
 
   const ExpertSet<Precision>& experts_;
 };

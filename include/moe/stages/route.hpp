@@ -13,6 +13,7 @@
 #include "../kernels/gemm.hpp"
 #include "../kernels/panel.hpp"
 #include "../kernels/reduce.hpp"
+#include "../kernels/tile_shape.hpp"
 #include "../precision.hpp"
 #include "../router.hpp"
 #include "../simd.hpp"
@@ -33,7 +34,7 @@ public:
     bool shared_expert_gate;
   };
 
-  Route(const Routing& routing, const kernels::PanelMatrix<f32>& router, int router_rows, const Shape& shape)
+  Route(const Routing& routing, const detail::kernels::PanelMatrix<f32>& router, int router_rows, const Shape& shape)
       : routing_(routing), router_(router), router_rows_(router_rows), shape_(shape) {}
 
   // Fills ws's logits, ids, weights and shared weights for `tokens` tokens of x, and calls code_input(t)
@@ -59,16 +60,17 @@ public:
         const int count = int(std::min<Index>(kRows, tokens - first));
         const float* rows[kRows];
         for (int r = 0; r < count; ++r) rows[r] = x + (first + r) * x_stride;
-        kernels::multiply_rows(rows, count, router_.panel(p), shape_.hidden_size, [&](auto& acc, int n) {
+        detail::kernels::multiply_rows(rows, count, router_.panel(p), shape_.hidden_size, [&](auto& acc, int n) {
           for (int r = 0; r < n; ++r)
-            MOE_UNROLL for (int v = 0; v < kernels::kTileVectors; ++v)
-                simd::store(logits + (first + r) * width + p * kernels::kPanelColumns + v * simd::kWidth, acc[r][v]);
+            MOE_UNROLL for (int v = 0; v < detail::kernels::kTileVectors; ++v) detail::simd::store(
+                logits + (first + r) * width + p * detail::kernels::kPanelColumns + v * detail::simd::kWidth,
+                acc[r][v]);
         });
       }
       MOE_OMP(omp for schedule(static) nowait)  // the end of the team's region waits
       for (Index t = 0; t < tokens; ++t) {
         const float* row = logits + t * width;
-        if (!kernels::all_finite(row, router_rows_)) {
+        if (!detail::kernels::all_finite(row, router_rows_)) {
           MOE_OMP(omp critical(moe_bad_token))
           bad_token = bad_token < 0 ? t : std::min(bad_token, t);  // the first, whatever the schedule
           continue;
@@ -92,10 +94,10 @@ public:
   }
 
 private:
-  static constexpr int kRows = kernels::kTileRows;  // the router is always f32
+  static constexpr int kRows = detail::kernels::kTileRows;  // the router is always f32
 
   const Routing& routing_;
-  const kernels::PanelMatrix<f32>& router_;
+  const detail::kernels::PanelMatrix<f32>& router_;
   int router_rows_;
   Shape shape_;
 };
