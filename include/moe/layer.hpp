@@ -95,10 +95,10 @@ public:
     shape_.shared_experts = config_.num_shared_experts;
     shape_.hidden_row_floats = Index(top_k()) * experts_.ffn_padded(0) +
                                Index(shared_experts()) * (shared_experts() ? experts_.ffn_padded(experts) : 0);
-    for (int e = 0; e < expert_count(); ++e) shape_.input_items += experts_.input_panels(e);
+    for (int e = 0; e < routed_and_shared_experts(); ++e) shape_.input_items += experts_.input_panels(e);
     if (kInt8 || kBf16)
       shape_.quantized_width = detail::simd::round_up(config_.hidden_size, detail::kernels::kActivationStep<Precision>);
-    shape_.activation_coding = kInt8 ? 1 : (kBf16 ? 2 : 0);
+    shape_.coding = stages::ActivationCoding<Precision>::kBuffers;
   }
 
   // ---- weights, in the PyTorch layout W[out][in]; packed (copied) on the call ----
@@ -189,31 +189,11 @@ public:
     ws.set_threads(threads);
     ws.max_tokens_ = max_tokens;
     ws.shape_ = shape_;
-    const Index pairs = max_tokens * per_token;
-    ws.logits_.resize(max_tokens * shape_.logits_width);
-    ws.ids_.resize(max_tokens * top_k());
-    ws.weights_.resize(max_tokens * top_k());
-    ws.shared_weights_.resize(max_tokens * shared_experts());
-    ws.counts_.resize(expert_count());
-    ws.offsets_.resize(expert_count() + 1);
-    ws.fill_.resize(expert_count());
-    ws.assigned_token_.resize(pairs);
-    ws.assigned_weight_.resize(pairs);
-    ws.dropped_token_.resize(max_tokens * top_k());
-    ws.dropped_weight_.resize(max_tokens * top_k());
-    ws.hidden_offset_.resize(expert_count());
-    ws.hidden_.resize(kBf16 || kQuantizeInEpilogue ? 0 : max_tokens * shape_.hidden_row_floats);
-    ws.items_.resize(shape_.input_items);
-    const Index quantized = kInt8 ? max_tokens * shape_.quantized_width : 0;
-    const Index hidden_quantized = kInt8 ? max_tokens * shape_.hidden_row_floats : 0;
-    ws.input_codes_.resize(quantized);
-    ws.input_scales_.resize(quantized / detail::kernels::kActivationBlock);
-    ws.input_sums_.resize(quantized / detail::kernels::kActivationBlock);
-    ws.hidden_codes_.resize(hidden_quantized);
-    ws.hidden_scales_.resize(hidden_quantized / detail::kernels::kActivationBlock);
-    ws.hidden_sums_.resize(hidden_quantized / detail::kernels::kActivationBlock);
-    ws.input_bf16_.resize(kBf16 ? max_tokens * shape_.quantized_width : 0);
-    ws.hidden_bf16_.resize(kBf16 ? max_tokens * shape_.hidden_row_floats : 0);
+    // Each stage sizes the buffers it owns, from the shape and max_tokens.
+    stages::Route<Routing, kSlots>::reserve(ws);
+    stages::Group::reserve(ws);
+    stages::Compute<Precision>::reserve(ws);
+    stages::ExpertPass<Precision>::reserve(ws);
     return ws;
   }
 
@@ -286,7 +266,7 @@ public:
     const double matrices = config_.ffn.gated ? 3.0 : 2.0;
     cost.weight_bytes = router_.bytes();
     cost.flops = 2.0 * tokens * double(hidden_size()) * router_rows_;
-    for (int e = 0; e < expert_count(); ++e) {
+    for (int e = 0; e < routed_and_shared_experts(); ++e) {
       const double count = e < experts() ? double(routed.tokens_per_expert()(e)) : tokens;
       if (count == 0) continue;
       const double ffn = double(e < experts() ? config_.ffn_size : config_.shared_ffn_size);
@@ -300,12 +280,11 @@ private:
   using Expert = ExpertWeights<Precision>;
   static constexpr bool kInt8 = stages::ActivationCoding<Precision>::kInt8;
   static constexpr bool kBf16 = stages::ActivationCoding<Precision>::kBf16;
-  static constexpr bool kQuantizeInEpilogue = stages::ActivationCoding<Precision>::kQuantizeInEpilogue;
   static constexpr Index kPanel = detail::kernels::kPanelColumns;
 
   static WeightView view(const WeightRef& m) { return WeightView(m.data(), m.rows(), m.cols(), m.outerStride()); }
 
-  int expert_count() const { return config_.num_experts + config_.num_shared_experts; }
+  int routed_and_shared_experts() const { return config_.num_experts + config_.num_shared_experts; }
   bool passes_dropped_through() const {
     if constexpr (detail::has_pass_through<Routing>::value)
       return routing_.passes_dropped_through();
@@ -350,7 +329,7 @@ private:
       MOE_CHECK(router_row_loaded_[std::size_t(row)], where,
                 row < experts() ? "router weights are not set (set_router)"
                                 : "shared expert gate " + std::to_string(row - experts()) + " is not set");
-    for (int e = 0; e < expert_count(); ++e)
+    for (int e = 0; e < routed_and_shared_experts(); ++e)
       MOE_CHECK(experts_[e].loaded(), where,
                 e < experts() ? "expert " + std::to_string(e) + " has no weights (set_expert)"
                               : "shared expert " + std::to_string(e - experts()) + " has no weights");

@@ -36,6 +36,7 @@ template <class Precision>
 class Combine;
 template <class Precision>
 class ExpertPass;
+struct Group;
 }  // namespace stages
 
 // A run of consecutive input panels of one expert: the unit of work of the compute stage.
@@ -50,6 +51,10 @@ struct WorkItem {
 // forward pass at a time: give each calling thread its own.
 class Workspace {
 public:
+  // How the expert stages code activations, as far as the buffers go (stages::ActivationCoding): f32 rows,
+  // int8 blocks (q8a8, q4a8) or bf16 values (bf16a16).
+  enum class Coding { kF32Rows, kInt8Blocks, kBf16Pairs };
+
   Workspace() = default;
 
   Index max_tokens() const { return max_tokens_; }
@@ -61,17 +66,9 @@ public:
   }
   // Bytes of scratch held, for sizing on small devices.
   Index bytes() const {
-    return (logits_.size() + weights_.size() + shared_weights_.size() + assigned_weight_.size() + hidden_.size() +
-            dropped_weight_.size()) *
-               Index(sizeof(float)) +
-           (ids_.size() + counts_.size() + dropped_token_.size() + offsets_.size() + fill_.size() +
-            assigned_token_.size()) *
-               Index(sizeof(int)) +
-           items_.size() * Index(sizeof(WorkItem)) + hidden_offset_.size() * Index(sizeof(Index)) +
-           input_codes_.size() + hidden_codes_.size() +
-           (input_scales_.size() + hidden_scales_.size()) * Index(sizeof(float)) +
-           (input_sums_.size() + hidden_sums_.size()) * Index(sizeof(std::int32_t)) +
-           (input_bf16_.size() + hidden_bf16_.size()) * Index(sizeof(std::uint16_t));
+    Index total = 0;
+    for_each_buffer([&total](const auto& buffer) { total += buffer.size() * Index(sizeof(*buffer.data())); });
+    return total;
   }
 
 private:
@@ -85,6 +82,7 @@ private:
   friend class stages::Combine;
   template <class>
   friend class stages::ExpertPass;
+  friend struct stages::Group;
 
   // The layer shape the buffers were sized for; a forward pass checks that its layer has the same.
   struct Shape {
@@ -94,15 +92,24 @@ private:
     int slots = 0;                // routed experts per token
     int experts = 0;
     int shared_experts = 0;
-    Index input_items = 0;      // (expert, panel) items when every expert is busy
-    Index quantized_width = 0;  // int8 or bf16 codes of one input row (0: the layer keeps activations f32)
-    int activation_coding = 0;  // 0 f32, 1 int8 (q8a8, q4a8), 2 bf16 (bf16a16): which buffers exist
+    Index input_items = 0;             // (expert, panel) items when every expert is busy
+    Index quantized_width = 0;         // int8 or bf16 codes of one input row (0: the layer keeps activations f32)
+    Coding coding = Coding::kF32Rows;  // which activation buffers exist
     bool operator==(const Shape& o) const {
       return hidden_size == o.hidden_size && logits_width == o.logits_width && quantized_width == o.quantized_width &&
-             activation_coding == o.activation_coding && hidden_row_floats == o.hidden_row_floats && slots == o.slots &&
+             coding == o.coding && hidden_row_floats == o.hidden_row_floats && slots == o.slots &&
              experts == o.experts && shared_experts == o.shared_experts && input_items == o.input_items;
     }
   };
+
+  // Calls f(buffer) for every buffer below: one list, for bytes().
+  template <class F>
+  void for_each_buffer(F&& f) const {
+    f(logits_), f(ids_), f(weights_), f(shared_weights_), f(counts_), f(offsets_), f(fill_), f(assigned_token_);
+    f(assigned_weight_), f(dropped_token_), f(dropped_weight_), f(hidden_offset_), f(hidden_), f(items_);
+    f(input_codes_), f(input_scales_), f(input_sums_), f(hidden_codes_), f(hidden_scales_), f(hidden_sums_);
+    f(input_bf16_), f(hidden_bf16_);
+  }
 
   Shape shape_;
   Index max_tokens_ = 0;

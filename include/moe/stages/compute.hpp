@@ -32,6 +32,9 @@ struct ActivationCoding {
   // pass (nor its barrier) before the down projection. Elsewhere that pass quantises the f32 rows.
   static constexpr bool kQuantizeInEpilogue =
       kInt8 && (detail::kernels::kPanelColumns / 2) % detail::kernels::kActivationBlock == 0;
+  // The buffers a workspace holds for this coding.
+  static constexpr Workspace::Coding kBuffers =
+      kInt8 ? Workspace::Coding::kInt8Blocks : (kBf16 ? Workspace::Coding::kBf16Pairs : Workspace::Coding::kF32Rows);
 };
 
 // Whether the tile of tokens from `first` on, of an expert whose tokens are [begin, end), asks
@@ -50,6 +53,24 @@ public:
 
   explicit Compute(const ExpertSet<Precision>& experts) : experts_(experts) {}
 
+  // Sizes the activation buffers for ws's shape and max_tokens: the coded input rows (int8 or bf16), and
+  // the hidden rows this stage writes and combine reads: f32, or already coded for the down projection.
+  static void reserve(Workspace& ws) {
+    const Workspace::Shape& shape = ws.shape_;
+    const Index tokens = ws.max_tokens_;
+    constexpr Index kBlock = detail::kernels::kActivationBlock;
+    ws.hidden_.resize(kBf16 || kQuantizeInEpilogue ? 0 : tokens * shape.hidden_row_floats);
+    const Index input_codes = kInt8 ? tokens * shape.quantized_width : 0;
+    const Index hidden_codes = kInt8 ? tokens * shape.hidden_row_floats : 0;
+    ws.input_codes_.resize(input_codes);
+    ws.input_scales_.resize(input_codes / kBlock);
+    ws.input_sums_.resize(input_codes / kBlock);
+    ws.hidden_codes_.resize(hidden_codes);
+    ws.hidden_scales_.resize(hidden_codes / kBlock);
+    ws.hidden_sums_.resize(hidden_codes / kBlock);
+    ws.input_bf16_.resize(kBf16 ? tokens * shape.quantized_width : 0);
+    ws.hidden_bf16_.resize(kBf16 ? tokens * shape.hidden_row_floats : 0);
+  }
   // Codes token t's input row x[0, hidden) into ws as the expert kernels read it (nothing to do for f32
   // activations): int8 blocks or bf16 values, padded to ws's quantized width.
   static void code_input(const float* x, Index hidden, Index t, Workspace& ws) {

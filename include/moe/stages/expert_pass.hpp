@@ -26,6 +26,13 @@ namespace stages {
 template <class Precision>
 class ExpertPass {
 public:
+  // Sizes the buffers this stage writes besides compute's (Compute::reserve), for ws's shape: where each
+  // expert's hidden rows start, and the work items.
+  static void reserve(Workspace& ws) {
+    ws.hidden_offset_.resize(ws.shape_.experts + ws.shape_.shared_experts);
+    ws.items_.resize(ws.shape_.input_items);
+  }
+
   explicit ExpertPass(const ExpertSet<Precision>& experts) : experts_(experts) {}
 
   // From each expert's token count (counts, routed then shared), where its hidden rows start in the

@@ -11,6 +11,7 @@
 
 #include "../config.hpp"
 #include "../slot_markers.hpp"
+#include "../workspace.hpp"
 
 namespace moe {
 inline namespace MOE_TARGET_NAMESPACE {
@@ -37,6 +38,22 @@ struct Group {
   int experts;         // routed
   int shared;
   int slots;  // choices per token
+
+  // Sizes the buffers this stage writes, for ws's shape and max_tokens: per expert (routed and shared) its
+  // count, offset and cursor, and every (token, expert) pair and dropped choice, grouped.
+  static void reserve(Workspace& ws) {
+    const Workspace::Shape& shape = ws.shape_;
+    const Index tokens = ws.max_tokens_;
+    const int count = shape.experts + shape.shared_experts;
+    const Index pairs = tokens * (shape.slots + shape.shared_experts);
+    ws.counts_.resize(count);
+    ws.offsets_.resize(count + 1);
+    ws.fill_.resize(count);
+    ws.assigned_token_.resize(pairs);
+    ws.assigned_weight_.resize(pairs);
+    ws.dropped_token_.resize(tokens * shape.slots);
+    ws.dropped_weight_.resize(tokens * shape.slots);
+  }
 
   // Groups the policy's choices, ids and weights (tokens x slots, in the policy's order; a slot may hold a
   // marker, slot_markers.hpp), and the shared experts' gate values (tokens x shared), into `out`.

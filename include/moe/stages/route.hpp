@@ -93,6 +93,18 @@ public:
     }
   }
 
+  // Sizes the buffers this stage writes, for ws's shape and max_tokens: the logits, each token's experts
+  // and weights, and the shared experts' gates. (A policy's finish_batch borrows group's fill_ and
+  // assigned_token_ as scratch: at least one int per expert and per token.)
+  static void reserve(Workspace& ws) {
+    const Workspace::Shape& shape = ws.shape_;
+    const Index tokens = ws.max_tokens_;
+    ws.logits_.resize(tokens * shape.logits_width);
+    ws.ids_.resize(tokens * shape.slots);
+    ws.weights_.resize(tokens * shape.slots);
+    ws.shared_weights_.resize(tokens * shape.shared_experts);
+  }
+
 private:
   static constexpr int kRows = detail::kernels::kTileRows;  // the router is always f32
 
