@@ -115,11 +115,11 @@ Result against_reference(const moe::LayerConfig& config, const Routing& routing,
 
   const int E = layer.experts();
   REQUIRE(routed.tokens() == tokens);
-  REQUIRE(routed.experts_per_token() == layer.top_k());
+  REQUIRE(routed.top_k() == layer.top_k());
   std::vector<int> counts(std::size_t(E), 0);
   for (moe::Index t = 0; t < tokens; ++t) {
     std::set<int> chosen, expected;
-    for (int j = 0; j < routed.experts_per_token(); ++j) {
+    for (int j = 0; j < routed.top_k(); ++j) {
       const int e = routed.expert_ids()(t, j);
       REQUIRE(e >= 0);
       REQUIRE(e < E);
@@ -132,8 +132,8 @@ Result against_reference(const moe::LayerConfig& config, const Routing& routing,
     }
     for (int e = 0; e < E; ++e)
       if (ref.weight[std::size_t(t)][std::size_t(e)] > 0) expected.insert(e);
-    if (routed.experts_per_token() < E) CHECK(chosen == expected);
-    CHECK(int(chosen.size()) == routed.experts_per_token());  // distinct
+    if (routed.top_k() < E) CHECK(chosen == expected);
+    CHECK(int(chosen.size()) == routed.top_k());  // distinct
   }
   for (int e = 0; e < E; ++e) CHECK(routed.tokens_per_expert()(e) == counts[std::size_t(e)]);
   return result;

@@ -60,7 +60,7 @@ void check_decision(const moe::LayerConfig& config, const reference::Weights& w,
     const ref::Routed& token = want.tokens[std::size_t(t)];
     std::vector<int> got;
     std::vector<double> dropped;
-    for (int j = 0; j < routed.experts_per_token(); ++j) {
+    for (int j = 0; j < routed.top_k(); ++j) {
       const int e = routed.expert_ids()(t, j);
       const double v = routed.weights()(t, j);
       if (e >= 0) {
@@ -105,7 +105,7 @@ Run run_against_reference(const moe::LayerConfig& config, const Routing& routing
   const moe::RoutingResult routed = layer.forward(x.data(), config.hidden_size, run.y.data(), config.hidden_size,
                                                   tokens, ws, stats, token_ids.data());
   if (expected) check_decision(config, w, x, token_ids, routed, expected);
-  run.slots = routed.experts_per_token();
+  run.slots = routed.top_k();
   run.dropped = routed.dropped();
   const int E = config.num_experts;
   std::vector<std::vector<double>> weight(std::size_t(tokens), std::vector<double>(std::size_t(E), 0.0));

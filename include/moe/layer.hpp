@@ -73,8 +73,8 @@ public:
   using WeightPrecision = Precision;
   static constexpr int kExperts = Experts;
   // Experts each token visits: TopK, or every expert under a dense policy.
-  static constexpr int kSlots = Routing::kSelectsAll ? Experts : TopK;
-  static_assert(noexcept(std::declval<const Routing&>().template route<kSlots>(nullptr, 0, 0, nullptr, nullptr)),
+  static constexpr int kTopK = Routing::kSelectsAll ? Experts : TopK;
+  static_assert(noexcept(std::declval<const Routing&>().template route<kTopK>(nullptr, 0, 0, nullptr, nullptr)),
                 "moe::Layer: Routing::route must be noexcept (it runs inside an OpenMP parallel region)");
 
   explicit Layer(const LayerConfig& config, Routing routing = Routing{}) : config_(config), routing_(routing) {
@@ -172,7 +172,7 @@ public:
   // the layer is made).
   int experts() const { return Experts != Dynamic ? Experts : config_.num_experts; }
   // Experts each token visits (num_experts under a dense policy).
-  int top_k() const { return kSlots != Dynamic ? kSlots : config_.top_k; }
+  int top_k() const { return kTopK != Dynamic ? kTopK : config_.top_k; }
   int shared_experts() const { return config_.num_shared_experts; }
   // Bytes of packed weights one routed expert streams when it runs.
   double expert_bytes() const { return experts_[0].bytes(); }
@@ -190,7 +190,7 @@ public:
     ws.max_tokens_ = max_tokens;
     ws.shape_ = shape_;
     // Each stage sizes the buffers it owns, from the shape and max_tokens.
-    stages::Route<Routing, kSlots>::reserve(ws);
+    stages::Route<Routing, kTopK>::reserve(ws);
     stages::Group::reserve(ws);
     stages::Compute<Precision>::reserve(ws);
     stages::ExpertPass<Precision>::reserve(ws);
@@ -216,7 +216,7 @@ public:
               "Layer::forward",
               std::string("the routing policy ") + Routing::kName +
                   " passes dropped tokens through, which reads x after y is written: x and y must not overlap");
-    const stages::Route<Routing, kSlots> route(
+    const stages::Route<Routing, kTopK> route(
         routing_, router_, router_rows_,
         {hidden_size(), experts(), top_k(), shared_experts(), config_.shared_expert_gate});
     route.run(x, x_stride, tokens, token_ids, ws,

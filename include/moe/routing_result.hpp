@@ -8,7 +8,7 @@
 namespace moe {
 inline namespace MOE_TARGET_NAMESPACE {
 
-// What a forward pass routed: for each token its experts and their weights (experts_per_token() slots of
+// What a forward pass routed: for each token its experts and their weights (top_k() slots of
 // each, in the policy's order; a slot may hold a marker instead of an expert: kNoExpert for an unused slot,
 // kDroppedExpert for a choice a capacity limit dropped), how many tokens each routed expert received, and
 // how many choices were dropped. A view into the workspace, valid until the workspace's next forward pass.
@@ -29,7 +29,7 @@ public:
         dropped_(dropped) {}
 
   Index tokens() const { return tokens_; }
-  int experts_per_token() const { return slots_; }
+  int top_k() const { return slots_; }
   IdMatrix expert_ids() const { return IdMatrix(ids_, tokens_, slots_); }
   WeightMatrix weights() const { return WeightMatrix(weights_, tokens_, slots_); }
   CountVector tokens_per_expert() const { return CountVector(counts_, experts_); }
