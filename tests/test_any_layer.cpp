@@ -6,29 +6,17 @@
 #include <cstring>
 #include <memory>
 #include <string>
-#include <tuple>
 #include <type_traits>
 #include <vector>
 
 #include <moe/any_layer.hpp>
 
 #include "layer_check.hpp"
+#include "precision_list.hpp"
 
 #ifndef MOE_COMPILED_LAYERS
 #error "moe-tests links moe::layers: these tests are of the compiled layers"
 #endif
-
-namespace {
-
-template <class List>
-struct as_tuple;
-template <class... P>
-struct as_tuple<moe::PrecisionList<P...>> {
-  using type = std::tuple<P...>;
-};
-using EveryPrecision = as_tuple<moe::Precisions>::type;
-
-}  // namespace
 
 TEST_CASE_TEMPLATE_DEFINE("make_layer names each precision and its policy", P, any_layer_names) {
   const check::CompiledLayer<P> chosen(check::config(52, 76, 5, 2), moe::SoftmaxTopK(true));
@@ -36,7 +24,7 @@ TEST_CASE_TEMPLATE_DEFINE("make_layer names each precision and its policy", P, a
   CHECK(std::string(chosen.any().routing()) == moe::SoftmaxTopK::kName);
   CHECK(chosen.any().bits_per_weight() == P::kBitsPerWeight);
 }
-TEST_CASE_TEMPLATE_APPLY(any_layer_names, EveryPrecision);
+TEST_CASE_TEMPLATE_APPLY(any_layer_names, check::AllPrecisions);
 
 TEST_CASE_TEMPLATE("make_layer's layer gives the bits of the Layer it stands for", P, moe::f32, moe::q4a8) {
   const moe::LayerConfig c = check::config(70, 44, 6, 3);
