@@ -23,6 +23,7 @@
 #include <moe/io/hf_model.hpp>
 #include <moe/io/npy.hpp>
 #include <moe/moe.hpp>
+#include <moe/recommended_precision.hpp>
 #include <moe/routing_plot.hpp>
 
 #define MOE_PROGRAM_TARGET_HERE
@@ -42,6 +43,7 @@ struct Options {
   int shared = 0;
   bool renormalize = true;
   std::string dtype;  // default: f32 for the synthetic layer, auto for a checkpoint
+  int bits = 0;       // --bits: the recommended precision of that many bits a weight, instead of --dtype
   unsigned long long seed = 1;
   std::string stats_path;  // --stats FILE.json
   std::string plot_path;   // --plot FILE.svg
@@ -54,7 +56,7 @@ struct Options {
 };
 
 const char* const kUsage =
-    R"(usage: moe-run --model DIR --layer L --input X.npy --output Y.npy [--dtype auto|T]
+    R"(usage: moe-run --model DIR --layer L --input X.npy --output Y.npy [--dtype auto|T | --bits B]
                [--threads N] [--repeat R] [--stats FILE.json]
        moe-run [options]
 
@@ -87,6 +89,10 @@ options:
                   q4 (int4, an f16 scale per 32 weights), or q8a8 / q4a8 (q8 / q4 weights with
                   activations quantised to int8 per 32 values: int8 dot products), or bf16a16 (bf16
                   weights with activations rounded to bf16: bf16 dot products); the router stays f32
+  --bits B        instead of --dtype: the precision moe recommends for B bits a weight (16, 8 or 4) on
+                  the instruction set this build is for; an activation-coding precision (bf16a16, q8a8,
+                  q4a8) only where its dot product is an instruction here (moe/recommended_precision.hpp);
+                  with --model the checkpoint's weights are converted to it (e.g. f16 to bf16 at 16)
   --seed N        seed of the synthetic weights and tokens (default 1)
   --version       the version, the compiler, the instruction set this build is for and the one this CPU has
   --help          this text
@@ -143,6 +149,10 @@ Options parse(int argc, char** argv) {
       o.seed = static_cast<unsigned long long>(take(0, (1LL << 62)));
     } else if (arg == "--no-renormalize") {
       o.renormalize = false;
+    } else if (arg == "--bits") {
+      o.bits = int(take(-(1LL << 31), (1LL << 31) - 1));
+      if (moe::recommended_precision_name(o.bits) == nullptr)
+        fail("--bits must be 16, 8 or 4, got " + std::to_string(o.bits));
     } else if (arg == "--dtype") {
       if (value == nullptr) fail("--dtype needs a value");
       o.dtype = value;
@@ -163,6 +173,10 @@ Options parse(int argc, char** argv) {
     } else {
       fail("unknown option '" + arg + "'");
     }
+  }
+  if (o.bits != 0) {
+    if (!o.dtype.empty()) fail("--bits and --dtype both choose the weight storage: give one");
+    o.dtype = moe::recommended_precision_name(o.bits);
   }
   if (!o.model_dir.empty()) {
     if (o.layer.empty()) fail("--model needs --layer");

@@ -2,10 +2,13 @@
 // product, and the int8-activation kernel.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <random>
+#include <type_traits>
 #include <vector>
 
 #include "kernel_check.hpp"
@@ -95,30 +98,80 @@ TEST_CASE("the int8 dot product matches plain integer arithmetic on every byte v
   }
 }
 
+// The dot product as the int8 tile runs it on this target (Int8Dot: vpdpbusd, AVX2's int16 pair sums, sdot
+// or the emulation), over a whole activation block of 8 groups: prepare + step per group, then finish
+// where the sums are int16.
+TEST_CASE_TEMPLATE("the int8 tile's dot product sums a whole block exactly, extremes included", Bits,
+                   std::integral_constant<int, 4>, std::integral_constant<int, 8>) {
+  using Dot = moe::detail::simd::Int8Dot<Bits::value>;
+  namespace simd = moe::detail::simd;
+  constexpr int W = simd::kWidth, kGroups = moe::detail::kernels::kActivationBlock / 4;
+  std::mt19937 rng(43);
+  // Codes as the precisions store them: 4-bit 0..15, 8-bit q + 128 with q in [-127, 127] (q8 never stores -128).
+  constexpr int kLowest = Bits::value == 8 ? 1 : 0, kHighest = (1 << Bits::value) - 1;
+  std::uniform_int_distribution<int> code(kLowest, kHighest), activation(-128, 127);
+  for (int trial = 0; trial < 500; ++trial) {
+    std::uint8_t w[kGroups][4 * W];
+    std::int8_t x[4 * kGroups];
+    std::int32_t start[W];
+    for (auto& group : w)
+      for (auto& c : group) c = std::uint8_t(code(rng));
+    for (auto& v : x) v = std::int8_t(activation(rng));
+    if (trial < 4) {  // every product at its largest magnitude, of either sign: the int16 sums' worst case
+      for (auto& group : w)
+        for (auto& c : group) c = std::uint8_t(trial % 2 ? kHighest : kLowest);
+      for (auto& v : x) v = std::int8_t(trial < 2 ? -128 : 127);
+    }
+    for (int l = 0; l < W; ++l) start[l] = activation(rng) * 1000;
+    const simd::IVec first = simd::load_int(start);
+    simd::IVec acc = Dot::kInt16Sums ? simd::broadcast_int(0) : first;
+    for (int g = 0; g < kGroups; ++g)
+      acc = Dot::step(acc, Dot::prepare(simd::load_int(w[g])), Dot::load_quad(x + 4 * g));
+    if (Dot::kInt16Sums) acc = Dot::finish(acc, first);
+    alignas(64) std::int32_t lanes[W];
+    simd::store_int(lanes, acc);
+    for (int l = 0; l < W; ++l) {
+      std::int64_t expected = start[l];
+      for (int g = 0; g < kGroups; ++g)
+        for (int j = 0; j < 4; ++j)
+          expected += std::int64_t(w[g][4 * l + j] - Dot::kStoredOffset + Dot::kOffset) * x[4 * g + j];
+      REQUIRE(lanes[l] == expected);
+    }
+  }
+}
+
 TEST_CASE_TEMPLATE("the int8-activation kernel sums exact block products, padding included", P, moe::q8a8, moe::q4a8) {
   using moe::detail::kernels::kPanelColumns;
   constexpr int kBlock = moe::detail::kernels::kActivationBlock;
   // Two panels, the second mostly padding; in_features not a whole block; two depth blocks of the kernel.
   const moe::Index out = kPanelColumns + 3, in = moe::detail::kernels::kDepthBlock + 45;
   const moe::Index depth = (in + kBlock - 1) / kBlock * kBlock;
-  std::vector<float> w = random_vector(std::size_t(out * in), 7, 0.3f);
-  moe::detail::kernels::PanelMatrix<P> packed;
-  packed.pack(w.data(), out, in, in, in);
-  REQUIRE(packed.depth() == depth);
-  moe::round_trip<P>(w.data(), out, in, in, w.data());  // the weights the panels hold
-  constexpr int kRows = moe::detail::kernels::kTileRows;
-  const std::vector<float> a = random_vector(std::size_t(kRows * in), 8, 1.0f);
-  const ActivationRows<P> activations(a.data(), in, in, depth);
-  const auto& rows = activations.rows;
-  std::vector<double> dequantised(std::size_t(kRows * depth));
-  for (int r = 0; r < kRows; ++r) {
-    const moe::Index b = r * depth / kBlock;
-    for (moe::Index k = 0; k < depth; ++k)
-      dequantised[std::size_t(r * depth + k)] =
-          double(activations.codes[std::size_t(r * depth + k)]) * activations.scales[std::size_t(b + k / kBlock)];
+  // Random values, then the extremes: every weight at the largest code and every activation at -127 or
+  // +127, which drives each int16 block sum of AVX2's 4-bit form to its bound (8 x 2 x 15 x 127).
+  for (const bool extremes : {false, true}) {
+    CAPTURE(extremes);
+    std::vector<float> w = random_vector(std::size_t(out * in), 7, 0.3f);
+    if (extremes) std::fill(w.begin(), w.end(), 0.3f);
+    moe::detail::kernels::PanelMatrix<P> packed;
+    packed.pack(w.data(), out, in, in, in);
+    REQUIRE(packed.depth() == depth);
+    moe::round_trip<P>(w.data(), out, in, in, w.data());  // the weights the panels hold
+    constexpr int kRows = moe::detail::kernels::kTileRows;
+    std::vector<float> a = random_vector(std::size_t(kRows * in), 8, 1.0f);
+    if (extremes)
+      for (std::size_t i = 0; i < a.size(); ++i) a[i] = i < a.size() / 2 ? -1.0f : 1.0f;
+    const ActivationRows<P> activations(a.data(), in, in, depth);
+    const auto& rows = activations.rows;
+    std::vector<double> dequantised(std::size_t(kRows * depth));
+    for (int r = 0; r < kRows; ++r) {
+      const moe::Index b = r * depth / kBlock;
+      for (moe::Index k = 0; k < depth; ++k)
+        dequantised[std::size_t(r * depth + k)] =
+            double(activations.codes[std::size_t(r * depth + k)]) * activations.scales[std::size_t(b + k / kBlock)];
+    }
+    // Exact integer sums per block; f32 only in the few scale products and the sum over blocks.
+    check_panel_products(
+        packed, rows, w, out, in, depth, [&](int r, moe::Index k) { return dequantised[std::size_t(r * depth + k)]; },
+        [&](moe::Index span) { return (span / kBlock + 4) * std::numeric_limits<float>::epsilon(); });
   }
-  // Exact integer sums per block; f32 only in the few scale products and the sum over blocks.
-  check_panel_products(
-      packed, rows, w, out, in, depth, [&](int r, moe::Index k) { return dequantised[std::size_t(r * depth + k)]; },
-      [&](moe::Index span) { return (span / kBlock + 4) * std::numeric_limits<float>::epsilon(); });
 }

@@ -22,7 +22,7 @@ namespace detail {
 namespace kernels {
 
 // Values of one int8 activation block, which shares one scale and one code sum (llama.cpp's q8_0 block
-// size): 8 groups of the four bytes dot_u8s8 (simd_int8.hpp) multiplies at once.
+// size): 8 groups of the four bytes simd::Int8Dot (simd_int8.hpp) multiplies at once.
 inline constexpr int kActivationBlock = 32;
 
 // One token's int8 activations, from some depth on.

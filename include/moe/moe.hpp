@@ -10,6 +10,7 @@
 
 #include "config.hpp"
 #include "precision.hpp"
+#include "recommended_precision.hpp"
 #include "simd.hpp"
 #include "kernels/activation.hpp"
 #include "kernels/reduce.hpp"

@@ -34,10 +34,11 @@
 //               kTileVectors vectors of f32 lanes; or more, with Group, load_group(codes) and
 //               decode(group, j, v), a group of kDecodeRows depth rows from one load (kDecodeRows then
 //               divides kDepthMultiple and a positive kScaleRows).
-//   Int8Blocks: uint8_t codes, unsigned (q + kCodeOffset), interleaved by four depth rows (a group of four
-//               rows is 4 * kCodesPerRow bytes), depth in whole activation blocks, kScaleRows -1 or 32;
-//               kGroupsPerStep and load_int8_group(codes, w), a group's kTileVectors vectors of 32-bit
-//               lanes (kernels/int8_tile.hpp).
+//   Int8Blocks: uint8_t codes of kCodeBits bits (4 or 8), unsigned (q + kCodeOffset, kCodeOffset =
+//               2^(kCodeBits - 1)), interleaved by four depth rows (a group of four rows is 4 * kCodesPerRow
+//               bytes), depth in whole activation blocks, kScaleRows -1 or 32; kGroupsPerStep and
+//               load_int8_group(codes, w), a group's kTileVectors vectors of 32-bit lanes
+//               (kernels/int8_tile.hpp; the dot product each target forms: simd_int8.hpp's Int8Dot).
 //   Bf16Pairs:  the bf16a16 layout (precisions/bf16a16.hpp, kernels/bf16_tile.hpp).
 // precisions/elementwise.hpp gives the members a precision of one code a weight and no scales shares (it
 // then adds kName, kBitsPerWeight, kMaxMagnitude, encode, decode and decode_row). A new precision is one

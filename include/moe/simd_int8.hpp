@@ -1,13 +1,19 @@
-// moe/simd_int8.hpp: int32 lanes and the u8 x s8 dot product the int8-activation kernels are built on.
+// moe/simd_int8.hpp: int32 lanes and the byte dot products the int8-activation kernels are built on.
 //
-// The one operation: dot_u8s8(acc, a, x) adds to each 32-bit lane of acc the dot product of that lane's
-// four unsigned bytes in a with four signed bytes x shared by every lane; all in int32, exact. It is one
-// vpdpbusd where the target has AVX-512 VNNI (or AVX-VNNI for 256-bit vectors); elsewhere (AVX2 without
-// VNNI, SSE, NEON, scalar) the same sums from shifts, masks and 32-bit multiplies: slower, bitwise equal.
+// The one operation: add to each 32-bit lane of an int32 accumulator the dot product of that lane's four
+// weight bytes with four signed activation bytes shared by every lane; exact. Int8Dot (at the end) is how
+// the int8 tile forms it on each target, in the instructions the target has:
+//   AVX-512 VNNI, AVX-VNNI  vpdpbusd: u8 x s8, four products summed into int32, one instruction;
+//   AVX2                    vpmaddubsw (u8 x s8, pairs summed into saturating int16) then vpmaddwd
+//                           against ones (int16 pairs into int32);
+//   NEON with +dotprod      sdot: s8 x s8, four products summed into int32, one instruction;
+//   elsewhere               dot_u8s8's shifts, masks and 32-bit multiplies (SSE, plain NEON, scalar).
+// All give the same integers.
 #pragma once
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "simd.hpp"
 
@@ -18,6 +24,21 @@
 #else
 #define MOE_SIMD_VNNI 0
 #endif
+// The AVX2 pair products (vpmaddubsw), where there is no vpdpbusd. AVX-512 without VNNI (Skylake-SP) keeps
+// the emulation: it has vpmaddubsw on 512 bits too, but no CI target or host to test that form on.
+#if MOE_SIMD_XSIMD && XSIMD_WITH_AVX2 && !XSIMD_WITH_AVX512F && !MOE_SIMD_VNNI
+#define MOE_SIMD_INT8_PAIRS 1
+#else
+#define MOE_SIMD_INT8_PAIRS 0
+#endif
+#if MOE_SIMD_XSIMD && XSIMD_WITH_NEON64 && defined(__ARM_FEATURE_DOTPROD)
+#define MOE_SIMD_SDOT 1
+#else
+#define MOE_SIMD_SDOT 0
+#endif
+// Whether the dot product of 4-bit codes is one or two instructions here rather than a dozen (8-bit codes
+// take four on AVX2: Int8Dot below).
+#define MOE_SIMD_INT8_DOT_NATIVE (MOE_SIMD_VNNI || MOE_SIMD_INT8_PAIRS || MOE_SIMD_SDOT)
 
 namespace moe {
 inline namespace MOE_TARGET_NAMESPACE {
@@ -186,6 +207,88 @@ MOE_ALWAYS_INLINE IVec dot_u8s8(const IVec& acc, const IVec& a, const Int8Quad& 
   return sum + shift_right<24>(a) * x.value[3];
 #endif
 }
+
+// The int8 tile's dot product (kernels/int8_tile.hpp) for weight codes of CodeBits bits (8: q8a8, 4: q4a8)
+// stored unsigned, q + kStoredOffset, one byte a code in the 32-bit lanes of a group of four depth rows;
+// 8-bit codes are 1..255 (q in [-127, 127], as q8 rounds), 4-bit ones 0..15; activations any int8.
+// The tile runs, per activation block and per accumulator:
+//   acc = kInt16Sums ? 0 : start; for each group: acc = step(acc, prepare(codes), load_quad(x));
+//   if kInt16Sums: acc = finish(acc, start)
+// and gets start + the block's sums of prepare(codes) * x, where prepare leaves the codes carrying
+// kOffset (the tile's start cancels it: -kOffset * sum x). The per-target choices:
+//   vpdpbusd (VNNI), dot_u8s8's emulation: the stored codes as they are, an int32 accumulator.
+//   AVX2, 8-bit codes: vpmaddubsw's unsigned operand must be the activations: |x| (vpabsb) times the codes
+//     made signed (xor 0x80: q itself, kOffset 0) with x's sign (vpsignb); a pair sums at most 2 * 128 *
+//     127 < 2^15, so nothing saturates; vpmaddwd against ones widens to int32 at once. Four instructions
+//     a vector of 32 products.
+//   AVX2, 4-bit codes: the codes (0..15) are the unsigned operand as stored, x the signed one, and the
+//     int16 pair sums are added as int16 (vpaddw) over the whole block: at most 8 groups x 2 x 15 x 128 =
+//     30720 < 2^15; finish widens once (vpmaddwd). Two instructions a vector.
+//   NEON +dotprod: sdot is signed x signed: 8-bit codes made signed (xor 0x80: kOffset 0), 4-bit codes
+//     (0..15) are already valid signed bytes. One instruction a vector.
+template <int CodeBits>
+struct Int8Dot {
+  static_assert(CodeBits == 4 || CodeBits == 8, "the int8 tile's weight codes are 4 or 8 bits");
+  static constexpr std::int32_t kStoredOffset = 1 << (CodeBits - 1);
+  static constexpr bool kSignedCodes = CodeBits == 8 && (MOE_SIMD_INT8_PAIRS || MOE_SIMD_SDOT);
+  static constexpr bool kInt16Sums = CodeBits == 4 && MOE_SIMD_INT8_PAIRS;
+  static constexpr std::int32_t kOffset = kSignedCodes ? 0 : kStoredOffset;
+  // The groups whose sums one accumulator may take before finish: a whole activation block (8) in every case.
+  static constexpr int kMaxGroups = kInt16Sums ? 32767 / (2 * 15 * 128) : 1 << 20;
+
+#if MOE_SIMD_INT8_PAIRS
+  struct SignedQuad {
+    IVec x, magnitude;  // the four bytes in every lane, and their absolute values
+  };
+  struct UnsignedQuad {
+    IVec x;  // the four bytes in every lane
+  };
+  using Quad = std::conditional_t<kSignedCodes, SignedQuad, UnsignedQuad>;
+  MOE_ALWAYS_INLINE static Quad load_quad(const std::int8_t* x) {
+    Quad q;
+    q.x = broadcast_int(static_cast<std::int32_t>(lane_bits(x)));
+    if constexpr (kSignedCodes) q.magnitude = IVec(_mm256_abs_epi8(q.x));
+    return q;
+  }
+  MOE_ALWAYS_INLINE static IVec prepare(const IVec& codes) {
+    if constexpr (kSignedCodes) return codes ^ IVec(static_cast<std::int32_t>(0x80808080u));
+    return codes;
+  }
+  MOE_ALWAYS_INLINE static IVec step(const IVec& acc, const IVec& w, const Quad& q) {
+    if constexpr (kSignedCodes) {
+      const __m256i pairs = _mm256_maddubs_epi16(q.magnitude, _mm256_sign_epi8(w, q.x));
+      return IVec(_mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))));
+    } else {
+      return IVec(_mm256_add_epi16(acc, _mm256_maddubs_epi16(w, q.x)));
+    }
+  }
+  MOE_ALWAYS_INLINE static IVec finish(const IVec& acc, const IVec& start) {
+    if constexpr (kInt16Sums) return IVec(_mm256_add_epi32(_mm256_madd_epi16(acc, _mm256_set1_epi16(1)), start));
+    return acc;
+  }
+#elif MOE_SIMD_SDOT
+  struct Quad {
+    int8x16_t x;  // the four bytes in every lane
+  };
+  MOE_ALWAYS_INLINE static Quad load_quad(const std::int8_t* x) {
+    return {vreinterpretq_s8_u32(vdupq_n_u32(lane_bits(x)))};
+  }
+  MOE_ALWAYS_INLINE static IVec prepare(const IVec& codes) {
+    if constexpr (kSignedCodes) return codes ^ IVec(static_cast<std::int32_t>(0x80808080u));
+    return codes;
+  }
+  MOE_ALWAYS_INLINE static IVec step(const IVec& acc, const IVec& w, const Quad& q) {
+    return IVec(vdotq_s32(acc, vreinterpretq_s8_s32(w), q.x));
+  }
+  MOE_ALWAYS_INLINE static IVec finish(const IVec& acc, const IVec&) { return acc; }
+#else
+  using Quad = Int8Quad;
+  MOE_ALWAYS_INLINE static Quad load_quad(const std::int8_t* x) { return simd::load_quad(x); }
+  MOE_ALWAYS_INLINE static IVec prepare(const IVec& codes) { return codes; }
+  MOE_ALWAYS_INLINE static IVec step(const IVec& acc, const IVec& w, const Quad& q) { return dot_u8s8(acc, w, q); }
+  MOE_ALWAYS_INLINE static IVec finish(const IVec& acc, const IVec&) { return acc; }
+#endif
+};
 
 }  // namespace simd
 }  // namespace detail

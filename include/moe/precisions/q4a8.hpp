@@ -46,12 +46,15 @@ struct q4a8 {
   MOE_ALWAYS_INLINE static detail::simd::Vec load_scales(const Scale* s) { return detail::simd::load_f16(s); }
 
   // The int8 tile (see q8a8): a group's two nibbles of each lane split into two vectors. Where the dot
-  // product is one instruction (vpdpbusd: MOE_SIMD_VNNI), a whole block an iteration; where simd_int8.hpp
-  // emulates it (a dozen instructions a vector: AVX2 without VNNI, SSE, NEON), one group an iteration: its
-  // body is then long enough to hide the loop's overhead, and eight of them would be eight times the code
-  // to compile in every layer that instantiates it.
+  // product is one instruction (vpdpbusd, sdot), a whole block an iteration. Elsewhere one group an
+  // iteration: where simd_int8.hpp emulates it (a dozen instructions a vector: SSE, plain NEON) the body is
+  // then long enough to hide the loop's overhead, and eight of them would be eight times the code to
+  // compile in every layer that instantiates it; with AVX2's int16 pair sums (vpmaddubsw, vpaddw), GCC 12
+  // regroups the additions of an unrolled block into a tree whose partial sums do not fit 16 registers and
+  // go to the stack (docs/PERFORMANCE.md, decision "int8 dot products per instruction set").
   static constexpr int kCodeOffset = 8;
-  static constexpr int kGroupsPerStep = MOE_SIMD_VNNI ? detail::kernels::kActivationBlock / 4 : 1;
+  static constexpr int kCodeBits = 4;
+  static constexpr int kGroupsPerStep = (MOE_SIMD_VNNI || MOE_SIMD_SDOT) ? detail::kernels::kActivationBlock / 4 : 1;
   MOE_ALWAYS_INLINE static void load_int8_group(const Code* group,
                                                 detail::simd::IVec (&w)[detail::kernels::kTileVectors]) {
     constexpr int V = detail::kernels::kTileVectors, kMask = 0x0F0F0F0F;

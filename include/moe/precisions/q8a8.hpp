@@ -1,6 +1,6 @@
 // moe/precisions/q8a8.hpp: q8's weights (precisions/q8.hpp) times activations quantised to int8 per token in
-// blocks of 32 (kernels/quantize.hpp): the dot products run on int8 x int8 in int32 (AVX-512 VNNI's
-// vpdpbusd where the target has it; kernels/int8_tile.hpp). The activations trade their exactness (a
+// blocks of 32 (kernels/quantize.hpp): the dot products run on int8 x int8 in int32 (each instruction set's
+// form: simd_int8.hpp's Int8Dot; kernels/int8_tile.hpp). The activations trade their exactness (a
 // relative error of up to 1/254 of each block's largest |x|, per projection input) for int8 dot products,
 // the kind llama.cpp's q8_0 path uses.
 #pragma once
@@ -45,6 +45,7 @@ struct q8a8 {
   // unrolls a loop of 8 completely by itself, and q8a8 runs faster kept a loop, for a reason not yet known
   // (docs/PERFORMANCE.md, decision "q8a8 keeps its group loop a loop").
   static constexpr int kCodeOffset = 128;
+  static constexpr int kCodeBits = 8;
   static constexpr int kGroupsPerStep = 1;
   MOE_ALWAYS_INLINE static void load_int8_group(const Code* group,
                                                 detail::simd::IVec (&w)[detail::kernels::kTileVectors]) {
