@@ -127,7 +127,7 @@ TEST_CASE_TEMPLATE("the int8 tile's dot product sums a whole block exactly, extr
     simd::IVec acc = Dot::kInt16Sums ? simd::broadcast_int(0) : first;
     for (int g = 0; g < kGroups; ++g)
       acc = Dot::step(acc, Dot::prepare(simd::load_int(w[g])), Dot::load_quad(x + 4 * g));
-    if (Dot::kInt16Sums) acc = Dot::finish(acc, first);
+    if constexpr (Dot::kInt16Sums) acc = Dot::finish(acc, first);
     alignas(64) std::int32_t lanes[W];
     simd::store_int(lanes, acc);
     for (int l = 0; l < W; ++l) {

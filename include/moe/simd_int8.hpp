@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 
 #include "simd.hpp"
@@ -234,7 +235,13 @@ struct Int8Dot {
   static constexpr bool kInt16Sums = CodeBits == 4 && MOE_SIMD_INT8_PAIRS;
   static constexpr std::int32_t kOffset = kSignedCodes ? 0 : kStoredOffset;
   // The groups whose sums one accumulator may take before finish: a whole activation block (8) in every case.
-  static constexpr int kMaxGroups = kInt16Sums ? 32767 / (2 * 15 * 128) : 1 << 20;
+  static constexpr int kMaxGroups = kInt16Sums ? 32767 / (2 * 15 * 128) : std::numeric_limits<int>::max();
+
+  // The codes as the dot product takes them: made signed (q itself) where kSignedCodes, else as stored.
+  MOE_ALWAYS_INLINE static IVec prepare(const IVec& codes) {
+    if constexpr (kSignedCodes) return codes ^ IVec(static_cast<std::int32_t>(0x80808080u));
+    return codes;
+  }
 
 #if MOE_SIMD_INT8_PAIRS
   struct SignedQuad {
@@ -250,10 +257,6 @@ struct Int8Dot {
     if constexpr (kSignedCodes) q.magnitude = IVec(_mm256_abs_epi8(q.x));
     return q;
   }
-  MOE_ALWAYS_INLINE static IVec prepare(const IVec& codes) {
-    if constexpr (kSignedCodes) return codes ^ IVec(static_cast<std::int32_t>(0x80808080u));
-    return codes;
-  }
   MOE_ALWAYS_INLINE static IVec step(const IVec& acc, const IVec& w, const Quad& q) {
     if constexpr (kSignedCodes) {
       const __m256i pairs = _mm256_maddubs_epi16(q.magnitude, _mm256_sign_epi8(w, q.x));
@@ -262,9 +265,9 @@ struct Int8Dot {
       return IVec(_mm256_add_epi16(acc, _mm256_maddubs_epi16(w, q.x)));
     }
   }
+  // Widens the int16 sums (kInt16Sums only: 4-bit codes) and adds the start.
   MOE_ALWAYS_INLINE static IVec finish(const IVec& acc, const IVec& start) {
-    if constexpr (kInt16Sums) return IVec(_mm256_add_epi32(_mm256_madd_epi16(acc, _mm256_set1_epi16(1)), start));
-    return acc;
+    return IVec(_mm256_add_epi32(_mm256_madd_epi16(acc, _mm256_set1_epi16(1)), start));
   }
 #elif MOE_SIMD_SDOT
   struct Quad {
@@ -273,20 +276,13 @@ struct Int8Dot {
   MOE_ALWAYS_INLINE static Quad load_quad(const std::int8_t* x) {
     return {vreinterpretq_s8_u32(vdupq_n_u32(lane_bits(x)))};
   }
-  MOE_ALWAYS_INLINE static IVec prepare(const IVec& codes) {
-    if constexpr (kSignedCodes) return codes ^ IVec(static_cast<std::int32_t>(0x80808080u));
-    return codes;
-  }
   MOE_ALWAYS_INLINE static IVec step(const IVec& acc, const IVec& w, const Quad& q) {
     return IVec(vdotq_s32(acc, vreinterpretq_s8_s32(w), q.x));
   }
-  MOE_ALWAYS_INLINE static IVec finish(const IVec& acc, const IVec&) { return acc; }
 #else
   using Quad = Int8Quad;
   MOE_ALWAYS_INLINE static Quad load_quad(const std::int8_t* x) { return simd::load_quad(x); }
-  MOE_ALWAYS_INLINE static IVec prepare(const IVec& codes) { return codes; }
   MOE_ALWAYS_INLINE static IVec step(const IVec& acc, const IVec& w, const Quad& q) { return dot_u8s8(acc, w, q); }
-  MOE_ALWAYS_INLINE static IVec finish(const IVec& acc, const IVec&) { return acc; }
 #endif
 };
 

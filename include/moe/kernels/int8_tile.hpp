@@ -75,7 +75,7 @@ MOE_ALWAYS_INLINE void multiply_tile_int8(const Int8Row* rows, const PanelRef<Pr
         detail::simd::IVec w[V];
         Precision::load_int8_group(codes, w);
         MOE_UNROLL for (int v = 0; v < V; ++v) {
-          if constexpr (Dot::kSignedCodes) w[v] = Dot::prepare(w[v]);
+          w[v] = Dot::prepare(w[v]);
           detail::simd::pin(w[v]);
         }
         MOE_UNROLL for (int r = 0; r < Rows; ++r) {
