@@ -1,7 +1,9 @@
-// fuzz/fuzz_config_json.cpp: libFuzzer target for json_util.hpp on arbitrary config.json text (fuzz/run.sh
-// builds and runs it). nlohmann parses without exceptions; the typical keys of a Hugging Face MoE config are
-// then read as the types a loader would ask for. A refusal must be a one-line moe::Error naming the file;
-// anything else (another exception, a crash, a sanitizer report) is a finding.
+// fuzz/fuzz_config_json.cpp: libFuzzer target for json_util.hpp and block_spec.hpp on arbitrary config.json
+// text (fuzz/run.sh builds and runs it). nlohmann parses without exceptions; the typical keys of a Hugging
+// Face MoE config are then read as the types a loader would ask for, and block_spec_from_json describes a
+// few layers of it (the family's sizes, routing and quantization_config). A refusal must be a one-line
+// moe::Error naming the file; anything else (another exception, a crash, a sanitizer report, a described
+// block whose sizes break the limits) is a finding.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -9,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <moe/io/block_spec.hpp>
 #include <moe/io/json_util.hpp>
 
 namespace {
@@ -19,9 +22,25 @@ void attempt(F&& read) {
     read();
   } catch (const moe::Error& e) {
     const std::string message = e.what();
-    if (message.rfind("moe::io::json_get: config.json", 0) != 0 || message.find('\n') != std::string::npos)
-      std::abort();
+    const bool named = message.rfind("moe::io::json_get: config.json", 0) == 0 ||
+                       message.rfind("moe::io::read_block_spec: config.json", 0) == 0 ||
+                       message.rfind("moe::io::read_block_spec: the layer of ", 0) == 0;
+    if (!named || message.find('\n') != std::string::npos) std::abort();
   }
+}
+
+// A block that block_spec_from_json describes must be within the limits it promises to check, with one
+// tensor name per expert.
+void describe(const nlohmann::json& j, const char* layer) {
+  attempt([&] {
+    const moe::io::BlockSpec s = moe::io::block_spec_from_json(j, "config.json", layer);
+    const moe::LayerConfig& c = s.config;
+    if (c.num_experts < 1 || c.num_experts > moe::kMaxExperts || c.top_k < 1 || c.top_k > c.num_experts ||
+        c.hidden_size < 1 || c.ffn_size < 1 || c.num_shared_experts < 0 || s.fp8_block_rows < 0 ||
+        s.fp8_block_cols < 0 || (s.fp8_block_rows == 0) != (s.fp8_block_cols == 0))
+      std::abort();
+    if (!s.fused && s.up.size() != std::size_t(c.num_experts)) std::abort();
+  });
 }
 
 void read_config(const nlohmann::json& j, const std::string& file) {
@@ -59,5 +78,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const auto nested = j.find("ffn_config");  // DBRX keeps its MoE keys one level down
     if (nested != j.end()) read_config(*nested, "config.json ffn_config");
   }
+  for (const char* layer : {"0", "1", "3", "encoder.1", "decoder.0"}) describe(j, layer);
   return 0;
 }

@@ -62,6 +62,9 @@ put("safetensors", "three_dtypes.safetensors", safetensors({
 put("safetensors", "scalar_and_empty.safetensors", safetensors({
     "s": {"dtype": "F32", "shape": [], "data_offsets": [0, 4]},
     "e": {"dtype": "BF16", "shape": [0, 3], "data_offsets": [4, 4]}}, f32(3)))
+put("safetensors", "f8_e4m3.safetensors", safetensors({
+    "w": {"dtype": "F8_E4M3", "shape": [2, 3], "data_offsets": [0, 6]},
+    "w_scale_inv": {"dtype": "F32", "shape": [1, 1], "data_offsets": [8, 12]}}, bytes([0x38, 0xB8, 0x7E, 0x01, 0x7F, 0xFF, 0, 0]) + f32(0.5)))
 put("safetensors", "metadata_only.safetensors", safetensors({"__metadata__": {}}, b""))
 put("safetensors", "bad_overlap.safetensors", safetensors({
     "a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
@@ -81,6 +84,16 @@ put("config", "deepseek_v3.json", json.dumps({
     "model_type": "deepseek_v3", "hidden_size": 64, "moe_intermediate_size": 32, "n_routed_experts": 16,
     "num_experts_per_tok": 4, "n_group": 4, "topk_group": 2, "norm_topk_prob": True,
     "routed_scaling_factor": 2.5, "first_k_dense_replace": 1, "n_shared_experts": None}))
+put("config", "deepseek_v3_fp8.json", json.dumps({
+    "model_type": "deepseek_v3", "hidden_size": 64, "moe_intermediate_size": 32, "n_routed_experts": 16,
+    "num_hidden_layers": 4, "num_experts_per_tok": 4, "n_group": 4, "topk_group": 2, "norm_topk_prob": True,
+    "routed_scaling_factor": 2.5, "first_k_dense_replace": 1, "n_shared_experts": 1, "torch_dtype": "bfloat16",
+    "quantization_config": {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
+                            "weight_block_size": [128, 128]}}))
+put("config", "qwen2_moe.json", json.dumps({
+    "model_type": "qwen2_moe", "hidden_size": 48, "moe_intermediate_size": 24, "shared_expert_intermediate_size": 40,
+    "num_hidden_layers": 4, "num_experts": 8, "num_experts_per_tok": 4, "decoder_sparse_step": 2,
+    "mlp_only_layers": [3]}))
 put("config", "dbrx.json", json.dumps({
     "model_type": "dbrx", "d_model": 64, "ffn_config": {"ffn_hidden_size": 96, "moe_num_experts": 4,
                                                        "moe_top_k": 2, "moe_normalize_expert_weights": 1}}))

@@ -7,8 +7,10 @@ For every family moe's checkpoint loader supports, OUT_DIR/<name>/ gets a config
 (or two shards and model.safetensors.index.json) holding only the tensors the MoE blocks need (plus the dense
 MLP of dense layers) under the names of the published checkpoints, and for each tested layer L an input_L.npy
 (tokens x hidden_size, float32) and expected_L.npy: the MoE block's output without the residual, computed in
-float64 from the stored weights (after their rounding to bf16 / f16) and the float32 input. OUT_DIR/MANIFEST.txt
-lists "<folder> <layer> <weight dtype>" for every (folder, layer) with reference files.
+float64 from the stored weights (after their rounding to bf16 / f16, or the FP8 codes times their block scales)
+and the float32 input. OUT_DIR/MANIFEST.txt lists "<folder> <layer> <weight dtype>" for every (folder, layer)
+with reference files, and "<folder> <layer> <weight dtype> <moe-run --dtype> <bar>" for the runs that convert
+the weights at load.
 
 Each block follows the transformers modeling code of its family (the function names are cited where they are
 implemented below). The inputs are redrawn until every routing decision has a clear margin, so that a float32
@@ -46,30 +48,96 @@ MARGIN = 1e-3  # minimum gap (in probability / score units) at every routing dec
 # Tensors and files
 
 
-class Checkpoint:
-    """The tensors of one model folder, in the order they are written, each as stored (f32 / bf16 / f16)."""
+def e4m3_table():
+    """The value of every e4m3fn code (OCP FP8 E4M3: sign, 4 exponent bits of bias 7, 3 mantissa bits,
+    subnormals, no infinities, S.1111.111 NaN), from the definition."""
+    c = np.arange(256)
+    e, m = (c >> 3) & 15, c & 7
+    magnitude = np.where(e == 0, np.ldexp(m.astype(np.float64), -9), np.ldexp((8 + m).astype(np.float64), e - 10))
+    values = np.where(c & 0x80, -magnitude, magnitude)
+    values[(c & 0x7F) == 0x7F] = np.nan
+    return values
 
-    def __init__(self, rng, dtype):
+
+E4M3 = e4m3_table()
+
+
+def e4m3_encode(x):
+    """The e4m3fn codes of float64 values |x| <= 448: round to nearest, ties to the even code."""
+    magnitudes = E4M3[:0x7F]  # codes 0 .. 0x7e, increasing
+    a = np.abs(x)
+    assert (a <= 448.0).all()
+    hi = np.minimum(np.searchsorted(magnitudes, a), 0x7E)
+    lo = np.maximum(hi - 1, 0)
+    below, above = a - magnitudes[lo], magnitudes[hi] - a
+    pick = np.where(below < above, lo, np.where(above < below, hi, np.where(lo % 2 == 0, lo, hi)))
+    return (pick | np.where(np.signbit(x), 0x80, 0)).astype(np.uint8)
+
+
+class RawTensor:
+    """A tensor stored as raw bytes of a safetensors dtype torch 1.13 lacks (F8_E4M3)."""
+
+    def __init__(self, st_dtype, shape, data):
+        self.st_dtype, self.shape, self.data = st_dtype, tuple(shape), data
+
+
+class Checkpoint:
+    """The tensors of one model folder, in the order they are written, each as stored (f32 / bf16 / f16, or
+    F8_E4M3 codes with block scales)."""
+
+    def __init__(self, rng, dtype, fp8_block=None):
         self.rng = rng
         self.dtype = dtype
+        self.fp8_block = fp8_block  # (rows, cols): expert and shared-expert weights are stored as FP8
         self.tensors = {}
 
-    def add(self, name, shape, std, dtype=None, values=None):
+    def add(self, name, shape, std, dtype=None, values=None, fp8=False):
         """Draws a tensor (normal, standard deviation std, or the given values), stores it rounded to the
-        folder's dtype (or dtype) and returns the stored values as float64."""
+        folder's dtype (or dtype) and returns the stored values as float64. With fp8 (and a folder with an
+        fp8_block) the tensor is stored as e4m3 codes, with float32 scales max|block| / 448 per block in
+        name + "_scale_inv", as DeepSeek-V3's FP8 checkpoints are; the values returned are code * scale."""
         if values is None:
             values = self.rng.standard_normal(shape) * std
-        stored = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64)).to(torch.float32)
-        stored = stored.to(TORCH_DTYPE[dtype or self.dtype])
+        values = np.ascontiguousarray(values, dtype=np.float64)
         assert name not in self.tensors, name
+        if fp8 and self.fp8_block:
+            return self._add_fp8(name, values)
+        stored = torch.from_numpy(values).to(torch.float32)
+        stored = stored.to(TORCH_DTYPE[dtype or self.dtype])
         self.tensors[name] = stored
         return stored.to(F64)
+
+    def _add_fp8(self, name, values):
+        br, bc = self.fp8_block
+        rows, cols = values.shape
+        nbr, nbc = -(-rows // br), -(-cols // bc)
+        scales = np.zeros((nbr, nbc), dtype=np.float32)
+        codes = np.zeros((rows, cols), dtype=np.uint8)
+        decoded = np.zeros((rows, cols), dtype=np.float64)
+        for i in range(nbr):
+            for j in range(nbc):
+                block = values[i * br:(i + 1) * br, j * bc:(j + 1) * bc]
+                scale = np.float32(np.abs(block).max() / 448.0)
+                scales[i, j] = scale
+                # the float32 scale may round below max / 448: clamp as DeepSeek's quantiser does
+                c = e4m3_encode(np.clip(block / np.float64(scale), -448.0, 448.0))
+                codes[i * br:(i + 1) * br, j * bc:(j + 1) * bc] = c
+                decoded[i * br:(i + 1) * br, j * bc:(j + 1) * bc] = E4M3[c] * np.float64(scale)
+        self.tensors[name] = RawTensor("F8_E4M3", (rows, cols), codes.tobytes())
+        self.tensors[name + "_scale_inv"] = torch.from_numpy(scales)
+        return torch.from_numpy(decoded)
 
     def f64(self, name):
         return self.tensors[name].to(F64)
 
 
+def st_dtype(t):
+    return t.st_dtype if isinstance(t, RawTensor) else SAFETENSORS_DTYPE[t.dtype]
+
+
 def tensor_bytes(t):
+    if isinstance(t, RawTensor):
+        return t.data
     t = t.contiguous()
     if t.dtype == torch.bfloat16:
         return t.view(torch.int16).numpy().astype("<i2").tobytes()
@@ -85,7 +153,7 @@ def write_safetensors(path, items):
     offset = 0
     for name, t in items:
         data = tensor_bytes(t)
-        header[name] = {"dtype": SAFETENSORS_DTYPE[t.dtype], "shape": list(t.shape),
+        header[name] = {"dtype": st_dtype(t), "shape": list(t.shape),
                         "data_offsets": [offset, offset + len(data)]}
         offset += len(data)
         blobs.append(data)
@@ -359,13 +427,23 @@ def qwen2_moe(seed, name, dtype):
     return c, ck, layers
 
 
-def qwen3_moe(seed, name, dtype):
+def fp8_config(c, fp8_block):
+    """config.json's quantization_config as DeepSeek-V3/R1 and Qwen3 FP8 publish it (their blocks are
+    [128, 128]; the tests also use blocks that do not divide the tensors)."""
+    if fp8_block:
+        c["quantization_config"] = {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
+                                    "weight_block_size": list(fp8_block)}
+    return c
+
+
+def qwen3_moe(seed, name, dtype, fp8_block=None):
     c = {"architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "hidden_size": 64,
          "intermediate_size": 96, "moe_intermediate_size": 32, "num_hidden_layers": 2, "num_experts": 16,
          "num_experts_per_tok": 4, "norm_topk_prob": True, "decoder_sparse_step": 1, "mlp_only_layers": [],
          "hidden_act": "silu", "output_router_logits": False, "router_aux_loss_coef": 0.001,
          "torch_dtype": CONFIG_DTYPE[dtype]}
-    return _glu_family(seed, name, dtype, c, c["moe_intermediate_size"], c["num_experts"])
+    return _glu_family(seed, name, dtype, fp8_config(c, fp8_block), c["moe_intermediate_size"], c["num_experts"],
+                       fp8_block)
 
 
 def olmoe(seed, name, dtype):
@@ -376,16 +454,16 @@ def olmoe(seed, name, dtype):
     return _glu_family(seed, name, dtype, c, c["intermediate_size"], c["num_experts"])
 
 
-def _glu_family(seed, name, dtype, c, F, E):
+def _glu_family(seed, name, dtype, c, F, E, fp8_block=None):
     """qwen3_moe and olmoe: model.layers.L.mlp.gate / experts.e.{gate,up,down}_proj, every layer sparse."""
     rng = folder_rng(seed, name)
-    ck = Checkpoint(rng, dtype)
+    ck = Checkpoint(rng, dtype, fp8_block)
     H = c["hidden_size"]
     layers = {}
     for L in range(c["num_hidden_layers"]):
         p = "model.layers.%d.mlp." % L
         router = ck.add(p + "gate.weight", (E, H), 1.5 / H ** 0.5)
-        experts = [tuple(ck.add(p + "experts.%d.%s.weight" % (e, w), shape, 1 / shape[1] ** 0.5)
+        experts = [tuple(ck.add(p + "experts.%d.%s.weight" % (e, w), shape, 1 / shape[1] ** 0.5, fp8=True)
                          for w, shape in (("gate_proj", (F, H)), ("up_proj", (F, H)), ("down_proj", (H, F))))
                    for e in range(E)]
         x, y = draw_input(rng, TOKENS, H, lambda x, m: block_topk_glu(
@@ -394,33 +472,36 @@ def _glu_family(seed, name, dtype, c, F, E):
     return c, ck, layers
 
 
-def deepseek_v3(seed, name, dtype):
+def deepseek_v3(seed, name, dtype, fp8_block=None):
     # e_score_correction_bias stays float32, as in the published bf16 checkpoints
-    # (DeepseekV3PreTrainedModel._keep_in_fp32_modules_strict); the other tensors are in `dtype`.
+    # (DeepseekV3PreTrainedModel._keep_in_fp32_modules_strict); the other tensors are in `dtype`, or with
+    # fp8_block the MLP weights are F8_E4M3 with block scales and the router stays bf16, as in the published
+    # FP8 checkpoints.
     c = {"architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3", "hidden_size": 56,
          "intermediate_size": 96, "moe_intermediate_size": 32, "num_hidden_layers": 3, "n_routed_experts": 16,
          "n_shared_experts": 1, "num_experts_per_tok": 4, "n_group": 4, "topk_group": 2, "norm_topk_prob": True,
          "routed_scaling_factor": 2.5, "first_k_dense_replace": 1, "moe_layer_freq": 1, "scoring_func": "sigmoid",
          "topk_method": "noaux_tc", "hidden_act": "silu", "torch_dtype": CONFIG_DTYPE[dtype]}
+    fp8_config(c, fp8_block)
     rng = folder_rng(seed, name)
-    ck = Checkpoint(rng, dtype)
+    ck = Checkpoint(rng, dtype, fp8_block)
     H, E = c["hidden_size"], c["n_routed_experts"]
     layers = {}
     for L in range(c["num_hidden_layers"]):
         p = "model.layers.%d.mlp." % L
         if L < c["first_k_dense_replace"]:  # DeepseekV3MLP of intermediate_size
             F = c["intermediate_size"]
-            ck.add(p + "gate_proj.weight", (F, H), 1 / H ** 0.5)
-            ck.add(p + "up_proj.weight", (F, H), 1 / H ** 0.5)
-            ck.add(p + "down_proj.weight", (H, F), 1 / F ** 0.5)
+            ck.add(p + "gate_proj.weight", (F, H), 1 / H ** 0.5, fp8=True)
+            ck.add(p + "up_proj.weight", (F, H), 1 / H ** 0.5, fp8=True)
+            ck.add(p + "down_proj.weight", (H, F), 1 / F ** 0.5, fp8=True)
             continue
         F, Fs = c["moe_intermediate_size"], c["moe_intermediate_size"] * c["n_shared_experts"]
         router = ck.add(p + "gate.weight", (E, H), 1.5 / H ** 0.5)
         bias = ck.add(p + "gate.e_score_correction_bias", (E,), 0.08, dtype="f32")
-        experts = [tuple(ck.add(p + "experts.%d.%s.weight" % (e, w), shape, 1 / shape[1] ** 0.5)
+        experts = [tuple(ck.add(p + "experts.%d.%s.weight" % (e, w), shape, 1 / shape[1] ** 0.5, fp8=True)
                          for w, shape in (("gate_proj", (F, H)), ("up_proj", (F, H)), ("down_proj", (H, F))))
                    for e in range(E)]
-        shared = tuple(ck.add(p + "shared_experts.%s.weight" % w, shape, 1 / shape[1] ** 0.5)
+        shared = tuple(ck.add(p + "shared_experts.%s.weight" % w, shape, 1 / shape[1] ** 0.5, fp8=True)
                        for w, shape in (("gate_proj", (Fs, H)), ("up_proj", (Fs, H)), ("down_proj", (H, Fs))))
 
         def compute(x, m):
@@ -533,7 +614,20 @@ def mixtral_by_loops(x, ck, L, c):
     return out
 
 
+def e4m3_check():
+    """The NumPy e4m3 codec, exhaustively: every code re-encodes to itself, and values halfway between two
+    neighbours go to the even code."""
+    for c in range(256):
+        if (c & 0x7F) != 0x7F:
+            assert int(e4m3_encode(np.array([E4M3[c]]))[0]) == c, c
+    assert E4M3[0x7E] == 448.0 and E4M3[0x01] == 2.0 ** -9 and E4M3[0x38] == 1.0
+    for c in range(0x7E):
+        middle = (E4M3[c] + E4M3[c + 1]) / 2
+        assert int(e4m3_encode(np.array([middle]))[0]) == (c if c % 2 == 0 else c + 1), c
+
+
 def self_check(out_dir, built):
+    e4m3_check()
     for name in ("mixtral", "mixtral_bf16"):
         c, ck, layers = built[name]
         for layer, (x, y, _) in layers.items():
@@ -558,7 +652,7 @@ def self_check(out_dir, built):
         assert list(sorted(stored)) == sorted(ck.tensors), name
         for tensor_name, t in ck.tensors.items():
             dtype, shape, data = stored[tensor_name]
-            assert dtype == SAFETENSORS_DTYPE[t.dtype] and shape == list(t.shape) and data == tensor_bytes(t)
+            assert dtype == st_dtype(t) and shape == list(t.shape) and data == tensor_bytes(t)
         for layer, (x, y, _) in layers.items():
             assert np.array_equal(np.load(os.path.join(folder, "input_%s.npy" % layer)), x.astype(np.float32))
             assert np.array_equal(np.load(os.path.join(folder, "expected_%s.npy" % layer)), y.astype(np.float32))
@@ -587,6 +681,9 @@ def main():
         ("qwen3_moe", qwen3_moe, "bf16", 1),
         ("olmoe", olmoe, "f32", 1),
         ("deepseek_v3", deepseek_v3, "bf16", 1),
+        # FP8 as published: e4m3 weights with block scales; blocks that cut the 56 x 32 tensors unevenly.
+        ("deepseek_v3_fp8", lambda s, n, d: deepseek_v3(s, n, d, fp8_block=(16, 24)), "bf16", 1),
+        ("qwen3_moe_fp8", lambda s, n, d: qwen3_moe(s, n, d, fp8_block=(128, 128)), "bf16", 1),
         ("dbrx", dbrx, "f16", 1),
         ("switch_transformers", lambda s, n, d: switch_transformers(s, n, d, args.switch_dropped), "f32", 1),
     ]
@@ -596,12 +693,16 @@ def main():
         c, ck, layers = family(args.seed, name, dtype)
         write_folder(args.out_dir, name, c, ck, layers, shards)
         built[name] = (c, ck, layers)
-        manifest += ["%s %s %s" % (name, layer, dtype) for layer in layers]
+        label = "fp8" if "quantization_config" in c else dtype
+        manifest += ["%s %s %s" % (name, layer, label) for layer in layers]
     # The sharded variant: olmoe's very tensors, config and references, in two files plus the index.
     c, ck, layers = built["olmoe"]
     write_folder(args.out_dir, "olmoe_sharded", c, ck, layers, shards=2)
     built["olmoe_sharded"] = built["olmoe"]
     manifest += ["olmoe_sharded %s f32" % layer for layer in layers]
+    # FP8 weights converted at load into other precisions: "<folder> <layer> fp8 <--dtype> <bar>", the bar
+    # (max|Y - reference| / max|reference|) a few times the rounding those precisions add on these shapes.
+    manifest += ["deepseek_v3_fp8 1 fp8 bf16 1e-2", "deepseek_v3_fp8 2 fp8 f16 2e-3", "qwen3_moe_fp8 1 fp8 q8 5e-2"]
     with open(os.path.join(args.out_dir, "MANIFEST.txt"), "w") as f:
         f.write("\n".join(manifest) + "\n")
 

@@ -8,6 +8,8 @@
 #include <limits>
 #include <vector>
 
+#include <moe/detail/small_floats.hpp>
+
 #include "kernel_check.hpp"
 
 using kernel_check::bits_float;
@@ -22,7 +24,33 @@ double f16_value(std::uint16_t h) {
   return sign ? -magnitude : magnitude;
 }
 
+// e4m3fn by its definition (OCP 8-bit floating point, E4M3): sign, 4-bit exponent (bias 7), 3-bit fraction,
+// subnormals below 2^-6, no infinities, S.1111.111 is NaN.
+double e4m3_value(std::uint8_t c) {
+  const int sign = c >> 7, exponent = (c >> 3) & 15, fraction = c & 7;
+  const double magnitude = exponent == 0 ? std::ldexp(fraction, -9) : std::ldexp(8 + fraction, exponent - 10);
+  return sign ? -magnitude : magnitude;
+}
+
 }  // namespace
+
+TEST_CASE("e4m3 decodes every code by its definition") {
+  for (std::uint32_t c = 0; c < 256; ++c) {
+    const std::uint8_t code = std::uint8_t(c);
+    const float value = moe::detail::e4m3_to_float(code);
+    CHECK(moe::detail::e4m3_is_nan(code) == ((c & 0x7f) == 0x7f));
+    if ((c & 0x7f) == 0x7f) {
+      CHECK(std::isnan(value));
+      continue;
+    }
+    REQUIRE(double(value) == e4m3_value(code));
+    REQUIRE(std::signbit(value) == bool(c & 0x80));  // 0x80 is -0
+  }
+  CHECK(moe::detail::e4m3_to_float(0x7e) == moe::detail::kE4m3Max);
+  CHECK(moe::detail::e4m3_to_float(0x38) == 1.0f);
+  CHECK(moe::detail::e4m3_to_float(0x01) == std::ldexp(1.0f, -9));
+  CHECK(moe::detail::e4m3_to_float(0xfe) == -448.0f);
+}
 
 TEST_CASE("f16 decodes every code by its definition and re-encodes it exactly") {
   for (std::uint32_t h = 0; h < 65536; ++h) {

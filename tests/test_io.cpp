@@ -15,11 +15,13 @@
 #include <vector>
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
+#include <moe/io/block_spec.hpp>
 #include <moe/io/json_util.hpp>
 #include <moe/io/npy.hpp>
 #include <moe/io/safetensors.hpp>
@@ -463,7 +465,7 @@ TEST_CASE("safetensors: every broken file is refused with one line naming the fi
   entry(R"({"dtype": "F32", "shape": [6], "data_offsets": {"begin": 0}})",
         {"tensor 't': 'data_offsets' is a JSON object"});
   entry(R"({"dtype": "I64", "shape": [3], "data_offsets": [0, 24]})",
-        {"tensor 't' has dtype 'I64', which is not supported (supported: F32, BF16, F16)"});
+        {"tensor 't' has dtype 'I64', which is not supported (supported: F32, BF16, F16, F8_E4M3)"});
   entry(R"({"dtype": "F32", "shape": [-6], "data_offsets": [0, 24]})", {"tensor 't': shape entry 0 is negative (-6)"});
   entry(R"({"dtype": "F32", "shape": [2, 3.0], "data_offsets": [0, 24]})",
         {"tensor 't': shape entry 1 is 3.0, not an integer"});
@@ -509,8 +511,45 @@ TEST_CASE("safetensors: every broken file is refused with one line naming the fi
   SUBCASE("files that are not there") {
     check_error([&] { moe::io::SafetensorsFile f(dir / "none.safetensors"); },
                 {"cannot open " + (dir / "none.safetensors") + ": No such file or directory"});
-    check_error([&] { moe::io::SafetensorsFile f(dir.path().string()); }, {"cannot open", "Is a directory"});
+    check_error([&] { moe::io::SafetensorsFile f(dir.path().string()); },
+                {"cannot open", "it is a folder, not a regular file"});
   }
+}
+
+TEST_CASE("safetensors: F8_E4M3 tensors read as their e4m3 values, one byte each") {
+  TempDir dir;
+  const std::string path = dir / "f8.safetensors";
+  const std::string codes = std::string("\x38\xb8\x7e\x01\x00\x80", 6);  // 1, -1, 448, 2^-9, 0, -0
+  write_file(path, safetensors_bytes(R"({"w": {"dtype": "F8_E4M3", "shape": [2, 3], "data_offsets": [0, 6]}})", codes));
+  moe::io::SafetensorsFile file(path);
+  const moe::io::TensorView& w = *file.find("w");
+  CHECK(w.dtype == moe::io::DType::F8_E4M3);
+  CHECK(moe::io::dtype_size(w.dtype) == 1);
+  CHECK(std::string(moe::io::dtype_name(w.dtype)) == "F8_E4M3");
+  CHECK(moe::io::as_f32_if_possible(w) == nullptr);
+  float v[6];
+  moe::io::to_float(w, v);
+  CHECK(v[0] == 1.0f);
+  CHECK(v[1] == -1.0f);
+  CHECK(v[2] == 448.0f);
+  CHECK(v[3] == std::ldexp(1.0f, -9));
+  CHECK(v[4] == 0.0f);
+  CHECK(std::signbit(v[5]));
+  write_file(path, safetensors_bytes(R"({"w": {"dtype": "F8_E4M3", "shape": [2, 3], "data_offsets": [0, 12]}})",
+                                     codes + codes));
+  check_error([&] { moe::io::SafetensorsFile f(path); }, {"tensor 'w'", "hold 12 bytes", "needs 6"});
+}
+
+TEST_CASE("readers refuse a FIFO (or any file that is not a regular file) at once, without waiting for a writer") {
+  TempDir dir;
+  const std::string fifo = dir / "pipe";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  check_error([&] { moe::io::SafetensorsFile f(fifo); },
+              {"cannot open " + fifo + ": it is a FIFO, not a regular file"});
+  check_error([&] { moe::io::read_npy(fifo); }, {"cannot open " + fifo, "FIFO"});
+  ::mkdir((dir / "model").c_str(), 0700);
+  REQUIRE(::mkfifo((dir / "model/config.json").c_str(), 0600) == 0);
+  check_error([&] { moe::io::read_block_spec(dir / "model", "0"); }, {"config.json", "it is a FIFO"});
 }
 
 TEST_CASE("safetensors: adjacent tensors and gaps are fine") {

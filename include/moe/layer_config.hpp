@@ -9,6 +9,10 @@
 namespace moe {
 inline namespace MOE_TARGET_NAMESPACE {
 
+// The most routed (and shared) experts a layer takes; io/ checks a config.json against it before naming a
+// single expert tensor.
+inline constexpr int kMaxExperts = 1 << 16;
+
 // The run-time shape of a layer. Sizes are the model's: hidden_size is the token width, ffn_size an
 // expert's hidden width (Hugging Face's intermediate_size / moe_intermediate_size).
 struct LayerConfig {
@@ -55,9 +59,11 @@ inline void check_config_sizes(LayerConfig& config, int fixed_experts, int fixed
         config.top_k >= 1 && config.top_k <= experts, where,
         "top_k must be in [1, num_experts = " + std::to_string(experts) + "], got " + std::to_string(config.top_k));
   }
-  MOE_CHECK(config.num_shared_experts >= 0 && config.num_shared_experts <= (1 << 16), where,
-            "num_shared_experts must be in [0, 65536], got " + std::to_string(config.num_shared_experts));
-  MOE_CHECK(experts <= (1 << 16), where, "num_experts must be <= 65536, got " + std::to_string(experts));
+  MOE_CHECK(config.num_shared_experts >= 0 && config.num_shared_experts <= kMaxExperts, where,
+            "num_shared_experts must be in [0, " + std::to_string(kMaxExperts) + "], got " +
+                std::to_string(config.num_shared_experts));
+  MOE_CHECK(experts <= kMaxExperts, where,
+            "num_experts must be <= " + std::to_string(kMaxExperts) + ", got " + std::to_string(experts));
   MOE_CHECK(config.shared_ffn_size >= 0, where, "shared_ffn_size must be >= 0");
 }
 

@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -41,15 +42,24 @@ def write_safetensors(path, header, body):
         f.write(struct.pack("<Q", len(text)) + text + body)
 
 
-def case(title, expected, model, layer="1", x=None, output=None, extra=()):
-    """Runs moe-run and checks the refusal."""
+def case(title, expected, model, layer="1", x=None, output=None, extra=(), seconds=60):
+    """Runs moe-run and checks the refusal, which must come within `seconds` (ten times that under an
+    emulator): a refusal that first allocates or iterates over a declared size, or waits on a FIFO, fails."""
     global passed, failed
     if x is None:
         x = os.path.join(DIR, "mixtral", "input_1.npy")
     if output is None:
         output = os.path.join(work, "out-%d.npy" % (passed + failed))
     command = [*EMULATOR, MOE_RUN, "--model", model, "--layer", layer, "--input", x, "--output", output, *extra]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    limit = seconds * (10 if EMULATOR else 1)
+    start = time.monotonic()
+    try:
+        run = subprocess.run(command, capture_output=True, text=True, timeout=limit)
+    except subprocess.TimeoutExpired:
+        failed += 1
+        print("FAILED %s: still running after %g s" % (title, limit))
+        return
+    elapsed = time.monotonic() - start
     message = run.stderr.strip()
     problems = []
     if run.returncode == 0:
@@ -60,6 +70,8 @@ def case(title, expected, model, layer="1", x=None, output=None, extra=()):
         problems.append("not one line")
     if os.path.exists(output):
         problems.append("an output file was left")
+    if elapsed > limit:
+        problems.append("took %.1f s" % elapsed)
     if problems:
         failed += 1
         print("FAILED %s: %s\n  stderr: %s" % (title, ", ".join(problems), message))
@@ -161,6 +173,134 @@ case("Inf in the input", "token 2 has NaN or Inf", mixtral, x=nan_path)
 
 case("unwritable output path", "cannot write", mixtral, output=os.path.join(work, "no-such-dir", "y.npy"))
 case("missing input file", "cannot open", mixtral, x=os.path.join(work, "missing.npy"))
+
+# ---- config.json values: refused by the key, before anything is allocated or iterated for them -------------
+
+
+def edited_config(name, **changes):
+    folder = copy(name)
+    with open(os.path.join(folder, "config.json")) as f:
+        config = json.load(f)
+    for key, value in changes.items():
+        if value is None:
+            config.pop(key, None)
+        else:
+            config[key] = value
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(config, f)
+    return folder
+
+
+for experts in (1000000, 100000000, 2147483647):
+    case("num_local_experts = %d" % experts, "key 'num_local_experts' = %d is out of range" % experts,
+         edited_config("mixtral", num_local_experts=experts), seconds=5)
+case("num_experts_per_tok above the experts", "key 'num_experts_per_tok' = 9 is out of range",
+     edited_config("mixtral", num_experts_per_tok=9))
+case("intermediate_size far above the tensors", "config.json implies",
+     edited_config("mixtral", intermediate_size=1 << 29), seconds=5)
+case("intermediate_size negative", "key 'intermediate_size' = -56 is out of range",
+     edited_config("mixtral", intermediate_size=-56))
+deepseek_x = os.path.join(DIR, "deepseek_v3", "input_1.npy")
+case("negative routed_scaling_factor", "key 'routed_scaling_factor' = -2.500000 must be positive",
+     edited_config("deepseek_v3", routed_scaling_factor=-2.5), x=deepseek_x)
+case("negative n_shared_experts", "key 'n_shared_experts' = -1 is out of range",
+     edited_config("deepseek_v3", n_shared_experts=-1), x=deepseek_x)
+case("negative first_k_dense_replace", "key 'first_k_dense_replace' = -1 is out of range",
+     edited_config("deepseek_v3", first_k_dense_replace=-1), x=deepseek_x)
+case("topk_group above n_group", "key 'topk_group' = 5 is out of range",
+     edited_config("deepseek_v3", topk_group=5), x=deepseek_x)
+qwen_x = os.path.join(DIR, "qwen2_moe", "input_1.npy")
+case("mlp_only_layers as a string", "key 'mlp_only_layers' has the wrong type",
+     edited_config("qwen2_moe", mlp_only_layers="3"), x=qwen_x)
+case("mlp_only_layers holding a negative number", "key 'mlp_only_layers' holds -1",
+     edited_config("qwen2_moe", mlp_only_layers=[-1]), x=qwen_x)
+case("decoder_sparse_step of 0", "key 'decoder_sparse_step' = 0 is out of range",
+     edited_config("qwen2_moe", decoder_sparse_step=0), x=qwen_x)
+
+# ---- FIFOs in place of the files: refused at once, never waited on ---------------------------------------
+
+for target in ("config.json", "model.safetensors", "model.safetensors.index.json", "shard", "input"):
+    folder = copy("olmoe_sharded" if target in ("model.safetensors.index.json", "shard") else "mixtral")
+    x = os.path.join(DIR, "mixtral", "input_1.npy")
+    if target == "shard":
+        path = os.path.join(folder, "model-00002-of-00002.safetensors")
+        x = os.path.join(DIR, "olmoe_sharded", "input_1.npy")
+    elif target == "input":
+        path = x = os.path.join(work, "fifo-input.npy")
+    else:
+        path = os.path.join(folder, target)
+        if target == "model.safetensors.index.json":
+            x = os.path.join(DIR, "olmoe_sharded", "input_1.npy")
+    if os.path.exists(path):
+        os.remove(path)
+    os.mkfifo(path)
+    case("a FIFO as the %s" % target, "it is a FIFO, not a regular file", folder, x=x, seconds=5)
+    os.remove(path)
+
+# ---- FP8 checkpoints (F8_E4M3 weights with block scales) -----------------------------------------------------
+
+fp8 = os.path.join(DIR, "deepseek_v3_fp8")
+fp8_x = os.path.join(fp8, "input_1.npy")
+expert = "model.layers.1.mlp.experts.3.up_proj.weight"
+
+
+def edited_tensors(name, edit):
+    folder = copy(name)
+    path = os.path.join(folder, "model.safetensors")
+    header, body = read_safetensors(path)
+    body = bytearray(body)
+    edit(header, body)
+    write_safetensors(path, header, bytes(body))
+    return folder
+
+
+def drop_scales(header, body):
+    del header[expert + "_scale_inv"]
+
+
+case("an FP8 weight without its scales", "'%s_scale_inv' are missing" % expert, edited_tensors("deepseek_v3_fp8", drop_scales),
+     x=fp8_x)
+
+
+def reshape_scales(header, body):
+    header[expert + "_scale_inv"]["shape"] = [3, 2]
+
+
+case("FP8 scales of the wrong shape", "in blocks of 16 x 24 needs [2, 3]",
+     edited_tensors("deepseek_v3_fp8", reshape_scales), x=fp8_x)
+
+
+def nan_code(header, body):
+    begin = header[expert]["data_offsets"][0]
+    body[begin + 5] = 0x7F
+
+
+case("a NaN FP8 code", "tensor '%s' has a NaN code at (0, 5)" % expert, edited_tensors("deepseek_v3_fp8", nan_code),
+     x=fp8_x)
+
+
+def nan_scale(header, body):
+    begin = header[expert + "_scale_inv"]["data_offsets"][0]
+    body[begin + 4:begin + 8] = struct.pack("<f", float("nan"))
+
+
+case("a NaN FP8 block scale", "'%s_scale_inv' has NaN or Inf at block (0, 1)" % expert,
+     edited_tensors("deepseek_v3_fp8", nan_scale), x=fp8_x)
+case("FP8 weights without a quantization_config", "is F8_E4M3, but config.json has no quantization_config",
+     edited_config("deepseek_v3_fp8", quantization_config=None), x=fp8_x)
+case("a quantization method that is not fp8", "quant_method 'gptq' is not supported",
+     edited_config("deepseek_v3_fp8", quantization_config={"quant_method": "gptq", "bits": 4}), x=fp8_x)
+case("an fp8 format that is not e4m3", "fmt 'e5m2' is not supported",
+     edited_config("deepseek_v3_fp8", quantization_config={"quant_method": "fp8", "fmt": "e5m2",
+                                                           "weight_block_size": [16, 24]}), x=fp8_x)
+case("per-tensor fp8 scales", "weight_block_size must be [rows, columns]",
+     edited_config("deepseek_v3_fp8", quantization_config={"quant_method": "fp8", "fmt": "e4m3"}), x=fp8_x)
+case("an fp8 block of 0 rows", "key 'weight_block_size' = 0 is out of range",
+     edited_config("deepseek_v3_fp8", quantization_config={"quant_method": "fp8", "weight_block_size": [0, 24]}),
+     x=fp8_x)
+case("fp8 blocks other than the scales'", "needs [1, 1]",
+     edited_config("deepseek_v3_fp8", quantization_config={"quant_method": "fp8", "weight_block_size": [128, 128]}),
+     x=fp8_x)
 
 shutil.rmtree(work)
 print("%d passed, %d failed" % (passed, failed))

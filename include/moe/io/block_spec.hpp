@@ -23,8 +23,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <filesystem>
-#include <fstream>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -65,8 +66,13 @@ struct BlockSpec {
   int capacity = 0;
 
   // The weights' dtype config.json declares (torch_dtype, or dtype): "float32", "bfloat16", "float16"; empty
-  // when it declares none. Every expert tensor must have it.
+  // when it declares none. Every expert tensor must have it, or be F8_E4M3 under fp8_block.
   std::string declared_dtype;
+  // quantization_config {quant_method: fp8, fmt: e4m3, weight_block_size: [rows, cols]}: an F8_E4M3 tensor
+  // W (out x in) is stored with W_scale_inv, f32 of ceil(out / rows) x ceil(in / cols), and its value is
+  // code * scale of its block (transformers' integrations/finegrained_fp8.py, FP8Linear's weight and
+  // weight_scale_inv). {0, 0}: config.json has no such quantization_config, and F8 tensors are refused.
+  Index fp8_block_rows = 0, fp8_block_cols = 0;
 
   std::string router_tensor;
   // Per routed expert (W[out][in]); gate empty for plain MLPs. DBRX's fused tensors instead: see fused.
@@ -78,12 +84,15 @@ struct BlockSpec {
 
 namespace detail {
 
+// config.json, read through io/file.hpp's MappedFile: a FIFO or anything else that is not a regular file is
+// refused before a byte is read, and nlohmann's parse errors become one line naming the file.
 inline nlohmann::json read_json_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  MOE_CHECK(in.good(), "io::read_block_spec", "cannot open " + path);
-  nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
-  MOE_CHECK(!j.is_discarded(), "io::read_block_spec", path + " is not valid JSON");
-  MOE_CHECK(j.is_object(), "io::read_block_spec", path + " is not a JSON object");
+  const char* where = "io::read_block_spec";
+  const MappedFile file(path, where);
+  nlohmann::json j = file.size() == 0 ? nlohmann::json(nlohmann::json::value_t::discarded)
+                                      : nlohmann::json::parse(file.data(), file.data() + file.size(), nullptr, false);
+  MOE_CHECK(!j.is_discarded(), where, path + " is not valid JSON");
+  MOE_CHECK(j.is_object(), where, path + " is not a JSON object");
   return j;
 }
 
@@ -92,7 +101,7 @@ inline Activation activation_named(const std::string& name, const std::string& f
   if (name == "gelu") return Activation::GELU;
   if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast") return Activation::GELUTanh;
   if (name == "relu") return Activation::ReLU;
-  detail::fail("io::read_block_spec", file + ": unsupported activation '" + name +
+  detail::fail("io::read_block_spec", file + ": unsupported activation '" + quoted_text(name) +
                                           "' (supported: silu, gelu, gelu_new, gelu_pytorch_tanh, relu)");
 }
 
@@ -103,27 +112,83 @@ inline int parse_index(const std::string& text, const std::string& what) {
   return std::stoi(text);
 }
 
-template <class T>
-bool contains(const nlohmann::json& list, T value) {
-  if (!list.is_array()) return false;
-  for (const auto& v : list)
-    if (v.is_number_integer() && v.get<T>() == value) return true;
-  return false;
+// The largest layer count, hidden size and FFN width a config.json may declare: far beyond every published
+// model, and small enough that no product of two of them overflows an Index.
+inline constexpr int kMaxLayers = 1 << 20;
+inline constexpr Index kMaxWidth = Index(1) << 30;
+
+// Whether the integer list j[key] (absent or null: empty) holds `value`; anything but a list of integers is
+// refused, naming the key.
+inline bool listed(const nlohmann::json& j, const std::string& key, int value, const std::string& file) {
+  const auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return false;
+  MOE_CHECK(it->is_array(), "io::read_block_spec",
+            file + ": key '" + key + "' has the wrong type (expected a list of layer numbers, got " +
+                json_value_kind(*it) + ")");
+  bool found = false;
+  for (const auto& v : *it) {
+    MOE_CHECK(v.is_number_unsigned(), "io::read_block_spec",
+              file + ": key '" + key + "' holds " + v.dump() + ", not a layer number");
+    found = found || v.get<std::uint64_t>() == std::uint64_t(value);
+  }
+  return found;
 }
 
 }  // namespace detail
 
-// Reads DIR/config.json and describes the MoE block of `layer`.
-inline BlockSpec read_block_spec(const std::string& dir, const std::string& layer) {
+namespace detail {
+
+// quantization_config, when config.json has one: only block-scaled FP8 (what DeepSeek-V3/R1, Qwen3 FP8 and
+// GLM-4.5-FP8 ship) is read; any other method is refused, naming it.
+inline void read_quantization_config(const nlohmann::json& j, const std::string& file, BlockSpec& s) {
   const char* where = "io::read_block_spec";
-  MOE_CHECK(std::filesystem::is_directory(dir), where, "model folder " + dir + " does not exist");
-  const std::string file = dir + "/config.json";
-  const nlohmann::json j = detail::read_json_file(file);
+  const auto it = j.find("quantization_config");
+  if (it == j.end() || it->is_null()) return;
+  const std::string qfile = file + " quantization_config";
+  MOE_CHECK(
+      it->is_object(), where,
+      file + ": key 'quantization_config' has the wrong type (expected an object, got " + json_value_kind(*it) + ")");
+  const nlohmann::json& q = *it;
+  const std::string method = json_get<std::string>(q, "quant_method", qfile);
+  MOE_CHECK(method == "fp8", where,
+            qfile + ": quant_method '" + quoted_text(method) + "' is not supported (supported: fp8)");
+  const std::string fmt = json_get_or<std::string>(q, "fmt", "e4m3", qfile);
+  MOE_CHECK(fmt == "e4m3", where, qfile + ": fmt '" + quoted_text(fmt) + "' is not supported (supported: e4m3)");
+  const auto block = q.find("weight_block_size");
+  MOE_CHECK(block != q.end() && block->is_array() && block->size() == 2, where,
+            qfile +
+                ": weight_block_size must be [rows, columns] (per-tensor and per-channel FP8 scales are not "
+                "supported)");
+  s.fp8_block_rows = json_in_range<Index>(json_convert<Index>((*block)[0], "weight_block_size", qfile),
+                                          "weight_block_size", 1, kMaxWidth, qfile);
+  s.fp8_block_cols = json_in_range<Index>(json_convert<Index>((*block)[1], "weight_block_size", qfile),
+                                          "weight_block_size", 1, kMaxWidth, qfile);
+}
+
+}  // namespace detail
+
+// Describes the MoE block of `layer` from the parsed config.json `j`; `file` names it in messages.
+inline BlockSpec block_spec_from_json(const nlohmann::json& j, const std::string& file, const std::string& layer) {
+  const char* where = "io::read_block_spec";
+  MOE_CHECK(j.is_object(), where, file + " is not a JSON object");
   BlockSpec s;
   s.layer = layer;
   s.model_type = json_get<std::string>(j, "model_type", file);
   const std::string& type = s.model_type;
   LayerConfig& c = s.config;
+  // Sizes are range-checked as they are read, before a single expert's tensors are named.
+  auto layers = [&](const nlohmann::json& o, const char* key, const std::string& in) {
+    return json_get_in<int>(o, key, 1, detail::kMaxLayers, in);
+  };
+  auto width = [&](const nlohmann::json& o, const char* key, const std::string& in) {
+    return json_get_in<Index>(o, key, 1, detail::kMaxWidth, in);
+  };
+  auto experts = [&](const nlohmann::json& o, const char* key, const std::string& in) {
+    return json_get_in<int>(o, key, 1, kMaxExperts, in);
+  };
+  auto top_k = [&](const nlohmann::json& o, const char* key, const std::string& in) {
+    return json_get_in<int>(o, key, 1, c.num_experts, in);
+  };
   auto experts_names = [&](const std::string& prefix, const char* g, const char* u, const char* d, int experts) {
     for (int e = 0; e < experts; ++e) {
       const std::string p = prefix + std::to_string(e) + ".";
@@ -143,42 +208,42 @@ inline BlockSpec read_block_spec(const std::string& dir, const std::string& laye
 
   if (type == "mixtral" || type == "qwen2_moe" || type == "qwen3_moe" || type == "olmoe" || type == "deepseek_v3") {
     const int L = detail::parse_index(layer, "the layer of " + type);
-    check_layer(L, json_get<int>(j, "num_hidden_layers", file), "num_hidden_layers");
-    c.hidden_size = json_get<Index>(j, "hidden_size", file);
+    check_layer(L, layers(j, "num_hidden_layers", file), "num_hidden_layers");
+    c.hidden_size = width(j, "hidden_size", file);
     c.ffn.activation = detail::activation_named(json_get_or<std::string>(j, "hidden_act", "silu", file), file);
     const std::string prefix = "model.layers." + std::to_string(L) + ".";
     if (type == "mixtral") {
-      c.ffn_size = json_get<Index>(j, "intermediate_size", file);
-      c.num_experts = json_get<int>(j, "num_local_experts", file);
-      c.top_k = json_get<int>(j, "num_experts_per_tok", file);
+      c.ffn_size = width(j, "intermediate_size", file);
+      c.num_experts = experts(j, "num_local_experts", file);
+      c.top_k = top_k(j, "num_experts_per_tok", file);
       s.renormalize = true;
       s.router_tensor = prefix + "block_sparse_moe.gate.weight";
       experts_names(prefix + "block_sparse_moe.experts.", "w1", "w3", "w2", c.num_experts);
     } else {
       const bool qwen = type == "qwen2_moe" || type == "qwen3_moe";
       if (qwen) {
-        const int step = json_get_or<int>(j, "decoder_sparse_step", 1, file);
-        const nlohmann::json only = j.contains("mlp_only_layers") ? j["mlp_only_layers"] : nlohmann::json::array();
-        if (detail::contains(only, L)) dense("it is in mlp_only_layers");
-        if (json_get<int>(j, "num_experts", file) <= 0) dense("num_experts = 0");
-        if (step <= 0 || (L + 1) % step != 0) dense("decoder_sparse_step = " + std::to_string(step));
+        // Qwen2MoeDecoderLayer takes (L + 1) % decoder_sparse_step: a step below 1 is no model.
+        const int step = json_get_or_in<int>(j, "decoder_sparse_step", 1, 1, detail::kMaxLayers, file);
+        if (detail::listed(j, "mlp_only_layers", L, file)) dense("it is in mlp_only_layers");
+        if (json_get_in<int>(j, "num_experts", 0, kMaxExperts, file) == 0) dense("num_experts = 0");
+        if ((L + 1) % step != 0) dense("decoder_sparse_step = " + std::to_string(step));
       }
       if (type == "deepseek_v3") {
-        const int first_dense = json_get_or<int>(j, "first_k_dense_replace", 0, file);
+        const int first_dense = json_get_or_in<int>(j, "first_k_dense_replace", 0, 0, detail::kMaxLayers, file);
         if (L < first_dense) dense("first_k_dense_replace = " + std::to_string(first_dense));
-        c.num_experts = json_get<int>(j, "n_routed_experts", file);
+        c.num_experts = experts(j, "n_routed_experts", file);
       } else {
-        c.num_experts = json_get<int>(j, "num_experts", file);
+        c.num_experts = experts(j, "num_experts", file);
       }
       // OLMoE's experts are intermediate_size wide; the others name the expert width moe_intermediate_size.
-      c.ffn_size = json_get<Index>(j, type == "olmoe" ? "intermediate_size" : "moe_intermediate_size", file);
-      c.top_k = json_get<int>(j, "num_experts_per_tok", file);
+      c.ffn_size = width(j, type == "olmoe" ? "intermediate_size" : "moe_intermediate_size", file);
+      c.top_k = top_k(j, "num_experts_per_tok", file);
       s.renormalize = json_get_or<bool>(j, "norm_topk_prob", type == "deepseek_v3", file);
       s.router_tensor = prefix + "mlp.gate.weight";
       experts_names(prefix + "mlp.experts.", "gate_proj", "up_proj", "down_proj", c.num_experts);
       if (type == "qwen2_moe") {
         c.num_shared_experts = 1;
-        c.shared_ffn_size = json_get<Index>(j, "shared_expert_intermediate_size", file);
+        c.shared_ffn_size = width(j, "shared_expert_intermediate_size", file);
         c.shared_expert_gate = true;
         s.shared_gate_proj = prefix + "mlp.shared_expert.gate_proj.weight";
         s.shared_up = prefix + "mlp.shared_expert.up_proj.weight";
@@ -187,11 +252,13 @@ inline BlockSpec read_block_spec(const std::string& dir, const std::string& laye
       }
       if (type == "deepseek_v3") {
         s.router = BlockSpec::Router::SigmoidGroupTopK;
-        s.groups = json_get_or<int>(j, "n_group", 1, file);
-        s.topk_groups = json_get_or<int>(j, "topk_group", 1, file);
+        s.groups = json_get_or_in<int>(j, "n_group", 1, 1, c.num_experts, file);
+        s.topk_groups = json_get_or_in<int>(j, "topk_group", 1, 1, s.groups, file);
         s.scaling = json_get_or<float>(j, "routed_scaling_factor", 1.0f, file);
+        MOE_CHECK(std::isfinite(s.scaling) && s.scaling > 0.0f, where,
+                  file + ": key 'routed_scaling_factor' = " + std::to_string(s.scaling) + " must be positive");
         s.bias_tensor = prefix + "mlp.gate.e_score_correction_bias";
-        const int shared = json_get_or<int>(j, "n_shared_experts", 0, file);
+        const int shared = json_get_or_in<int>(j, "n_shared_experts", 0, 0, kMaxExperts, file);
         if (shared > 0) {
           c.num_shared_experts = 1;
           c.shared_ffn_size = c.ffn_size * shared;
@@ -203,14 +270,14 @@ inline BlockSpec read_block_spec(const std::string& dir, const std::string& laye
     }
   } else if (type == "dbrx") {
     const int L = detail::parse_index(layer, "the layer of dbrx");
-    check_layer(L, json_get<int>(j, "n_layers", file), "n_layers");
-    c.hidden_size = json_get<Index>(j, "d_model", file);
+    check_layer(L, layers(j, "n_layers", file), "n_layers");
+    c.hidden_size = width(j, "d_model", file);
     MOE_CHECK(j.contains("ffn_config") && j["ffn_config"].is_object(), where, file + ": ffn_config is missing");
     const nlohmann::json& f = j["ffn_config"];
     const std::string ffile = file + " ffn_config";
-    c.ffn_size = json_get<Index>(f, "ffn_hidden_size", ffile);
-    c.num_experts = json_get<int>(f, "moe_num_experts", ffile);
-    c.top_k = json_get<int>(f, "moe_top_k", ffile);
+    c.ffn_size = width(f, "ffn_hidden_size", ffile);
+    c.num_experts = experts(f, "moe_num_experts", ffile);
+    c.top_k = top_k(f, "moe_top_k", ffile);
     std::string act = "silu";
     if (f.contains("ffn_act_fn") && f["ffn_act_fn"].is_object())
       act = json_get_or<std::string>(f["ffn_act_fn"], "name", "silu", ffile);
@@ -243,36 +310,45 @@ inline BlockSpec read_block_spec(const std::string& dir, const std::string& laye
               "the layer of switch_transformers is encoder.N or decoder.N, got '" + layer + "'");
     const int N = detail::parse_index(layer.substr(dot + 1), "the layer of switch_transformers");
     const bool decoder = stack == "decoder";
-    const int layers = decoder ? json_get_or<int>(j, "num_decoder_layers", json_get<int>(j, "num_layers", file), file)
-                               : json_get<int>(j, "num_layers", file);
-    check_layer(N, layers, decoder ? "num_decoder_layers" : "num_layers");
+    const int count = decoder && j.contains("num_decoder_layers") && !j["num_decoder_layers"].is_null()
+                          ? layers(j, "num_decoder_layers", file)
+                          : layers(j, "num_layers", file);
+    check_layer(N, count, decoder ? "num_decoder_layers" : "num_layers");
     const int step = json_get<int>(j, decoder ? "decoder_sparse_step" : "encoder_sparse_step", file);
     if (!(step > 0 && (N % step == 1 || step == 1)))
       dense(std::string(decoder ? "decoder" : "encoder") + "_sparse_step = " + std::to_string(step));
-    c.hidden_size = json_get<Index>(j, "d_model", file);
-    c.ffn_size = json_get<Index>(j, "d_ff", file);
-    c.num_experts = json_get<int>(j, "num_experts", file);
+    c.hidden_size = width(j, "d_model", file);
+    c.ffn_size = width(j, "d_ff", file);
+    c.num_experts = experts(j, "num_experts", file);
     c.top_k = 1;
     c.ffn = FfnType{detail::activation_named(json_get_or<std::string>(j, "dense_act_fn", "relu", file), file), false};
     MOE_CHECK(!json_get_or<bool>(j, "router_bias", false, file), where, file + ": router_bias = true is not supported");
     s.router = BlockSpec::Router::Capacity;
-    s.capacity = json_get<int>(j, "expert_capacity", file);
-    MOE_CHECK(s.capacity >= 1, where, file + ": expert_capacity must be >= 1");
+    s.capacity = json_get_in<int>(j, "expert_capacity", 1, std::numeric_limits<int>::max(), file);
     const std::string prefix = stack + ".block." + std::to_string(N) + ".layer." + (decoder ? "2" : "1") + ".mlp.";
     s.router_tensor = prefix + "router.classifier.weight";
     experts_names(prefix + "experts.expert_", nullptr, "wi", "wo", c.num_experts);
   } else {
     std::string list;
     for (const std::string& t : supported_model_types()) list += (list.empty() ? "" : ", ") + t;
-    detail::fail(where, file + ": model_type '" + type + "' is not supported (supported: " + list + ")");
+    detail::fail(where,
+                 file + ": model_type '" + detail::quoted_text(type) + "' is not supported (supported: " + list + ")");
   }
   for (const char* key : {"torch_dtype", "dtype"})
     if (j.contains(key) && j[key].is_string()) s.declared_dtype = j[key].get<std::string>();
+  detail::read_quantization_config(j, file, s);
   MOE_CHECK(
       c.hidden_size >= 1 && c.ffn_size >= 1 && c.num_experts >= 1 && c.top_k >= 1 && c.top_k <= c.num_experts, where,
       file + ": inconsistent sizes (hidden " + std::to_string(c.hidden_size) + ", ffn " + std::to_string(c.ffn_size) +
           ", experts " + std::to_string(c.num_experts) + ", top-k " + std::to_string(c.top_k) + ")");
   return s;
+}
+
+// Reads DIR/config.json and describes the MoE block of `layer`.
+inline BlockSpec read_block_spec(const std::string& dir, const std::string& layer) {
+  MOE_CHECK(std::filesystem::is_directory(dir), "io::read_block_spec", "model folder " + dir + " does not exist");
+  const std::string file = dir + "/config.json";
+  return block_spec_from_json(detail::read_json_file(file), file, layer);
 }
 
 }  // namespace io

@@ -84,9 +84,11 @@ inline bool checked_product(std::initializer_list<std::uint64_t> factors, std::u
 class MappedFile {
 public:
   MappedFile() = default;
-  // Errors start "moe::<where>: cannot open PATH: <strerror>".
+  // Errors start "moe::<where>: cannot open PATH: <strerror>". Anything but a regular file (a folder, a FIFO,
+  // a device) is refused before a byte is read: O_NONBLOCK makes open() return at once on a FIFO without a
+  // writer, where a plain open() would wait for one forever, and fstat() then names what the path is.
   MappedFile(const std::string& path, const char* where) : path_(path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
       const int error = errno;
       fail(where, "cannot open " + path + ": " + errno_text(error));
@@ -99,7 +101,12 @@ public:
     }
     if (!S_ISREG(st.st_mode)) {
       ::close(fd);
-      fail(where, "cannot open " + path + ": " + (S_ISDIR(st.st_mode) ? errno_text(EISDIR) : "not a regular file"));
+      const char* kind = S_ISDIR(st.st_mode)                          ? "a folder"
+                         : S_ISFIFO(st.st_mode)                       ? "a FIFO"
+                         : S_ISSOCK(st.st_mode)                       ? "a socket"
+                         : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device"
+                                                                      : "a special file";
+      fail(where, "cannot open " + path + ": it is " + std::string(kind) + ", not a regular file");
     }
     size_ = static_cast<std::size_t>(st.st_size);
     if (size_ > 0) {  // mmap refuses a length of 0; an empty file has no bytes to map

@@ -43,35 +43,85 @@ public:
 
 namespace detail {
 
-// A tensor of the checkpoint as f32 rows: the mapped data itself when it is f32, else converted.
+// The name of the block scales of an F8_E4M3 tensor: "X.weight" -> "X.weight_scale_inv".
+inline std::string fp8_scale_name(const std::string& weight) { return weight + "_scale_inv"; }
+
+// Checks that the tensor `name` is present, of the shape config.json implies and, for an expert weight
+// (`expert`), of the declared dtype or F8_E4M3 under the spec's quantization_config, whose block scales are
+// checked too; returns it. Reads no data: load_block checks every tensor the block needs this way before the
+// layer allocates anything.
+inline const TensorView& checked_tensor(const Checkpoint& ckpt, const std::string& name,
+                                        const std::vector<Index>& shape, const BlockSpec& spec, bool expert) {
+  const char* where = "io::load_block";
+  const std::string& dir = ckpt.dir();
+  const TensorView& view = ckpt.tensor(name);
+  MOE_CHECK(
+      view.shape == shape, where,
+      dir + ": tensor '" + name + "' has shape " + dims_text(view.shape) + ", config.json implies " + dims_text(shape));
+  if (view.dtype == DType::F8_E4M3) {
+    MOE_CHECK(spec.fp8_block_rows > 0 && shape.size() == 2, where,
+              dir + ": tensor '" + name +
+                  "' is F8_E4M3, but config.json has no quantization_config with a weight_block_size for it");
+    const std::vector<Index> blocks = {(shape[0] + spec.fp8_block_rows - 1) / spec.fp8_block_rows,
+                                       (shape[1] + spec.fp8_block_cols - 1) / spec.fp8_block_cols};
+    const std::string scale_name = fp8_scale_name(name);
+    MOE_CHECK(ckpt.has(scale_name), where,
+              dir + ": tensor '" + name + "' is F8_E4M3 but its block scales '" + scale_name + "' are missing");
+    const TensorView& scale = ckpt.tensor(scale_name);
+    MOE_CHECK(scale.shape == blocks, where,
+              dir + ": tensor '" + scale_name + "' has shape " + dims_text(scale.shape) + ", but " + name + " " +
+                  dims_text(shape) + " in blocks of " + std::to_string(spec.fp8_block_rows) + " x " +
+                  std::to_string(spec.fp8_block_cols) + " needs " + dims_text(blocks));
+    MOE_CHECK(scale.dtype != DType::F8_E4M3, where, dir + ": tensor '" + scale_name + "' is F8_E4M3, not a scale");
+    return view;
+  }
+  const char* dtype = view.dtype == DType::F32 ? "float32" : view.dtype == DType::BF16 ? "bfloat16" : "float16";
+  MOE_CHECK(
+      !expert || spec.declared_dtype.empty() || spec.declared_dtype == dtype, where,
+      dir + ": tensor '" + name + "' is " + dtype + " but config.json declares " + quoted_text(spec.declared_dtype));
+  return view;
+}
+
+// A tensor of the checkpoint as f32 rows: the mapped data itself when it is f32, else converted; an F8_E4M3
+// tensor is decoded and multiplied by its block scales (each value code * scale, rounded once to f32).
 class TensorAsFloat {
 public:
-  TensorAsFloat(const Checkpoint& ckpt, const std::string& name, std::vector<Index> shape, const std::string& dir,
-                const std::string& declared_dtype = "")
-      : view_(ckpt.tensor(name)) {
-    MOE_CHECK(view_.shape == shape, "io::load_block",
-              dir + ": tensor '" + name + "' has shape " + shape_text(view_.shape) + ", config.json implies " +
-                  shape_text(shape));
-    const char* dtype = view_.dtype == DType::F32 ? "float32" : view_.dtype == DType::BF16 ? "bfloat16" : "float16";
-    MOE_CHECK(declared_dtype.empty() || declared_dtype == dtype, "io::load_block",
-              dir + ": tensor '" + name + "' is " + dtype + " but config.json declares " + declared_dtype);
+  TensorAsFloat(const Checkpoint& ckpt, const std::string& name, std::vector<Index> shape, const BlockSpec& spec,
+                bool expert = true)
+      : view_(checked_tensor(ckpt, name, shape, spec, expert)) {
     data_ = as_f32_if_possible(view_);
-    if (data_ == nullptr) {
-      copy_.resize(std::size_t(view_.elements()));
-      to_float(view_, copy_.data());
-      data_ = copy_.data();
-    }
+    if (data_ != nullptr) return;
+    copy_.resize(std::size_t(view_.elements()));
+    to_float(view_, copy_.data());
+    data_ = copy_.data();
+    if (view_.dtype == DType::F8_E4M3) apply_block_scales(ckpt, name, spec);
   }
   const float* data() const { return data_; }
   DType dtype() const { return view_.dtype; }
 
-  static std::string shape_text(const std::vector<Index>& s) {
-    std::string t = "[";
-    for (std::size_t i = 0; i < s.size(); ++i) t += (i ? ", " : "") + std::to_string(s[i]);
-    return t + "]";
+private:
+  void apply_block_scales(const Checkpoint& ckpt, const std::string& name, const BlockSpec& spec) {
+    const char* where = "io::load_block";
+    const TensorView& scale_view = ckpt.tensor(fp8_scale_name(name));
+    std::vector<float> scales(std::size_t(scale_view.elements()));
+    to_float(scale_view, scales.data());
+    const Index rows = view_.shape[0], cols = view_.shape[1], block_cols = scale_view.shape[1];
+    for (std::size_t b = 0; b < scales.size(); ++b)
+      MOE_CHECK(std::isfinite(scales[b]), where,
+                ckpt.dir() + ": tensor '" + fp8_scale_name(name) + "' has NaN or Inf at block (" +
+                    std::to_string(Index(b) / block_cols) + ", " + std::to_string(Index(b) % block_cols) + ")");
+    for (Index r = 0; r < rows; ++r) {
+      const float* row_scales = scales.data() + (r / spec.fp8_block_rows) * block_cols;
+      float* row = copy_.data() + r * cols;
+      for (Index c = 0; c < cols; ++c) {
+        MOE_CHECK(!std::isnan(row[c]), where,
+                  ckpt.dir() + ": tensor '" + name + "' has a NaN code at (" + std::to_string(r) + ", " +
+                      std::to_string(c) + ")");
+        row[c] *= row_scales[c / spec.fp8_block_cols];
+      }
+    }
   }
 
-private:
   const TensorView& view_;
   const float* data_ = nullptr;
   std::vector<float> copy_;
@@ -90,20 +140,18 @@ public:
   }
   ForwardCost cost(const RoutingResult& routed) const override { return layer_->cost(routed); }
 
-  void load(const Checkpoint& ckpt, const std::string& dir, const std::function<void(int, int)>& progress) {
+  void load(const Checkpoint& ckpt, const std::function<void(int, int)>& progress) {
     AnyLayer& layer = *layer_;
     const LayerConfig& c = spec_.config;
     const Index H = c.hidden_size, F = c.ffn_size;
     {
-      TensorAsFloat router(ckpt, spec_.router_tensor, {c.num_experts, H}, dir);
+      TensorAsFloat router(ckpt, spec_.router_tensor, {c.num_experts, H}, spec_, false);
       layer.set_router(WeightView(router.data(), c.num_experts, H));
     }
     const int E = c.num_experts;
     if (spec_.fused) {
-      const std::string& declared = spec_.declared_dtype;
-      TensorAsFloat w1(ckpt, spec_.gate[0], {Index(E) * F, H}, dir, declared),
-          v1(ckpt, spec_.up[0], {Index(E) * F, H}, dir, declared),
-          w2(ckpt, spec_.down[0], {Index(E) * F, H}, dir, declared);
+      TensorAsFloat w1(ckpt, spec_.gate[0], {Index(E) * F, H}, spec_), v1(ckpt, spec_.up[0], {Index(E) * F, H}, spec_),
+          w2(ckpt, spec_.down[0], {Index(E) * F, H}, spec_);
       std::vector<float> down(std::size_t(H * F));
       for (int e = 0; e < E; ++e) {
         // w2's slice for expert e is F x H = down^T: the down projection W[out = H][in = F] is its transpose.
@@ -116,10 +164,10 @@ public:
       }
     } else {
       for (int e = 0; e < E; ++e) {
-        TensorAsFloat up(ckpt, spec_.up[std::size_t(e)], {F, H}, dir, spec_.declared_dtype);
-        TensorAsFloat down(ckpt, spec_.down[std::size_t(e)], {H, F}, dir, spec_.declared_dtype);
+        TensorAsFloat up(ckpt, spec_.up[std::size_t(e)], {F, H}, spec_);
+        TensorAsFloat down(ckpt, spec_.down[std::size_t(e)], {H, F}, spec_);
         if (c.ffn.gated) {
-          TensorAsFloat gate(ckpt, spec_.gate[std::size_t(e)], {F, H}, dir, spec_.declared_dtype);
+          TensorAsFloat gate(ckpt, spec_.gate[std::size_t(e)], {F, H}, spec_);
           layer.set_expert(e, WeightView(gate.data(), F, H), WeightView(up.data(), F, H),
                            WeightView(down.data(), H, F));
         } else {
@@ -130,12 +178,12 @@ public:
     }
     if (c.num_shared_experts > 0) {
       const Index Fs = c.shared_ffn_size;
-      TensorAsFloat gate(ckpt, spec_.shared_gate_proj, {Fs, H}, dir), up(ckpt, spec_.shared_up, {Fs, H}, dir),
-          down(ckpt, spec_.shared_down, {H, Fs}, dir);
+      TensorAsFloat gate(ckpt, spec_.shared_gate_proj, {Fs, H}, spec_, false),
+          up(ckpt, spec_.shared_up, {Fs, H}, spec_, false), down(ckpt, spec_.shared_down, {H, Fs}, spec_, false);
       layer.set_shared_expert(0, WeightView(gate.data(), Fs, H), WeightView(up.data(), Fs, H),
                               WeightView(down.data(), H, Fs));
       if (c.shared_expert_gate) {
-        TensorAsFloat g(ckpt, spec_.shared_expert_gate, {1, H}, dir);
+        TensorAsFloat g(ckpt, spec_.shared_expert_gate, {1, H}, spec_, false);
         layer.set_shared_expert_gate(0, WeightView(g.data(), 1, H));
       }
     }
@@ -147,7 +195,7 @@ private:
 };
 
 // The block's layer, its weights in `precision`, with the routing policy spec.router names.
-inline std::unique_ptr<AnyLayer> make_block_layer(const BlockSpec& spec, const Checkpoint& ckpt, const std::string& dir,
+inline std::unique_ptr<AnyLayer> make_block_layer(const BlockSpec& spec, const Checkpoint& ckpt,
                                                   const std::string& precision) {
   switch (spec.router) {
     case BlockSpec::Router::SigmoidGroupTopK: {
@@ -156,7 +204,7 @@ inline std::unique_ptr<AnyLayer> make_block_layer(const BlockSpec& spec, const C
       r.topk_groups = spec.topk_groups;
       r.renormalize = spec.renormalize;
       r.scaling = spec.scaling;
-      TensorAsFloat bias(ckpt, spec.bias_tensor, {spec.config.num_experts}, dir);
+      TensorAsFloat bias(ckpt, spec.bias_tensor, {spec.config.num_experts}, spec, false);
       r.bias.assign(bias.data(), bias.data() + spec.config.num_experts);
       return make_layer(precision, spec.config, r);
     }
@@ -173,11 +221,37 @@ inline std::unique_ptr<AnyLayer> make_block_layer(const BlockSpec& spec, const C
   }
 }
 
+// Checks every tensor the block reads (checked_tensor) before the layer allocates anything: sizes declared
+// in config.json are then backed by tensors the files actually hold.
+inline void check_block_tensors(const BlockSpec& spec, const Checkpoint& ckpt) {
+  const LayerConfig& c = spec.config;
+  const Index H = c.hidden_size, F = c.ffn_size, E = c.num_experts;
+  checked_tensor(ckpt, spec.router_tensor, {E, H}, spec, false);
+  if (spec.router == BlockSpec::Router::SigmoidGroupTopK) checked_tensor(ckpt, spec.bias_tensor, {E}, spec, false);
+  if (spec.fused) {
+    for (const auto* names : {&spec.gate, &spec.up, &spec.down})
+      checked_tensor(ckpt, names->front(), {E * F, H}, spec, true);
+  } else {
+    for (std::size_t e = 0; e < std::size_t(E); ++e) {
+      checked_tensor(ckpt, spec.up[e], {F, H}, spec, true);
+      checked_tensor(ckpt, spec.down[e], {H, F}, spec, true);
+      if (c.ffn.gated) checked_tensor(ckpt, spec.gate[e], {F, H}, spec, true);
+    }
+  }
+  if (c.num_shared_experts > 0) {
+    const Index Fs = c.shared_ffn_size;
+    checked_tensor(ckpt, spec.shared_gate_proj, {Fs, H}, spec, false);
+    checked_tensor(ckpt, spec.shared_up, {Fs, H}, spec, false);
+    checked_tensor(ckpt, spec.shared_down, {H, Fs}, spec, false);
+    if (c.shared_expert_gate) checked_tensor(ckpt, spec.shared_expert_gate, {1, H}, spec, false);
+  }
+}
+
 }  // namespace detail
 
 // Loads the MoE block of `layer` from the model folder `dir`, its expert weights stored in `dtype`: "auto"
-// (the checkpoint's own, f32, bf16 or f16) or one of precision_names(). progress(done, total), if given, is
-// called as experts load.
+// (the checkpoint's own, f32, bf16 or f16; f32 for F8_E4M3 weights, which it holds exactly after their
+// block scales) or one of precision_names(). progress(done, total), if given, is called as experts load.
 inline std::unique_ptr<MoeBlock> load_block(const std::string& dir, const std::string& layer,
                                             const std::string& dtype = "auto",
                                             const std::function<void(int, int)>& progress = {}) {
@@ -185,13 +259,14 @@ inline std::unique_ptr<MoeBlock> load_block(const std::string& dir, const std::s
             "dtype must be auto or one of " + precision_names() + ", got '" + dtype + "'");
   const BlockSpec spec = read_block_spec(dir, layer);
   const Checkpoint ckpt(dir);
+  detail::check_block_tensors(spec, ckpt);
   std::string chosen = dtype;
   if (chosen == "auto") {
-    const TensorView& first = ckpt.tensor(spec.up.front());
-    chosen = first.dtype == DType::F32 ? "f32" : first.dtype == DType::BF16 ? "bf16" : "f16";
+    const DType stored = ckpt.tensor(spec.up.front()).dtype;
+    chosen = stored == DType::BF16 ? "bf16" : stored == DType::F16 ? "f16" : "f32";
   }
-  auto block = std::make_unique<detail::Block>(spec, detail::make_block_layer(spec, ckpt, dir, chosen));
-  block->load(ckpt, dir, progress);
+  auto block = std::make_unique<detail::Block>(spec, detail::make_block_layer(spec, ckpt, chosen));
+  block->load(ckpt, progress);
   return block;
 }
 

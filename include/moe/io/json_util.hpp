@@ -2,6 +2,7 @@
 // file and the key:
 //   moe::io::json_get: config.json: key 'hidden_size' is missing
 //   moe::io::json_get: config.json: key 'hidden_size' has the wrong type (expected an integer, got string)
+//   moe::io::json_get: config.json: key 'n_shared_experts' = -1 is out of range (expected an integer in [0, 65536])
 // T is bool, std::string, an integer type (a JSON integer that fits T) or float / double (any JSON number
 // that fits). Every refusal is a moe::Error; nlohmann's own exceptions never escape.
 #pragma once
@@ -88,6 +89,31 @@ T json_get_or(const nlohmann::json& j, const std::string& key, const T& fallback
   const auto it = j.find(key);
   if (it == j.end() || it->is_null()) return fallback;
   return detail::json_convert<T>(*it, key, file);
+}
+
+namespace detail {
+template <class T>
+T json_in_range(T value, const std::string& key, T low, T high, const std::string& file) {
+  static_assert(std::is_integral<T>::value, "json_get_in reads integers");
+  MOE_CHECK(value >= low && value <= high, "io::json_get",
+            file + ": key '" + key + "' = " + std::to_string(value) + " is out of range (expected an integer in [" +
+                std::to_string(low) + ", " + std::to_string(high) + "])");
+  return value;
+}
+}  // namespace detail
+
+// j[key] as the integer type T, refused unless low <= j[key] <= high: a size from a config file is checked
+// before anything is allocated or iterated for it.
+template <class T>
+T json_get_in(const nlohmann::json& j, const std::string& key, T low, T high, const std::string& file) {
+  return detail::json_in_range(json_get<T>(j, key, file), key, low, high, file);
+}
+
+// j[key] as T in [low, high], or `fallback` when the key is missing or null.
+template <class T>
+T json_get_or_in(const nlohmann::json& j, const std::string& key, const T& fallback, T low, T high,
+                 const std::string& file) {
+  return detail::json_in_range(json_get_or<T>(j, key, fallback, file), key, low, high, file);
 }
 
 }  // namespace io

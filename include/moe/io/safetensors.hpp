@@ -5,8 +5,9 @@
 // data section, which starts right after the header), plus an optional "__metadata__" entry we skip; then
 // the data, C order, little-endian. parse_safetensors() checks all of it before anyone reads a byte of data:
 // a malformed file is refused with one line naming the file and the tensor, never read out of bounds.
-// F32, BF16 and F16 tensors are supported (the dtypes of the MoE weights of HF checkpoints); a file holding
-// any other dtype is refused, naming the tensor.
+// F32, BF16, F16 and F8_E4M3 tensors are supported (the dtypes of the MoE weights of HF checkpoints; F8_E4M3
+// with the block scales io/hf_model.hpp reads beside it); a file holding any other dtype is refused, naming
+// the tensor.
 //
 // A model folder (Checkpoint) is model.safetensors, or the shards that model.safetensors.index.json's
 // "weight_map" names (tensor name -> shard file), each shard opened and checked once.
@@ -27,6 +28,7 @@
 
 #include "../config.hpp"
 #include "../detail/half_floats.hpp"
+#include "../detail/small_floats.hpp"
 #include "file.hpp"
 #include "json_util.hpp"
 
@@ -35,7 +37,7 @@ inline namespace MOE_TARGET_NAMESPACE {
 namespace io {
 
 // The tensor dtypes we read, with their safetensors names.
-enum class DType { F32, BF16, F16 };
+enum class DType { F32, BF16, F16, F8_E4M3 };
 
 inline const char* dtype_name(DType dtype) {
   switch (dtype) {
@@ -45,11 +47,24 @@ inline const char* dtype_name(DType dtype) {
       return "BF16";
     case DType::F16:
       return "F16";
+    case DType::F8_E4M3:
+      return "F8_E4M3";
   }
   return "?";
 }
 
-inline std::size_t dtype_size(DType dtype) { return dtype == DType::F32 ? 4 : 2; }
+inline std::size_t dtype_size(DType dtype) {
+  switch (dtype) {
+    case DType::F32:
+      return 4;
+    case DType::BF16:
+    case DType::F16:
+      return 2;
+    case DType::F8_E4M3:
+      return 1;
+  }
+  return 1;
+}
 
 // One tensor of a mapped file: its bytes stay in the file's mapping, valid while the SafetensorsFile (or the
 // Checkpoint) that holds it lives.
@@ -121,8 +136,11 @@ inline TensorView safetensors_entry(const std::string& key, const nlohmann::json
     view.dtype = DType::BF16;
   } else if (dtype == "F16") {
     view.dtype = DType::F16;
+  } else if (dtype == "F8_E4M3") {
+    view.dtype = DType::F8_E4M3;
   } else {
-    fail(where, tensor + " has dtype '" + quoted_text(dtype) + "', which is not supported (supported: F32, BF16, F16)");
+    fail(where, tensor + " has dtype '" + quoted_text(dtype) +
+                    "', which is not supported (supported: F32, BF16, F16, F8_E4M3)");
   }
 
   const nlohmann::json& shape = field("shape", false, "an array of non-negative integers");
@@ -166,7 +184,7 @@ inline TensorView safetensors_entry(const std::string& key, const nlohmann::json
 
 }  // namespace detail
 
-// Checks a safetensors file held in memory and returns its F32 / BF16 / F16 tensors, sorted by name, viewing
+// Checks a safetensors file held in memory and returns its tensors, sorted by name, viewing
 // `bytes` (which must outlive them). `name` (the path) is what messages call the file.
 inline std::vector<TensorView> parse_safetensors(const unsigned char* bytes, std::size_t size,
                                                  const std::string& name) {
@@ -335,7 +353,8 @@ private:
 };
 
 // The tensor's values as float32, bit-exact: F32 as stored, BF16 as the top half of an f32, F16 widened as
-// detail/half_floats.hpp's f16 decode does. `out` holds t.elements() floats.
+// detail/half_floats.hpp's f16 decode does, F8_E4M3 as detail/small_floats.hpp's e4m3 decode does (the codes
+// alone: their block scales are io/hf_model.hpp's). `out` holds t.elements() floats.
 inline void to_float(const TensorView& t, float* out) {
   const std::size_t n = t.bytes / dtype_size(t.dtype);
   const unsigned char* p = t.data;
@@ -348,6 +367,9 @@ inline void to_float(const TensorView& t, float* out) {
       break;
     case DType::F16:
       for (std::size_t i = 0; i < n; ++i) out[i] = ::moe::detail::f16_to_float(detail::load_le16(p + 2 * i));
+      break;
+    case DType::F8_E4M3:
+      for (std::size_t i = 0; i < n; ++i) out[i] = ::moe::detail::e4m3_to_float(p[i]);
       break;
   }
 }

@@ -1,0 +1,33 @@
+// moe/detail/small_floats.hpp: the scalar decoding of the 8-bit float formats published checkpoints store
+// weights in: e4m3fn (OCP FP8 E4M3, the "F8_E4M3" of safetensors: DeepSeek-V3/R1, Qwen3 FP8, GLM-4.5-FP8).
+#pragma once
+
+#include <cstdint>
+
+#include "half_floats.hpp"
+
+namespace moe {
+inline namespace MOE_TARGET_NAMESPACE {
+
+namespace detail {
+
+// e4m3fn: a sign bit, 4 exponent bits (bias 7) and 3 mantissa bits; no infinities; 0x7f and 0xff are NaN;
+// the largest magnitude is 448 (0x7e), the smallest 2^-9 (0x01, subnormal).
+inline constexpr float kE4m3Max = 448.0f;
+inline bool e4m3_is_nan(std::uint8_t code) { return (code & 0x7fu) == 0x7fu; }
+
+// The value of a code, exactly (every e4m3 value is an f32). A normal code's 7 magnitude bits, shifted so
+// that its 3 mantissa bits lead the f32 mantissa, need only the exponent rebiased from 7 to 127 (+120);
+// subnormal codes are m * 2^-9, computed without f32 subnormals so that a DAZ/FTZ mode cannot flush them.
+inline float e4m3_to_float(std::uint8_t code) {
+  const std::uint32_t magnitude = code & 0x7fu;
+  const std::uint32_t sign = std::uint32_t(code & 0x80u) << 24;
+  if (magnitude == 0x7fu) return bits_float(0x7fc00000u | sign);
+  if (magnitude < 0x08u) return bits_float(sign | float_bits(float(magnitude) * 0.001953125f));  // * 2^-9
+  return bits_float(sign | ((magnitude << 20) + (120u << 23)));
+}
+
+}  // namespace detail
+
+}  // namespace MOE_TARGET_NAMESPACE
+}  // namespace moe
