@@ -21,6 +21,7 @@
 
 #include <moe/any_layer.hpp>
 #include <moe/io/hf_model.hpp>
+#include <moe/io/layer_summary.hpp>
 #include <moe/io/npy.hpp>
 #include <moe/moe.hpp>
 #include <moe/recommended_precision.hpp>
@@ -53,11 +54,13 @@ struct Options {
   std::string input_path;
   std::string output_path;
   bool repeat_given = false;
+  bool list_layers = false;  // --list-layers: describe every layer of --model, load nothing
 };
 
 const char* const kUsage =
     R"(usage: moe-run --model DIR --layer L --input X.npy --output Y.npy [--dtype auto|T | --bits B]
                [--threads N] [--repeat R] [--stats FILE.json]
+       moe-run --model DIR --list-layers
        moe-run [options]
 
 With --model: computes the MoE block of layer L of the Hugging Face model folder DIR (config.json and
@@ -66,7 +69,9 @@ olmoe, deepseek_v3, dbrx, switch_transformers, where L is encoder.N or decoder.N
 (float32 or float16, tokens x hidden_size) and writes the block's output, without the residual, to Y.npy
 (float32). --dtype auto (the default) keeps the checkpoint's precision. --repeat R times R passes after a
 warm-up and reports median and min latency, tokens/s, GB/s and GFLOP/s; --stats writes those and the
-routing statistics as JSON.
+routing statistics as JSON. --list-layers prints each layer of DIR: dense or MoE, its experts, top-k,
+shared experts, sizes, how its expert weights are stored and the bytes of its tensors, from config.json and
+the safetensors headers (no weight is read; the tensors' names, shapes and dtypes are checked).
 
 Without --model: runs a synthetic MoE layer (deterministic random weights and tokens) and prints the latency of one
 forward pass (median and min over --repeat passes, after one warm-up), tokens/s, the expert weights
@@ -147,6 +152,8 @@ Options parse(int argc, char** argv) {
       o.shared = int(take(0, 64));
     } else if (arg == "--seed") {
       o.seed = static_cast<unsigned long long>(take(0, (1LL << 62)));
+    } else if (arg == "--list-layers") {
+      o.list_layers = true;
     } else if (arg == "--no-renormalize") {
       o.renormalize = false;
     } else if (arg == "--bits") {
@@ -177,6 +184,11 @@ Options parse(int argc, char** argv) {
   if (o.bits != 0) {
     if (!o.dtype.empty()) fail("--bits and --dtype both choose the weight storage: give one");
     o.dtype = moe::recommended_precision_name(o.bits);
+  }
+  if (o.list_layers) {
+    if (o.model_dir.empty()) fail("--list-layers needs --model DIR");
+    if (argc != 4) fail("--list-layers takes --model DIR and nothing else");
+    return o;
   }
   if (!o.model_dir.empty()) {
     if (o.layer.empty()) fail("--model needs --layer");
@@ -401,11 +413,34 @@ int run_model(const Options& o) {
   return 0;
 }
 
+// --list-layers: one line per layer of the model folder.
+int list_layers(const Options& o) {
+  const std::vector<moe::io::LayerSummary> layers = moe::io::summarize_layers(o.model_dir);
+  int sparse = 0;
+  for (const auto& l : layers) sparse += l.moe;
+  std::printf("moe-run: %s: %zu layers, %d MoE, %zu dense (nothing loaded)\n", o.model_dir.c_str(), layers.size(),
+              sparse, layers.size() - std::size_t(sparse));
+  std::printf("%-12s %-5s %7s %5s %6s %7s %7s  %-18s %12s\n", "layer", "kind", "experts", "top-k", "shared", "hidden",
+              "ffn", "expert weights", "MB");
+  for (const auto& l : layers) {
+    if (!l.moe) {
+      std::printf("%-12s %-5s %7s %5s %6s %7s %7s  %-18s %12s  (%s)\n", l.layer.c_str(), "dense", "-", "-", "-", "-",
+                  "-", "-", "-", l.dense_reason.c_str());
+      continue;
+    }
+    std::printf("%-12s %-5s %7d %5d %6d %7lld %7lld  %-18s %12.3f\n", l.layer.c_str(), "moe", l.experts, l.top_k,
+                l.shared_experts, static_cast<long long>(l.hidden_size), static_cast<long long>(l.ffn_size),
+                l.weights.c_str(), double(l.bytes) / 1e6);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const Options options = parse(argc, argv);
   try {
+    if (options.list_layers) return list_layers(options);
     if (!options.model_dir.empty()) return run_model(options);
     return run(options);
   } catch (const std::bad_alloc&) {

@@ -302,6 +302,34 @@ case("fp8 blocks other than the scales'", "needs [1, 1]",
      edited_config("deepseek_v3_fp8", quantization_config={"quant_method": "fp8", "weight_block_size": [128, 128]}),
      x=fp8_x)
 
+# ---- --list-layers: the same checks, from the headers -----------------------------------------------------
+
+
+def listing(title, expected, args):
+    global passed, failed
+    run = subprocess.run([*EMULATOR, MOE_RUN, *args], capture_output=True, text=True, timeout=600)
+    # a usage error adds moe-run's "(run moe-run --help for the options)" line
+    message = "\n".join(l for l in run.stderr.strip().splitlines() if not l.startswith("(run moe-run --help"))
+    if run.returncode != 0 and expected in message and len(message.splitlines()) == 1:
+        passed += 1
+        print("ok %s: %s" % (title, message))
+    else:
+        failed += 1
+        print("FAILED %s: exit %d, stderr: %s" % (title, run.returncode, message))
+
+
+m = copy("mixtral")
+path = os.path.join(m, "model.safetensors")
+header, body = read_safetensors(path)
+del header["model.layers.0.block_sparse_moe.experts.5.w2.weight"]
+write_safetensors(path, header, body)
+listing("--list-layers on a folder missing a tensor", "experts.5.w2.weight' not found", ["--model", m, "--list-layers"])
+listing("--list-layers with FP8 scales of the wrong shape", "needs [2, 3]",
+        ["--model", edited_tensors("deepseek_v3_fp8", reshape_scales), "--list-layers"])
+listing("--list-layers without --model", "--list-layers needs --model DIR", ["--list-layers"])
+listing("--list-layers with --layer", "--list-layers takes --model DIR and nothing else",
+        ["--model", mixtral, "--layer", "1", "--list-layers"])
+
 shutil.rmtree(work)
 print("%d passed, %d failed" % (passed, failed))
 sys.exit(1 if failed else 0)

@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -167,8 +168,19 @@ inline void read_quantization_config(const nlohmann::json& j, const std::string&
 
 }  // namespace detail
 
-// Describes the MoE block of `layer` from the parsed config.json `j`; `file` names it in messages.
-inline BlockSpec block_spec_from_json(const nlohmann::json& j, const std::string& file, const std::string& layer) {
+namespace detail {
+
+[[noreturn]] inline void unsupported_type(const std::string& type, const std::string& file) {
+  std::string list;
+  for (const std::string& t : supported_model_types()) list += (list.empty() ? "" : ", ") + t;
+  fail("io::read_block_spec",
+       file + ": model_type '" + quoted_text(type) + "' is not supported (supported: " + list + ")");
+}
+
+// The MoE block of `layer` described by the parsed config.json `j` (`file` names it in messages), or nothing
+// when the layer is a dense MLP, with the config key that makes it so in `dense_reason`.
+inline std::optional<BlockSpec> moe_block_spec(const nlohmann::json& j, const std::string& file,
+                                               const std::string& layer, std::string& dense_reason) {
   const char* where = "io::read_block_spec";
   MOE_CHECK(j.is_object(), where, file + " is not a JSON object");
   BlockSpec s;
@@ -202,8 +214,8 @@ inline BlockSpec block_spec_from_json(const nlohmann::json& j, const std::string
               file + ": layer " + layer + " does not exist (" + what + " = " + std::to_string(count) + ")");
   };
   auto dense = [&](const std::string& why) {
-    detail::fail(where,
-                 file + ": layer " + layer + " of this " + type + " model is a dense MLP, not MoE (" + why + ")");
+    dense_reason = why;
+    return std::optional<BlockSpec>();
   };
 
   if (type == "mixtral" || type == "qwen2_moe" || type == "qwen3_moe" || type == "olmoe" || type == "deepseek_v3") {
@@ -224,13 +236,13 @@ inline BlockSpec block_spec_from_json(const nlohmann::json& j, const std::string
       if (qwen) {
         // Qwen2MoeDecoderLayer takes (L + 1) % decoder_sparse_step: a step below 1 is no model.
         const int step = json_get_or_in<int>(j, "decoder_sparse_step", 1, 1, detail::kMaxLayers, file);
-        if (detail::listed(j, "mlp_only_layers", L, file)) dense("it is in mlp_only_layers");
-        if (json_get_in<int>(j, "num_experts", 0, kMaxExperts, file) == 0) dense("num_experts = 0");
-        if ((L + 1) % step != 0) dense("decoder_sparse_step = " + std::to_string(step));
+        if (detail::listed(j, "mlp_only_layers", L, file)) return dense("it is in mlp_only_layers");
+        if (json_get_in<int>(j, "num_experts", 0, kMaxExperts, file) == 0) return dense("num_experts = 0");
+        if ((L + 1) % step != 0) return dense("decoder_sparse_step = " + std::to_string(step));
       }
       if (type == "deepseek_v3") {
         const int first_dense = json_get_or_in<int>(j, "first_k_dense_replace", 0, 0, detail::kMaxLayers, file);
-        if (L < first_dense) dense("first_k_dense_replace = " + std::to_string(first_dense));
+        if (L < first_dense) return dense("first_k_dense_replace = " + std::to_string(first_dense));
         c.num_experts = experts(j, "n_routed_experts", file);
       } else {
         c.num_experts = experts(j, "num_experts", file);
@@ -316,7 +328,7 @@ inline BlockSpec block_spec_from_json(const nlohmann::json& j, const std::string
     check_layer(N, count, decoder ? "num_decoder_layers" : "num_layers");
     const int step = json_get<int>(j, decoder ? "decoder_sparse_step" : "encoder_sparse_step", file);
     if (!(step > 0 && (N % step == 1 || step == 1)))
-      dense(std::string(decoder ? "decoder" : "encoder") + "_sparse_step = " + std::to_string(step));
+      return dense(std::string(decoder ? "decoder" : "encoder") + "_sparse_step = " + std::to_string(step));
     c.hidden_size = width(j, "d_model", file);
     c.ffn_size = width(j, "d_ff", file);
     c.num_experts = experts(j, "num_experts", file);
@@ -329,10 +341,7 @@ inline BlockSpec block_spec_from_json(const nlohmann::json& j, const std::string
     s.router_tensor = prefix + "router.classifier.weight";
     experts_names(prefix + "experts.expert_", nullptr, "wi", "wo", c.num_experts);
   } else {
-    std::string list;
-    for (const std::string& t : supported_model_types()) list += (list.empty() ? "" : ", ") + t;
-    detail::fail(where,
-                 file + ": model_type '" + detail::quoted_text(type) + "' is not supported (supported: " + list + ")");
+    unsupported_type(type, file);
   }
   for (const char* key : {"torch_dtype", "dtype"})
     if (j.contains(key) && j[key].is_string()) s.declared_dtype = j[key].get<std::string>();
@@ -344,11 +353,52 @@ inline BlockSpec block_spec_from_json(const nlohmann::json& j, const std::string
   return s;
 }
 
+inline nlohmann::json read_config(const std::string& dir) {
+  MOE_CHECK(std::filesystem::is_directory(dir), "io::read_block_spec", "model folder " + dir + " does not exist");
+  return read_json_file(dir + "/config.json");
+}
+
+}  // namespace detail
+
+// Describes the MoE block of `layer` from the parsed config.json `j`; `file` names it in messages. A dense
+// layer is refused, naming the key that makes it dense.
+inline BlockSpec block_spec_from_json(const nlohmann::json& j, const std::string& file, const std::string& layer) {
+  std::string dense_reason;
+  std::optional<BlockSpec> spec = detail::moe_block_spec(j, file, layer, dense_reason);
+  MOE_CHECK(spec.has_value(), "io::read_block_spec",
+            file + ": layer " + layer + " of this " + j["model_type"].get<std::string>() +
+                " model is a dense MLP, not MoE (" + dense_reason + ")");
+  return std::move(*spec);
+}
+
 // Reads DIR/config.json and describes the MoE block of `layer`.
 inline BlockSpec read_block_spec(const std::string& dir, const std::string& layer) {
-  MOE_CHECK(std::filesystem::is_directory(dir), "io::read_block_spec", "model folder " + dir + " does not exist");
-  const std::string file = dir + "/config.json";
-  return block_spec_from_json(detail::read_json_file(file), file, layer);
+  return block_spec_from_json(detail::read_config(dir), dir + "/config.json", layer);
+}
+
+// The names of every layer of the model config.json `j` describes (the `layer` read_block_spec takes), in
+// order: "0" to "n - 1", or for switch_transformers "encoder.0" ... then "decoder.0" ....
+inline std::vector<std::string> layer_names(const nlohmann::json& j, const std::string& file) {
+  const std::string type = json_get<std::string>(j, "model_type", file);
+  std::vector<std::string> names;
+  auto count = [&](const char* key) { return json_get_in<int>(j, key, 1, detail::kMaxLayers, file); };
+  auto numbered = [&](const std::string& prefix, int n) {
+    for (int i = 0; i < n; ++i) names.push_back(prefix + std::to_string(i));
+  };
+  if (type == "mixtral" || type == "qwen2_moe" || type == "qwen3_moe" || type == "olmoe" || type == "deepseek_v3") {
+    numbered("", count("num_hidden_layers"));
+  } else if (type == "dbrx") {
+    numbered("", count("n_layers"));
+  } else if (type == "switch_transformers") {
+    const int encoder = count("num_layers");
+    numbered("encoder.", encoder);
+    numbered("decoder.", j.contains("num_decoder_layers") && !j["num_decoder_layers"].is_null()
+                             ? count("num_decoder_layers")
+                             : encoder);
+  } else {
+    detail::unsupported_type(type, file);
+  }
+  return names;
 }
 
 }  // namespace io

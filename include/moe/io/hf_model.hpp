@@ -221,29 +221,34 @@ inline std::unique_ptr<AnyLayer> make_block_layer(const BlockSpec& spec, const C
   }
 }
 
-// Checks every tensor the block reads (checked_tensor) before the layer allocates anything: sizes declared
-// in config.json are then backed by tensors the files actually hold.
-inline void check_block_tensors(const BlockSpec& spec, const Checkpoint& ckpt) {
+// Calls visit(view) for every tensor the block reads, each checked by checked_tensor (an F8_E4M3 weight's
+// block scales after it), in the order the block loads them. Reads no data.
+template <class Visit>
+void for_each_block_tensor(const BlockSpec& spec, const Checkpoint& ckpt, Visit&& visit) {
   const LayerConfig& c = spec.config;
   const Index H = c.hidden_size, F = c.ffn_size, E = c.num_experts;
-  checked_tensor(ckpt, spec.router_tensor, {E, H}, spec, false);
-  if (spec.router == BlockSpec::Router::SigmoidGroupTopK) checked_tensor(ckpt, spec.bias_tensor, {E}, spec, false);
+  auto check = [&](const std::string& name, std::vector<Index> shape, bool expert) {
+    const TensorView& view = checked_tensor(ckpt, name, shape, spec, expert);
+    visit(view);
+    if (view.dtype == DType::F8_E4M3) visit(ckpt.tensor(fp8_scale_name(name)));
+  };
+  check(spec.router_tensor, {E, H}, false);
+  if (spec.router == BlockSpec::Router::SigmoidGroupTopK) check(spec.bias_tensor, {E}, false);
   if (spec.fused) {
-    for (const auto* names : {&spec.gate, &spec.up, &spec.down})
-      checked_tensor(ckpt, names->front(), {E * F, H}, spec, true);
+    for (const auto* names : {&spec.gate, &spec.up, &spec.down}) check(names->front(), {E * F, H}, true);
   } else {
     for (std::size_t e = 0; e < std::size_t(E); ++e) {
-      checked_tensor(ckpt, spec.up[e], {F, H}, spec, true);
-      checked_tensor(ckpt, spec.down[e], {H, F}, spec, true);
-      if (c.ffn.gated) checked_tensor(ckpt, spec.gate[e], {F, H}, spec, true);
+      check(spec.up[e], {F, H}, true);
+      check(spec.down[e], {H, F}, true);
+      if (c.ffn.gated) check(spec.gate[e], {F, H}, true);
     }
   }
   if (c.num_shared_experts > 0) {
     const Index Fs = c.shared_ffn_size;
-    checked_tensor(ckpt, spec.shared_gate_proj, {Fs, H}, spec, false);
-    checked_tensor(ckpt, spec.shared_up, {Fs, H}, spec, false);
-    checked_tensor(ckpt, spec.shared_down, {H, Fs}, spec, false);
-    if (c.shared_expert_gate) checked_tensor(ckpt, spec.shared_expert_gate, {1, H}, spec, false);
+    check(spec.shared_gate_proj, {Fs, H}, false);
+    check(spec.shared_up, {Fs, H}, false);
+    check(spec.shared_down, {H, Fs}, false);
+    if (c.shared_expert_gate) check(spec.shared_expert_gate, {1, H}, false);
   }
 }
 
@@ -259,7 +264,9 @@ inline std::unique_ptr<MoeBlock> load_block(const std::string& dir, const std::s
             "dtype must be auto or one of " + precision_names() + ", got '" + dtype + "'");
   const BlockSpec spec = read_block_spec(dir, layer);
   const Checkpoint ckpt(dir);
-  detail::check_block_tensors(spec, ckpt);
+  // Every tensor checked before the layer allocates anything: the sizes config.json declares are then backed
+  // by tensors the files hold.
+  detail::for_each_block_tensor(spec, ckpt, [](const TensorView&) {});
   std::string chosen = dtype;
   if (chosen == "auto") {
     const DType stored = ckpt.tensor(spec.up.front()).dtype;
