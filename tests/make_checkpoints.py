@@ -436,9 +436,9 @@ def fp8_config(c, fp8_block):
     return c
 
 
-def qwen3_moe(seed, name, dtype, fp8_block=None):
-    c = {"architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "hidden_size": 64,
-         "intermediate_size": 96, "moe_intermediate_size": 32, "num_hidden_layers": 2, "num_experts": 16,
+def qwen3_moe(seed, name, dtype, fp8_block=None, hidden=64, moe_ffn=32):
+    c = {"architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "hidden_size": hidden,
+         "intermediate_size": 96, "moe_intermediate_size": moe_ffn, "num_hidden_layers": 2, "num_experts": 16,
          "num_experts_per_tok": 4, "norm_topk_prob": True, "decoder_sparse_step": 1, "mlp_only_layers": [],
          "hidden_act": "silu", "output_router_logits": False, "router_aux_loss_coef": 0.001,
          "torch_dtype": CONFIG_DTYPE[dtype]}
@@ -683,7 +683,10 @@ def main():
         ("deepseek_v3", deepseek_v3, "bf16", 1),
         # FP8 as published: e4m3 weights with block scales; blocks that cut the 56 x 32 tensors unevenly.
         ("deepseek_v3_fp8", lambda s, n, d: deepseek_v3(s, n, d, fp8_block=(16, 24)), "bf16", 1),
-        ("qwen3_moe_fp8", lambda s, n, d: qwen3_moe(s, n, d, fp8_block=(128, 128)), "bf16", 1),
+        # and as published, 128 x 128 blocks, on tensors of 2 x 2 blocks, partial ones at both ends: moe keeps
+        # the codes and scales (--dtype auto is fp8)
+        ("qwen3_moe_fp8", lambda s, n, d: qwen3_moe(s, n, d, fp8_block=(128, 128), hidden=200, moe_ffn=136), "bf16",
+         1),
         ("dbrx", dbrx, "f16", 1),
         ("switch_transformers", lambda s, n, d: switch_transformers(s, n, d, args.switch_dropped), "f32", 1),
     ]
@@ -702,7 +705,8 @@ def main():
     manifest += ["olmoe_sharded %s f32" % layer for layer in layers]
     # FP8 weights converted at load into other precisions: "<folder> <layer> fp8 <--dtype> <bar>", the bar
     # (max|Y - reference| / max|reference|) a few times the rounding those precisions add on these shapes.
-    manifest += ["deepseek_v3_fp8 1 fp8 bf16 1e-2", "deepseek_v3_fp8 2 fp8 f16 2e-3", "qwen3_moe_fp8 1 fp8 q8 5e-2"]
+    manifest += ["deepseek_v3_fp8 1 fp8 bf16 1e-2", "deepseek_v3_fp8 2 fp8 f16 2e-3", "qwen3_moe_fp8 1 fp8 q8 5e-2",
+                 "deepseek_v3_fp8 1 fp8 fp8 1e-1", "qwen3_moe_fp8 0 fp8 f32 1e-4"]
     with open(os.path.join(args.out_dir, "MANIFEST.txt"), "w") as f:
         f.write("\n".join(manifest) + "\n")
 

@@ -2,6 +2,7 @@
 // every precision's round trip within its step.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -50,6 +51,38 @@ TEST_CASE("e4m3 decodes every code by its definition") {
   CHECK(moe::detail::e4m3_to_float(0x38) == 1.0f);
   CHECK(moe::detail::e4m3_to_float(0x01) == std::ldexp(1.0f, -9));
   CHECK(moe::detail::e4m3_to_float(0xfe) == -448.0f);
+}
+
+// The e4m3 code nearest to x by search over every code's value, ties to the even code, saturating at 448.
+std::uint8_t e4m3_nearest(double x) {
+  const double a = std::min(std::fabs(x), 448.0);
+  int best = 0;
+  for (int c = 1; c < 0x7f; ++c) {
+    const double d = std::fabs(e4m3_value(std::uint8_t(c)) - a), b = std::fabs(e4m3_value(std::uint8_t(best)) - a);
+    if (d < b || (d == b && c % 2 == 0)) best = c;
+  }
+  return std::uint8_t(best | (std::signbit(x) ? 0x80 : 0));
+}
+
+TEST_CASE("e4m3 encodes to the nearest code, ties to even, saturating at 448") {
+  for (std::uint32_t c = 0; c < 256; ++c) {
+    if ((c & 0x7f) == 0x7f) continue;
+    REQUIRE(moe::detail::float_to_e4m3(moe::detail::e4m3_to_float(std::uint8_t(c))) == c);
+  }
+  // Midpoints between neighbours go to the even code; just off them, to the nearer.
+  for (int c = 0; c < 0x7e; ++c) {
+    const double middle = (e4m3_value(std::uint8_t(c)) + e4m3_value(std::uint8_t(c + 1))) / 2;
+    CHECK(moe::detail::float_to_e4m3(float(middle)) == (c % 2 == 0 ? c : c + 1));
+    CHECK(moe::detail::float_to_e4m3(std::nextafter(float(middle), 0.0f)) == c);
+    CHECK(moe::detail::float_to_e4m3(std::nextafter(float(middle), 1000.0f)) == c + 1);
+  }
+  std::vector<float> xs = kernel_check::random_vector(20000, 7, 3.0f);
+  for (float& x : xs) x = x * x * x;  // spread over the binades, both signs
+  for (const float x : xs) REQUIRE(moe::detail::float_to_e4m3(x) == e4m3_nearest(x));
+  CHECK(moe::detail::float_to_e4m3(448.0f) == 0x7e);
+  CHECK(moe::detail::float_to_e4m3(1e9f) == 0x7e);
+  CHECK(moe::detail::float_to_e4m3(-500.0f) == 0xfe);
+  CHECK(moe::detail::e4m3_is_nan(moe::detail::float_to_e4m3(std::nanf(""))));
 }
 
 TEST_CASE("f16 decodes every code by its definition and re-encodes it exactly") {

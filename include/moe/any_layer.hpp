@@ -53,6 +53,8 @@ public:
   virtual void set_expert(int e, const WeightView& up, const WeightView& down) = 0;
   virtual void set_shared_expert(int s, const WeightView& gate, const WeightView& up, const WeightView& down) = 0;
   virtual void set_shared_expert(int s, const WeightView& up, const WeightView& down) = 0;
+  virtual void set_expert(int e, const Fp8BlockView& gate, const Fp8BlockView& up, const Fp8BlockView& down) = 0;
+  virtual void set_shared_expert(int s, const Fp8BlockView& gate, const Fp8BlockView& up, const Fp8BlockView& down) = 0;
   virtual void set_shared_expert_gate(int s, const WeightView& weight) = 0;
 
   virtual Workspace workspace(Index max_tokens, int threads) const = 0;
@@ -89,6 +91,12 @@ public:
   }
   void set_shared_expert(int s, const WeightView& up, const WeightView& down) override {
     layer_.set_shared_expert(s, up, down);
+  }
+  void set_expert(int e, const Fp8BlockView& gate, const Fp8BlockView& up, const Fp8BlockView& down) override {
+    layer_.set_expert(e, gate, up, down);
+  }
+  void set_shared_expert(int s, const Fp8BlockView& gate, const Fp8BlockView& up, const Fp8BlockView& down) override {
+    layer_.set_shared_expert(s, gate, up, down);
   }
   void set_shared_expert_gate(int s, const WeightView& weight) override { layer_.set_shared_expert_gate(s, weight); }
 

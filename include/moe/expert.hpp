@@ -3,8 +3,10 @@
 
 #include <cmath>
 #include <string>
+#include <type_traits>
 
 #include "config.hpp"
+#include "fp8_block_view.hpp"
 #include "kernels/activation.hpp"
 #include "kernels/gemm.hpp"
 #include "kernels/quantize.hpp"
@@ -70,9 +72,10 @@ public:
   }
 
   // gate is ignored (may be empty) for a plain MLP. `where` and `what` name the caller and the expert in
-  // error messages.
-  void load(const FfnType& type, Index hidden_size, Index ffn_size, const WeightView& gate, const WeightView& up,
-            const WeightView& down, const char* where, const std::string& what) {
+  // error messages. View is WeightView (f32) or Fp8BlockView (FP8 codes with block scales).
+  template <class View>
+  void load(const FfnType& type, Index hidden_size, Index ffn_size, const View& gate, const View& up, const View& down,
+            const char* where, const std::string& what) {
     if (type.gated) check_matrix(gate, ffn_size, hidden_size, where, what + " gate weight");
     check_matrix(up, ffn_size, hidden_size, where, what + " up weight");
     check_matrix(down, hidden_size, ffn_size, where, what + " down weight");
@@ -80,11 +83,16 @@ public:
     ffn_padded_ = 0;  // not loaded until both projections are packed (packing may throw bad_alloc)
     // The input projection has a column per hidden unit of the padded width (padding zero), so its panels
     // produce every hidden value the down projection reads.
-    if (type.gated)
-      input_.pack_gated(gate.data, up.data, ffn_size, hidden_size, gate.stride, up.stride, padded);
-    else
-      input_.pack(up.data, ffn_size, hidden_size, up.stride, hidden_size, padded);
-    down_.pack(down.data, hidden_size, ffn_size, down.stride, padded);
+    if constexpr (std::is_same<View, Fp8BlockView>::value) {
+      input_.pack_gated(gate, up, padded);  // Fp8BlockView experts are gated (Layer::set_expert)
+      down_.pack(down, padded);
+    } else {
+      if (type.gated)
+        input_.pack_gated(gate.data, up.data, ffn_size, hidden_size, gate.stride, up.stride, padded);
+      else
+        input_.pack(up.data, ffn_size, hidden_size, up.stride, hidden_size, padded);
+      down_.pack(down.data, hidden_size, ffn_size, down.stride, padded);
+    }
     gated_ = type.gated;
     ffn_padded_ = padded;
   }
@@ -107,6 +115,31 @@ private:
         MOE_CHECK(std::fabs(row[c]) <= max_magnitude<Precision>(), where,
                   what + " " + std::to_string(row[c]) + " at (" + std::to_string(r) + ", " + std::to_string(c) +
                       ") is outside the range of " + TypeName<Precision>());
+    }
+  }
+
+  static void check_matrix(const Fp8BlockView& w, Index rows, Index cols, const char* where, const std::string& what) {
+    MOE_CHECK(w.codes != nullptr && w.scales != nullptr, where, what + " has null codes or scales");
+    MOE_CHECK(w.rows == rows && w.cols == cols, where,
+              what + " is " + std::to_string(w.rows) + " x " + std::to_string(w.cols) + ", expected " +
+                  std::to_string(rows) + " x " + std::to_string(cols));
+    MOE_CHECK(w.block_rows >= 1 && w.block_cols >= 1, where, what + " has a block of 0 rows or columns");
+    // The fp8 precision stores each scale times 2^8 (precisions/fp8.hpp).
+    constexpr float kLargestScale = 3.4028234663852886e38f / 256.0f;
+    const Index block_rows = (rows + w.block_rows - 1) / w.block_rows;
+    for (Index b = 0; b < block_rows * w.scale_cols(); ++b)
+      MOE_CHECK(std::isfinite(w.scales[b]) && std::fabs(w.scales[b]) <= kLargestScale, where,
+                what + " has block scale " + std::to_string(w.scales[b]) + " at block (" +
+                    std::to_string(b / w.scale_cols()) + ", " + std::to_string(b % w.scale_cols()) +
+                    "): NaN, Inf or above 2^120");
+    for (Index r = 0; r < rows; ++r) {
+      for (Index c = 0; c < cols; ++c) {
+        MOE_CHECK(!detail::e4m3_is_nan(w.codes[r * cols + c]), where,
+                  what + " has a NaN code at (" + std::to_string(r) + ", " + std::to_string(c) + ")");
+        MOE_CHECK(std::fabs(w.value(r, c)) <= max_magnitude<Precision>(), where,
+                  what + " " + std::to_string(w.value(r, c)) + " at (" + std::to_string(r) + ", " + std::to_string(c) +
+                      ") is outside the range of " + TypeName<Precision>());
+      }
     }
   }
 

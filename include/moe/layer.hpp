@@ -121,6 +121,15 @@ public:
   void set_expert(int e, const WeightRef& gate, const WeightRef& up, const WeightRef& down) {
     set_expert(e, view(gate), view(up), view(down));
   }
+  // The same from FP8 weights as the FP8 checkpoints publish them (fp8_block_view.hpp): the fp8 precision
+  // keeps their codes and scales where every 128 inputs of a row lie in one block; other precisions decode
+  // them to f32 first.
+  void set_expert(int e, const Fp8BlockView& gate, const Fp8BlockView& up, const Fp8BlockView& down) {
+    check_index(e, config_.num_experts, "Layer::set_expert", "expert");
+    require_gated(true, "Layer::set_expert");
+    experts_[e].load(config_.ffn, config_.hidden_size, config_.ffn_size, gate, up, down, "Layer::set_expert",
+                     "expert " + std::to_string(e));
+  }
   // A plain (ungated) MLP expert: up is ffn_size x hidden_size (Switch's wi), down hidden_size x ffn_size (wo).
   void set_expert(int e, const WeightView& up, const WeightView& down) {
     check_index(e, config_.num_experts, "Layer::set_expert", "expert");
@@ -139,6 +148,12 @@ public:
   }
   void set_shared_expert(int s, const WeightRef& gate, const WeightRef& up, const WeightRef& down) {
     set_shared_expert(s, view(gate), view(up), view(down));
+  }
+  void set_shared_expert(int s, const Fp8BlockView& gate, const Fp8BlockView& up, const Fp8BlockView& down) {
+    check_index(s, config_.num_shared_experts, "Layer::set_shared_expert", "shared expert");
+    require_gated(true, "Layer::set_shared_expert");
+    shared(s).load(config_.ffn, config_.hidden_size, config_.shared_ffn_size, gate, up, down,
+                   "Layer::set_shared_expert", "shared expert " + std::to_string(s));
   }
   void set_shared_expert(int s, const WeightView& up, const WeightView& down) {
     check_index(s, config_.num_shared_experts, "Layer::set_shared_expert", "shared expert");

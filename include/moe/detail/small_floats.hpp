@@ -1,7 +1,8 @@
-// moe/detail/small_floats.hpp: the scalar decoding of the 8-bit float formats published checkpoints store
+// moe/detail/small_floats.hpp: the scalar conversions of the 8-bit float formats published checkpoints store
 // weights in: e4m3fn (OCP FP8 E4M3, the "F8_E4M3" of safetensors: DeepSeek-V3/R1, Qwen3 FP8, GLM-4.5-FP8).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "half_floats.hpp"
@@ -25,6 +26,22 @@ inline float e4m3_to_float(std::uint8_t code) {
   if (magnitude == 0x7fu) return bits_float(0x7fc00000u | sign);
   if (magnitude < 0x08u) return bits_float(sign | float_bits(float(magnitude) * 0.001953125f));  // * 2^-9
   return bits_float(sign | ((magnitude << 20) + (120u << 23)));
+}
+
+// The e4m3fn code nearest to x, ties to the even code; |x| >= 448 saturates to +-448 (the code above 448 is
+// NaN), NaN gives NaN. Normal results round the f32's 23 mantissa bits to 3 in the integer domain (a carry
+// moves into the exponent as it should); below 2^-6 the codes are multiples of 2^-9, rounded in float.
+inline std::uint8_t float_to_e4m3(float x) {
+  const std::uint32_t u = float_bits(x);
+  const std::uint8_t sign = static_cast<std::uint8_t>((u >> 24) & 0x80u);
+  const std::uint32_t magnitude = u & 0x7fffffffu;
+  if (magnitude > 0x7f800000u) return static_cast<std::uint8_t>(sign | 0x7fu);
+  if (magnitude >= 0x43e00000u) return static_cast<std::uint8_t>(sign | 0x7eu);  // >= 448
+  if (magnitude < 0x3c800000u)                                                   // < 2^-6
+    return static_cast<std::uint8_t>(sign | static_cast<std::uint32_t>(std::nearbyint(bits_float(magnitude) * 512.0f)));
+  const std::uint32_t rounded = magnitude + 0x7ffffu + ((magnitude >> 20) & 1u);
+  const std::uint32_t code = ((rounded >> 23) - 120u) << 3 | ((rounded >> 20) & 7u);
+  return static_cast<std::uint8_t>(sign | (code > 0x7eu ? 0x7eu : code));
 }
 
 }  // namespace detail

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -82,50 +83,73 @@ inline const TensorView& checked_tensor(const Checkpoint& ckpt, const std::strin
   return view;
 }
 
+// An F8_E4M3 tensor of the checkpoint and its block scales, checked (checked_tensor, no NaN code, finite
+// scales), as the Fp8BlockView that Layer::set_expert takes. The codes stay in the file's mapping; F32
+// scales too, others are converted.
+class Fp8Tensor {
+public:
+  Fp8Tensor(const Checkpoint& ckpt, const std::string& name, const std::vector<Index>& shape, const BlockSpec& spec,
+            bool expert) {
+    const char* where = "io::load_block";
+    const TensorView& t = checked_tensor(ckpt, name, shape, spec, expert);
+    MOE_CHECK(t.dtype == DType::F8_E4M3, where, ckpt.dir() + ": tensor '" + name + "' is not F8_E4M3");
+    const std::string scale_name = fp8_scale_name(name);
+    const TensorView& s = ckpt.tensor(scale_name);
+    const float* scales = as_f32_if_possible(s);
+    if (scales == nullptr) {
+      scale_copy_.resize(std::size_t(s.elements()));
+      to_float(s, scale_copy_.data());
+      scales = scale_copy_.data();
+    }
+    view_ = Fp8BlockView{t.data, scales, shape[0], shape[1], spec.fp8_block_rows, spec.fp8_block_cols};
+    const Index scale_cols = view_.scale_cols();
+    for (Index b = 0; b < s.elements(); ++b)
+      MOE_CHECK(std::isfinite(scales[b]), where,
+                ckpt.dir() + ": tensor '" + scale_name + "' has NaN or Inf at block (" +
+                    std::to_string(b / scale_cols) + ", " + std::to_string(b % scale_cols) + ")");
+    for (Index i = 0; i < t.elements(); ++i)
+      MOE_CHECK(!::moe::detail::e4m3_is_nan(t.data[i]), where,
+                ckpt.dir() + ": tensor '" + name + "' has a NaN code at (" + std::to_string(i / shape[1]) + ", " +
+                    std::to_string(i % shape[1]) + ")");
+  }
+  const Fp8BlockView& view() const { return view_; }
+
+private:
+  Fp8BlockView view_;
+  std::vector<float> scale_copy_;
+};
+
 // A tensor of the checkpoint as f32 rows: the mapped data itself when it is f32, else converted; an F8_E4M3
 // tensor is decoded and multiplied by its block scales (each value code * scale, rounded once to f32).
 class TensorAsFloat {
 public:
   TensorAsFloat(const Checkpoint& ckpt, const std::string& name, std::vector<Index> shape, const BlockSpec& spec,
-                bool expert = true)
-      : view_(checked_tensor(ckpt, name, shape, spec, expert)) {
-    data_ = as_f32_if_possible(view_);
+                bool expert = true) {
+    const TensorView& view = checked_tensor(ckpt, name, shape, spec, expert);
+    data_ = as_f32_if_possible(view);
     if (data_ != nullptr) return;
-    copy_.resize(std::size_t(view_.elements()));
-    to_float(view_, copy_.data());
+    copy_.resize(std::size_t(view.elements()));
+    if (view.dtype == DType::F8_E4M3) {
+      const Fp8Tensor fp8(ckpt, name, shape, spec, expert);
+      for (Index r = 0; r < shape[0]; ++r) fp8.view().decode_row(r, copy_.data() + r * shape[1]);
+    } else {
+      to_float(view, copy_.data());
+    }
     data_ = copy_.data();
-    if (view_.dtype == DType::F8_E4M3) apply_block_scales(ckpt, name, spec);
   }
   const float* data() const { return data_; }
-  DType dtype() const { return view_.dtype; }
 
 private:
-  void apply_block_scales(const Checkpoint& ckpt, const std::string& name, const BlockSpec& spec) {
-    const char* where = "io::load_block";
-    const TensorView& scale_view = ckpt.tensor(fp8_scale_name(name));
-    std::vector<float> scales(std::size_t(scale_view.elements()));
-    to_float(scale_view, scales.data());
-    const Index rows = view_.shape[0], cols = view_.shape[1], block_cols = scale_view.shape[1];
-    for (std::size_t b = 0; b < scales.size(); ++b)
-      MOE_CHECK(std::isfinite(scales[b]), where,
-                ckpt.dir() + ": tensor '" + fp8_scale_name(name) + "' has NaN or Inf at block (" +
-                    std::to_string(Index(b) / block_cols) + ", " + std::to_string(Index(b) % block_cols) + ")");
-    for (Index r = 0; r < rows; ++r) {
-      const float* row_scales = scales.data() + (r / spec.fp8_block_rows) * block_cols;
-      float* row = copy_.data() + r * cols;
-      for (Index c = 0; c < cols; ++c) {
-        MOE_CHECK(!std::isnan(row[c]), where,
-                  ckpt.dir() + ": tensor '" + name + "' has a NaN code at (" + std::to_string(r) + ", " +
-                      std::to_string(c) + ")");
-        row[c] *= row_scales[c / spec.fp8_block_cols];
-      }
-    }
-  }
-
-  const TensorView& view_;
   const float* data_ = nullptr;
   std::vector<float> copy_;
 };
+
+// Whether every tensor named is F8_E4M3: an expert whose projections all are loads through Fp8BlockView.
+inline bool all_fp8(const Checkpoint& ckpt, std::initializer_list<const std::string*> names) {
+  for (const std::string* name : names)
+    if (ckpt.tensor(*name).dtype != DType::F8_E4M3) return false;
+  return true;
+}
 
 class Block final : public MoeBlock {
 public:
@@ -164,6 +188,14 @@ public:
       }
     } else {
       for (int e = 0; e < E; ++e) {
+        const std::size_t i = std::size_t(e);
+        if (c.ffn.gated && all_fp8(ckpt, {&spec_.gate[i], &spec_.up[i], &spec_.down[i]})) {
+          const Fp8Tensor gate(ckpt, spec_.gate[i], {F, H}, spec_, true), up(ckpt, spec_.up[i], {F, H}, spec_, true),
+              down(ckpt, spec_.down[i], {H, F}, spec_, true);
+          layer.set_expert(e, gate.view(), up.view(), down.view());
+          if (progress) progress(e + 1, E);
+          continue;
+        }
         TensorAsFloat up(ckpt, spec_.up[std::size_t(e)], {F, H}, spec_);
         TensorAsFloat down(ckpt, spec_.down[std::size_t(e)], {H, F}, spec_);
         if (c.ffn.gated) {
@@ -176,16 +208,21 @@ public:
         if (progress) progress(e + 1, E);
       }
     }
-    if (c.num_shared_experts > 0) {
+    if (c.num_shared_experts > 0 && all_fp8(ckpt, {&spec_.shared_gate_proj, &spec_.shared_up, &spec_.shared_down})) {
+      const Index Fs = c.shared_ffn_size;
+      const Fp8Tensor gate(ckpt, spec_.shared_gate_proj, {Fs, H}, spec_, false),
+          up(ckpt, spec_.shared_up, {Fs, H}, spec_, false), down(ckpt, spec_.shared_down, {H, Fs}, spec_, false);
+      layer.set_shared_expert(0, gate.view(), up.view(), down.view());
+    } else if (c.num_shared_experts > 0) {
       const Index Fs = c.shared_ffn_size;
       TensorAsFloat gate(ckpt, spec_.shared_gate_proj, {Fs, H}, spec_, false),
           up(ckpt, spec_.shared_up, {Fs, H}, spec_, false), down(ckpt, spec_.shared_down, {H, Fs}, spec_, false);
       layer.set_shared_expert(0, WeightView(gate.data(), Fs, H), WeightView(up.data(), Fs, H),
                               WeightView(down.data(), H, Fs));
-      if (c.shared_expert_gate) {
-        TensorAsFloat g(ckpt, spec_.shared_expert_gate, {1, H}, spec_, false);
-        layer.set_shared_expert_gate(0, WeightView(g.data(), 1, H));
-      }
+    }
+    if (c.num_shared_experts > 0 && c.shared_expert_gate) {
+      TensorAsFloat g(ckpt, spec_.shared_expert_gate, {1, H}, spec_, false);
+      layer.set_shared_expert_gate(0, WeightView(g.data(), 1, H));
     }
   }
 
@@ -255,8 +292,9 @@ void for_each_block_tensor(const BlockSpec& spec, const Checkpoint& ckpt, Visit&
 }  // namespace detail
 
 // Loads the MoE block of `layer` from the model folder `dir`, its expert weights stored in `dtype`: "auto"
-// (the checkpoint's own, f32, bf16 or f16; f32 for F8_E4M3 weights, which it holds exactly after their
-// block scales) or one of precision_names(). progress(done, total), if given, is called as experts load.
+// (the checkpoint's own: f32, bf16, f16, or fp8 for F8_E4M3 weights in blocks of a multiple of 128 inputs,
+// f32 for other blocks, which it holds exactly) or one of precision_names(). progress(done, total), if given, is called
+// as experts load.
 inline std::unique_ptr<MoeBlock> load_block(const std::string& dir, const std::string& layer,
                                             const std::string& dtype = "auto",
                                             const std::function<void(int, int)>& progress = {}) {
@@ -270,7 +308,10 @@ inline std::unique_ptr<MoeBlock> load_block(const std::string& dir, const std::s
   std::string chosen = dtype;
   if (chosen == "auto") {
     const DType stored = ckpt.tensor(spec.up.front()).dtype;
-    chosen = stored == DType::BF16 ? "bf16" : stored == DType::F16 ? "f16" : "f32";
+    // FP8 stays fp8 where its blocks hold whole 128-input scale blocks of the fp8 precision (then the codes
+    // and scales are kept as published); other blocks are decoded to f32, exactly.
+    const bool fp8_exact = stored == DType::F8_E4M3 && spec.fp8_block_cols % fp8::kBlock == 0;
+    chosen = stored == DType::BF16 ? "bf16" : stored == DType::F16 ? "f16" : fp8_exact ? "fp8" : "f32";
   }
   auto block = std::make_unique<detail::Block>(spec, detail::make_block_layer(spec, ckpt, chosen));
   block->load(ckpt, progress);

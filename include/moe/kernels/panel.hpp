@@ -13,9 +13,12 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
+#include <vector>
 
 #include "../config.hpp"
 #include "../detail/aligned_buffer.hpp"
+#include "../fp8_block_view.hpp"
 #include "../simd.hpp"
 #include "prefetch.hpp"
 #include "tile_shape.hpp"
@@ -24,6 +27,12 @@ namespace moe {
 inline namespace MOE_TARGET_NAMESPACE {
 namespace detail {
 namespace kernels {
+
+// Whether Precision packs e4m3 codes and their block scales as they are (fp8: pack_column_e4m3).
+template <class Precision, class = void>
+struct packs_e4m3 : std::false_type {};
+template <class Precision>
+struct packs_e4m3<Precision, std::void_t<decltype(&Precision::pack_column_e4m3)>> : std::true_type {};
 
 // What one depth row and the scales of a panel look like in Precision (precision.hpp).
 template <class Precision>
@@ -93,6 +102,24 @@ public:
     }
   }
 
+  // pack and pack_gated from FP8 block-quantised weights (fp8_block_view.hpp): a precision that packs e4m3
+  // codes (fp8) takes each row's codes and scales as they are when every one of its scale blocks lies inside
+  // one block of the view; otherwise each row is decoded to f32 and packed as a float row is.
+  void pack(const Fp8BlockView& w, Index depth_padded, Index out_padded = 0) {
+    resize(std::max(w.rows, out_padded), depth_padded);
+    std::vector<float> row;
+    for (Index o = 0; o < w.rows; ++o) set_column(o / kPanelColumns, o % kPanelColumns, w, o, row);
+  }
+  void pack_gated(const Fp8BlockView& gate, const Fp8BlockView& up, Index out_padded = 0) {
+    constexpr Index half = kPanelColumns / 2;
+    resize(2 * detail::simd::round_up(std::max(gate.rows, out_padded), half), gate.cols);
+    std::vector<float> row;
+    for (Index o = 0; o < gate.rows; ++o) {
+      set_column(o / half, o % half, gate, o, row);
+      set_column(o / half, half + o % half, up, o, row);
+    }
+  }
+
   Index panels() const { return panels_; }
   Index depth() const { return depth_; }
   // Panel p from depth row k0 on; k0 is a multiple of kScaleRows where that is positive.
@@ -124,6 +151,20 @@ private:
   void set_column(Index panel, Index column, const float* w, Index in) {
     Precision::pack_column(codes_.data() + panel * depth_ * Format::kCodesPerRow,
                            scales_.data() + panel * scale_sets() * kPanelColumns, column, w, in);
+  }
+
+  void set_column(Index panel, Index column, const Fp8BlockView& w, Index o, std::vector<float>& row) {
+    if constexpr (packs_e4m3<Precision>::value) {
+      if (w.block_cols % Format::kScaleRows == 0) {
+        Precision::pack_column_e4m3(codes_.data() + panel * depth_ * Format::kCodesPerRow,
+                                    scales_.data() + panel * scale_sets() * kPanelColumns, column, w.codes + o * w.cols,
+                                    w.row_scales(o), w.block_cols, w.cols);
+        return;
+      }
+    }
+    row.resize(std::size_t(w.cols));
+    w.decode_row(o, row.data());
+    set_column(panel, column, row.data(), w.cols);
   }
 
   // Weights live as long as their layer: small matrices share huge pages (detail/huge_page_pool.hpp).
