@@ -472,7 +472,15 @@ def _glu_family(seed, name, dtype, c, F, E, fp8_block=None):
     return c, ck, layers
 
 
-def deepseek_v3(seed, name, dtype, fp8_block=None):
+def glm4_moe(seed, name, dtype):
+    """GLM-4.5 (modeling_glm4_moe.py): DeepSeek-V3's router and block under model_type glm4_moe. The config
+    leaves out routed_scaling_factor, n_shared_experts and first_k_dense_replace, so Glm4MoeConfig's defaults
+    (1.0, 1, 1; DeepseekV3Config's are 2.5, 1, 3) decide them."""
+    defaults = {"routed_scaling_factor": 1.0, "n_shared_experts": 1, "first_k_dense_replace": 1}
+    return deepseek_v3(seed, name, dtype, model_type="glm4_moe", omitted=defaults)
+
+
+def deepseek_v3(seed, name, dtype, fp8_block=None, model_type="deepseek_v3", omitted=None):
     # e_score_correction_bias stays float32, as in the published bf16 checkpoints
     # (DeepseekV3PreTrainedModel._keep_in_fp32_modules_strict); the other tensors are in `dtype`, or with
     # fp8_block the MLP weights are F8_E4M3 with block scales and the router stays bf16, as in the published
@@ -483,6 +491,13 @@ def deepseek_v3(seed, name, dtype, fp8_block=None):
          "routed_scaling_factor": 2.5, "first_k_dense_replace": 1, "moe_layer_freq": 1, "scoring_func": "sigmoid",
          "topk_method": "noaux_tc", "hidden_act": "silu", "torch_dtype": CONFIG_DTYPE[dtype]}
     fp8_config(c, fp8_block)
+    if model_type != "deepseek_v3":
+        c["architectures"], c["model_type"] = ["Glm4MoeForCausalLM"], model_type
+        del c["scoring_func"], c["topk_method"], c["moe_layer_freq"]
+    written = dict(c)
+    for key, value in (omitted or {}).items():  # the reference uses the class default, the file has no key
+        del written[key]
+        c[key] = value
     rng = folder_rng(seed, name)
     ck = Checkpoint(rng, dtype, fp8_block)
     H, E = c["hidden_size"], c["n_routed_experts"]
@@ -511,7 +526,7 @@ def deepseek_v3(seed, name, dtype, fp8_block=None):
 
         x, (y, changed) = draw_input(rng, TOKENS, H, compute)
         layers[str(L)] = (x, y.numpy(), {})
-    return c, ck, layers
+    return written, ck, layers
 
 
 def dbrx(seed, name, dtype):
@@ -681,6 +696,7 @@ def main():
         ("qwen3_moe", qwen3_moe, "bf16", 1),
         ("olmoe", olmoe, "f32", 1),
         ("deepseek_v3", deepseek_v3, "bf16", 1),
+        ("glm4_moe", glm4_moe, "f32", 1),
         # FP8 as published: e4m3 weights with block scales; blocks that cut the 56 x 32 tensors unevenly.
         ("deepseek_v3_fp8", lambda s, n, d: deepseek_v3(s, n, d, fp8_block=(16, 24)), "bf16", 1),
         # and as published, 128 x 128 blocks, on tensors of 2 x 2 blocks, partial ones at both ends: moe keeps

@@ -11,7 +11,13 @@
 //                        layer
 //   deepseek_v3          sigmoid scores, e_score_correction_bias, group-limited top-k (n_group, topk_group),
 //                        norm_topk_prob, routed_scaling_factor (router.hpp's SigmoidGroupTopK); one shared MLP
-//                        of n_shared_experts * moe_intermediate_size; sparse iff L >= first_k_dense_replace
+//                        of n_shared_experts * moe_intermediate_size; sparse iff L >= first_k_dense_replace;
+//                        keys left out take DeepseekV3Config's defaults (n_group 8, topk_group 4,
+//                        routed_scaling_factor 2.5, n_shared_experts 1, first_k_dense_replace 3)
+//   glm4_moe             GLM-4.5: as deepseek_v3 (modeling_glm4_moe.py: Glm4MoeTopkRouter is DeepseekV3TopkRouter,
+//                        and its MoE block adds the routed experts and the shared MLP as DeepseekV3MoE does),
+//                        with Glm4MoeConfig's defaults (n_group 1, topk_group 1, routed_scaling_factor 1,
+//                        n_shared_experts 1, first_k_dense_replace 1)
 //   dbrx                 softmax top-k divided by the p-norm of the k weights (moe_normalize_expert_weights;
 //                        p = 1 supported), experts fused in ffn.experts.mlp.w1 / v1 / w2
 //   switch_transformers  top-1 softmax with expert_capacity per sequence (the input is one sequence); a dropped
@@ -44,8 +50,8 @@ namespace io {
 
 // The model families read_block_spec() knows.
 inline const std::vector<std::string>& supported_model_types() {
-  static const std::vector<std::string> types = {"mixtral",     "qwen2_moe", "qwen3_moe",          "olmoe",
-                                                 "deepseek_v3", "dbrx",      "switch_transformers"};
+  static const std::vector<std::string> types = {"mixtral",     "qwen2_moe", "qwen3_moe", "olmoe",
+                                                 "deepseek_v3", "glm4_moe",  "dbrx",      "switch_transformers"};
   return types;
 }
 
@@ -170,6 +176,12 @@ inline void read_quantization_config(const nlohmann::json& j, const std::string&
 
 namespace detail {
 
+// The defaults of DeepseekV3Config and Glm4MoeConfig for the keys of their MoE blocks.
+struct SigmoidGroupDefaults {
+  int first_dense, shared, groups, topk_groups;
+  float scaling;
+};
+
 [[noreturn]] inline void unsupported_type(const std::string& type, const std::string& file) {
   std::string list;
   for (const std::string& t : supported_model_types()) list += (list.empty() ? "" : ", ") + t;
@@ -218,8 +230,14 @@ inline std::optional<BlockSpec> moe_block_spec(const nlohmann::json& j, const st
     return std::optional<BlockSpec>();
   };
 
-  if (type == "mixtral" || type == "qwen2_moe" || type == "qwen3_moe" || type == "olmoe" || type == "deepseek_v3") {
+  if (type == "mixtral" || type == "qwen2_moe" || type == "qwen3_moe" || type == "olmoe" || type == "deepseek_v3" ||
+      type == "glm4_moe") {
     const int L = detail::parse_index(layer, "the layer of " + type);
+    // DeepSeek-V3's router and shared experts; GLM-4.5 (Glm4MoeTopkRouter is DeepseekV3TopkRouter) differs only
+    // in its config class's defaults, which apply where config.json leaves a key out.
+    const bool sigmoid_groups = type == "deepseek_v3" || type == "glm4_moe";
+    const SigmoidGroupDefaults defaults =
+        type == "glm4_moe" ? SigmoidGroupDefaults{1, 1, 1, 1, 1.0f} : SigmoidGroupDefaults{3, 1, 8, 4, 2.5f};
     check_layer(L, layers(j, "num_hidden_layers", file), "num_hidden_layers");
     c.hidden_size = width(j, "hidden_size", file);
     c.ffn.activation = detail::activation_named(json_get_or<std::string>(j, "hidden_act", "silu", file), file);
@@ -240,8 +258,9 @@ inline std::optional<BlockSpec> moe_block_spec(const nlohmann::json& j, const st
         if (json_get_in<int>(j, "num_experts", 0, kMaxExperts, file) == 0) return dense("num_experts = 0");
         if ((L + 1) % step != 0) return dense("decoder_sparse_step = " + std::to_string(step));
       }
-      if (type == "deepseek_v3") {
-        const int first_dense = json_get_or_in<int>(j, "first_k_dense_replace", 0, 0, detail::kMaxLayers, file);
+      if (sigmoid_groups) {
+        const int first_dense =
+            json_get_or_in<int>(j, "first_k_dense_replace", defaults.first_dense, 0, detail::kMaxLayers, file);
         if (L < first_dense) return dense("first_k_dense_replace = " + std::to_string(first_dense));
         c.num_experts = experts(j, "n_routed_experts", file);
       } else {
@@ -250,7 +269,7 @@ inline std::optional<BlockSpec> moe_block_spec(const nlohmann::json& j, const st
       // OLMoE's experts are intermediate_size wide; the others name the expert width moe_intermediate_size.
       c.ffn_size = width(j, type == "olmoe" ? "intermediate_size" : "moe_intermediate_size", file);
       c.top_k = top_k(j, "num_experts_per_tok", file);
-      s.renormalize = json_get_or<bool>(j, "norm_topk_prob", type == "deepseek_v3", file);
+      s.renormalize = json_get_or<bool>(j, "norm_topk_prob", sigmoid_groups, file);
       s.router_tensor = prefix + "mlp.gate.weight";
       experts_names(prefix + "mlp.experts.", "gate_proj", "up_proj", "down_proj", c.num_experts);
       if (type == "qwen2_moe") {
@@ -262,15 +281,15 @@ inline std::optional<BlockSpec> moe_block_spec(const nlohmann::json& j, const st
         s.shared_down = prefix + "mlp.shared_expert.down_proj.weight";
         s.shared_expert_gate = prefix + "mlp.shared_expert_gate.weight";
       }
-      if (type == "deepseek_v3") {
+      if (sigmoid_groups) {
         s.router = BlockSpec::Router::SigmoidGroupTopK;
-        s.groups = json_get_or_in<int>(j, "n_group", 1, 1, c.num_experts, file);
-        s.topk_groups = json_get_or_in<int>(j, "topk_group", 1, 1, s.groups, file);
-        s.scaling = json_get_or<float>(j, "routed_scaling_factor", 1.0f, file);
+        s.groups = json_get_or_in<int>(j, "n_group", defaults.groups, 1, c.num_experts, file);
+        s.topk_groups = json_get_or_in<int>(j, "topk_group", defaults.topk_groups, 1, s.groups, file);
+        s.scaling = json_get_or<float>(j, "routed_scaling_factor", defaults.scaling, file);
         MOE_CHECK(std::isfinite(s.scaling) && s.scaling > 0.0f, where,
                   file + ": key 'routed_scaling_factor' = " + std::to_string(s.scaling) + " must be positive");
         s.bias_tensor = prefix + "mlp.gate.e_score_correction_bias";
-        const int shared = json_get_or_in<int>(j, "n_shared_experts", 0, 0, kMaxExperts, file);
+        const int shared = json_get_or_in<int>(j, "n_shared_experts", defaults.shared, 0, kMaxExperts, file);
         if (shared > 0) {
           c.num_shared_experts = 1;
           c.shared_ffn_size = c.ffn_size * shared;
@@ -385,7 +404,8 @@ inline std::vector<std::string> layer_names(const nlohmann::json& j, const std::
   auto numbered = [&](const std::string& prefix, int n) {
     for (int i = 0; i < n; ++i) names.push_back(prefix + std::to_string(i));
   };
-  if (type == "mixtral" || type == "qwen2_moe" || type == "qwen3_moe" || type == "olmoe" || type == "deepseek_v3") {
+  if (type == "mixtral" || type == "qwen2_moe" || type == "qwen3_moe" || type == "olmoe" || type == "deepseek_v3" ||
+      type == "glm4_moe") {
     numbered("", count("num_hidden_layers"));
   } else if (type == "dbrx") {
     numbered("", count("n_layers"));
