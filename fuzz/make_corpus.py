@@ -94,6 +94,9 @@ put("config", "qwen2_moe.json", json.dumps({
     "model_type": "qwen2_moe", "hidden_size": 48, "moe_intermediate_size": 24, "shared_expert_intermediate_size": 40,
     "num_hidden_layers": 4, "num_experts": 8, "num_experts_per_tok": 4, "decoder_sparse_step": 2,
     "mlp_only_layers": [3]}))
+put("config", "granitemoe.json", json.dumps({
+    "model_type": "granitemoe", "hidden_size": 48, "intermediate_size": 40, "num_hidden_layers": 2,
+    "num_local_experts": 6, "num_experts_per_tok": 2, "hidden_act": "silu"}))
 put("config", "dbrx.json", json.dumps({
     "model_type": "dbrx", "d_model": 64, "ffn_config": {"ffn_hidden_size": 96, "moe_num_experts": 4,
                                                        "moe_top_k": 2, "moe_normalize_expert_weights": 1}}))

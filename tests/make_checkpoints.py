@@ -474,19 +474,29 @@ def _glu_family(seed, name, dtype, c, F, E, fp8_block=None):
 
 def glm4_moe(seed, name, dtype):
     """GLM-4.5 (modeling_glm4_moe.py): DeepSeek-V3's router and block under model_type glm4_moe. The config
-    leaves out routed_scaling_factor, n_shared_experts and first_k_dense_replace, so Glm4MoeConfig's defaults
-    (1.0, 1, 1; DeepseekV3Config's are 2.5, 1, 3) decide them."""
-    defaults = {"routed_scaling_factor": 1.0, "n_shared_experts": 1, "first_k_dense_replace": 1}
+    leaves out the MoE keys that have defaults, so Glm4MoeConfig's (n_group 1, topk_group 1,
+    routed_scaling_factor 1.0, n_shared_experts 1, first_k_dense_replace 1) decide them."""
+    defaults = {"n_group": 1, "topk_group": 1, "routed_scaling_factor": 1.0, "n_shared_experts": 1,
+                "first_k_dense_replace": 1}
     return deepseek_v3(seed, name, dtype, model_type="glm4_moe", omitted=defaults)
 
 
-def deepseek_v3(seed, name, dtype, fp8_block=None, model_type="deepseek_v3", omitted=None):
+def deepseek_v3_defaults(seed, name, dtype):
+    """deepseek_v3 whose config leaves out the same keys: DeepseekV3Config's defaults (n_group 8, topk_group 4,
+    routed_scaling_factor 2.5, n_shared_experts 1, first_k_dense_replace 3) decide them; layer 3 is sparse."""
+    defaults = {"n_group": 8, "topk_group": 4, "routed_scaling_factor": 2.5, "n_shared_experts": 1,
+                "first_k_dense_replace": 3}
+    return deepseek_v3(seed, name, dtype, omitted=defaults, layers=4)
+
+
+def deepseek_v3(seed, name, dtype, fp8_block=None, model_type="deepseek_v3", omitted=None, layers=3):
     # e_score_correction_bias stays float32, as in the published bf16 checkpoints
     # (DeepseekV3PreTrainedModel._keep_in_fp32_modules_strict); the other tensors are in `dtype`, or with
     # fp8_block the MLP weights are F8_E4M3 with block scales and the router stays bf16, as in the published
     # FP8 checkpoints.
     c = {"architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3", "hidden_size": 56,
-         "intermediate_size": 96, "moe_intermediate_size": 32, "num_hidden_layers": 3, "n_routed_experts": 16,
+         "intermediate_size": 96, "moe_intermediate_size": 32, "num_hidden_layers": layers,
+         "n_routed_experts": 16,
          "n_shared_experts": 1, "num_experts_per_tok": 4, "n_group": 4, "topk_group": 2, "norm_topk_prob": True,
          "routed_scaling_factor": 2.5, "first_k_dense_replace": 1, "moe_layer_freq": 1, "scoring_func": "sigmoid",
          "topk_method": "noaux_tc", "hidden_act": "silu", "torch_dtype": CONFIG_DTYPE[dtype]}
@@ -527,6 +537,41 @@ def deepseek_v3(seed, name, dtype, fp8_block=None, model_type="deepseek_v3", omi
         x, (y, changed) = draw_input(rng, TOKENS, H, compute)
         layers[str(L)] = (x, y.numpy(), {})
     return written, ck, layers
+
+
+def granitemoe(seed, name, dtype):
+    """GraniteMoeTopKGating.forward + GraniteMoeMoE.forward (modeling_granitemoe.py): the k largest router
+    logits, a softmax over those k; input_linear (experts x 2 ffn x hidden) gives 2 ffn values chunked in two,
+    act(first) * second, then output_linear (experts x hidden x ffn)."""
+    c = {"architectures": ["GraniteMoeForCausalLM"], "model_type": "granitemoe", "hidden_size": 48,
+         "intermediate_size": 40, "num_hidden_layers": 2, "num_local_experts": 6, "num_experts_per_tok": 2,
+         "hidden_act": "silu", "embedding_multiplier": 12.0, "residual_multiplier": 0.22,
+         "torch_dtype": CONFIG_DTYPE[dtype]}
+    rng = folder_rng(seed, name)
+    ck = Checkpoint(rng, dtype)
+    H, F, E, K = c["hidden_size"], c["intermediate_size"], c["num_local_experts"], c["num_experts_per_tok"]
+    layers = {}
+    for L in range(c["num_hidden_layers"]):
+        p = "model.layers.%d.block_sparse_moe." % L
+        router = ck.add(p + "router.layer.weight", (E, H), 1.5 / H ** 0.5)
+        w_in = ck.add(p + "input_linear.weight", (E, 2 * F, H), 1 / H ** 0.5)
+        w_out = ck.add(p + "output_linear.weight", (E, H, F), 1 / F ** 0.5)
+
+        def compute(x, m):
+            logits = x @ router.T
+            m.gap_after(logits, K)
+            top, index = torch.topk(logits, K, dim=-1)
+            weights = torch.softmax(top, dim=-1)
+
+            def expert(e, xs):
+                h = xs @ w_in[e].T
+                return (silu(h[:, :F]) * h[:, F:]) @ w_out[e].T
+
+            return combine(x, weights, index, expert)
+
+        x, y = draw_input(rng, TOKENS, H, compute)
+        layers[str(L)] = (x, y.numpy(), {})
+    return c, ck, layers
 
 
 def dbrx(seed, name, dtype):
@@ -696,6 +741,7 @@ def main():
         ("qwen3_moe", qwen3_moe, "bf16", 1),
         ("olmoe", olmoe, "f32", 1),
         ("deepseek_v3", deepseek_v3, "bf16", 1),
+        ("deepseek_v3_defaults", deepseek_v3_defaults, "f32", 1),
         ("glm4_moe", glm4_moe, "f32", 1),
         # FP8 as published: e4m3 weights with block scales; blocks that cut the 56 x 32 tensors unevenly.
         ("deepseek_v3_fp8", lambda s, n, d: deepseek_v3(s, n, d, fp8_block=(16, 24)), "bf16", 1),
@@ -703,6 +749,7 @@ def main():
         # the codes and scales (--dtype auto is fp8)
         ("qwen3_moe_fp8", lambda s, n, d: qwen3_moe(s, n, d, fp8_block=(128, 128), hidden=200, moe_ffn=136), "bf16",
          1),
+        ("granitemoe", granitemoe, "bf16", 1),
         ("dbrx", dbrx, "f16", 1),
         ("switch_transformers", lambda s, n, d: switch_transformers(s, n, d, args.switch_dropped), "f32", 1),
     ]

@@ -53,6 +53,8 @@ TEST_CASE("e4m3 decodes every code by its definition") {
   CHECK(moe::detail::e4m3_to_float(0xfe) == -448.0f);
 }
 
+namespace {
+
 // The e4m3 code nearest to x by search over every code's value, ties to the even code, saturating at 448.
 std::uint8_t e4m3_nearest(double x) {
   const double a = std::min(std::fabs(x), 448.0);
@@ -63,6 +65,8 @@ std::uint8_t e4m3_nearest(double x) {
   }
   return std::uint8_t(best | (std::signbit(x) ? 0x80 : 0));
 }
+
+}  // namespace
 
 TEST_CASE("e4m3 encodes to the nearest code, ties to even, saturating at 448") {
   for (std::uint32_t c = 0; c < 256; ++c) {
@@ -83,6 +87,32 @@ TEST_CASE("e4m3 encodes to the nearest code, ties to even, saturating at 448") {
   CHECK(moe::detail::float_to_e4m3(1e9f) == 0x7e);
   CHECK(moe::detail::float_to_e4m3(-500.0f) == 0xfe);
   CHECK(moe::detail::e4m3_is_nan(moe::detail::float_to_e4m3(std::nanf(""))));
+}
+
+TEST_CASE("fp8 stores each 128 inputs of a row as the nearest e4m3 codes of w / (max|w| / 448)") {
+  const moe::Index rows = 3, cols = 300;  // two whole blocks of 128 and a partial one of 44
+  std::vector<float> w = random_vector(std::size_t(rows * cols), 11, 0.3f);
+  w[5] = 40.0f;  // an outlier: row 0's first block scale is 40 / 448, its small weights subnormal codes
+  for (moe::Index c = 256; c < cols; ++c) w[std::size_t(2 * cols + c)] = 1e-39f;  // a block below FLT_MIN: zeros
+  std::vector<float> out(w.size());
+  moe::round_trip<moe::fp8>(w.data(), rows, cols, cols, out.data());
+  for (moe::Index r = 0; r < rows; ++r) {
+    for (moe::Index b = 0; b < cols; b += 128) {
+      const moe::Index end = std::min<moe::Index>(b + 128, cols);
+      float largest = 0;
+      for (moe::Index c = b; c < end; ++c) largest = std::max(largest, std::abs(w[std::size_t(r * cols + c)]));
+      const float scale = largest / 448.0f;
+      for (moe::Index c = b; c < end; ++c) {
+        const float x = w[std::size_t(r * cols + c)];
+        const float expected =
+            scale < 1.1754943508222875e-38f ? 0.0f : float(e4m3_value(e4m3_nearest(double(x / scale)))) * scale;
+        INFO("row " << r << " column " << c << ": " << x);
+        REQUIRE(out[std::size_t(r * cols + c)] == expected);
+      }
+    }
+  }
+  CHECK(out[5] == 40.0f);
+  CHECK(out[std::size_t(2 * cols + 299)] == 0.0f);
 }
 
 TEST_CASE("f16 decodes every code by its definition and re-encodes it exactly") {

@@ -47,45 +47,42 @@ inline bool avx_usable() {
 // __builtin_cpu_supports takes a string literal only, so each name gets its own function. The names Clang
 // 14's builtin lacks come from their CPUID bits (Intel SDM vol. 2, CPUID), the VEX-encoded ones only where
 // AVX is usable.
-#define MOE_DETAIL_BUILTIN_FEATURE(name)                                         \
-  Feature {                                                                      \
-    name, [] { return __builtin_cpu_init(), __builtin_cpu_supports(name) != 0; } \
-  }
-#define MOE_DETAIL_CPUID_FEATURE(name, leaf, subleaf, reg, bit, vex)                                    \
-  Feature {                                                                                             \
-    name, [] { return detail::cpuid_bit(leaf, subleaf, reg, bit) && (!(vex) || detail::avx_usable()); } \
-  }
-inline constexpr Feature kDetectable[] = {MOE_DETAIL_BUILTIN_FEATURE("sse2"),
-                                          MOE_DETAIL_BUILTIN_FEATURE("sse3"),
-                                          MOE_DETAIL_BUILTIN_FEATURE("ssse3"),
-                                          MOE_DETAIL_BUILTIN_FEATURE("sse4.1"),
-                                          MOE_DETAIL_BUILTIN_FEATURE("sse4.2"),
-                                          MOE_DETAIL_BUILTIN_FEATURE("popcnt"),
-                                          MOE_DETAIL_BUILTIN_FEATURE("avx"),
-                                          MOE_DETAIL_BUILTIN_FEATURE("avx2"),
-                                          MOE_DETAIL_BUILTIN_FEATURE("fma"),
-                                          MOE_DETAIL_CPUID_FEATURE("f16c", 1, 0, 2, 29, true),
-                                          MOE_DETAIL_BUILTIN_FEATURE("bmi"),
-                                          MOE_DETAIL_BUILTIN_FEATURE("bmi2"),
-                                          MOE_DETAIL_CPUID_FEATURE("lzcnt", 0x80000001u, 0, 2, 5, false),
-                                          MOE_DETAIL_CPUID_FEATURE("movbe", 1, 0, 2, 22, false),
-                                          MOE_DETAIL_BUILTIN_FEATURE("avx512f"),
-                                          MOE_DETAIL_BUILTIN_FEATURE("avx512cd"),
-                                          MOE_DETAIL_BUILTIN_FEATURE("avx512vl"),
-                                          MOE_DETAIL_BUILTIN_FEATURE("avx512bw"),
-                                          MOE_DETAIL_BUILTIN_FEATURE("avx512dq"),
-                                          MOE_DETAIL_BUILTIN_FEATURE("avx512ifma"),
-                                          MOE_DETAIL_BUILTIN_FEATURE("avx512vbmi"),
-                                          MOE_DETAIL_BUILTIN_FEATURE("avx512vbmi2"),
-                                          MOE_DETAIL_BUILTIN_FEATURE("avx512bitalg"),
-                                          MOE_DETAIL_BUILTIN_FEATURE("avx512vpopcntdq"),
-                                          MOE_DETAIL_BUILTIN_FEATURE("avx512bf16"),
-                                          MOE_DETAIL_BUILTIN_FEATURE("avx512vnni"),
-                                          MOE_DETAIL_CPUID_FEATURE("avxvnni", 7, 1, 0, 4, true),
-                                          MOE_DETAIL_BUILTIN_FEATURE("gfni"),
-                                          MOE_DETAIL_CPUID_FEATURE("vaes", 7, 0, 2, 9, true),
-                                          MOE_DETAIL_BUILTIN_FEATURE("vpclmulqdq"),
-                                          Feature{nullptr, nullptr}};
+#define MOE_DETAIL_BUILTIN_FEATURE(name) \
+  Feature { name, [] { return __builtin_cpu_init(), __builtin_cpu_supports(name) != 0; } }
+#define MOE_DETAIL_CPUID_FEATURE(name, leaf, subleaf, reg, bit, vex) \
+  Feature { name, [] { return detail::cpuid_bit(leaf, subleaf, reg, bit) && (!(vex) || detail::avx_usable()); } }
+inline constexpr Feature kDetectable[] = {
+    MOE_DETAIL_BUILTIN_FEATURE("sse2"),
+    MOE_DETAIL_BUILTIN_FEATURE("sse3"),
+    MOE_DETAIL_BUILTIN_FEATURE("ssse3"),
+    MOE_DETAIL_BUILTIN_FEATURE("sse4.1"),
+    MOE_DETAIL_BUILTIN_FEATURE("sse4.2"),
+    MOE_DETAIL_BUILTIN_FEATURE("popcnt"),
+    MOE_DETAIL_BUILTIN_FEATURE("avx"),
+    MOE_DETAIL_BUILTIN_FEATURE("avx2"),
+    MOE_DETAIL_BUILTIN_FEATURE("fma"),
+    MOE_DETAIL_CPUID_FEATURE("f16c", 1, 0, 2, 29, true),
+    MOE_DETAIL_BUILTIN_FEATURE("bmi"),
+    MOE_DETAIL_BUILTIN_FEATURE("bmi2"),
+    MOE_DETAIL_CPUID_FEATURE("lzcnt", 0x80000001u, 0, 2, 5, false),
+    MOE_DETAIL_CPUID_FEATURE("movbe", 1, 0, 2, 22, false),
+    MOE_DETAIL_BUILTIN_FEATURE("avx512f"),
+    MOE_DETAIL_BUILTIN_FEATURE("avx512cd"),
+    MOE_DETAIL_BUILTIN_FEATURE("avx512vl"),
+    MOE_DETAIL_BUILTIN_FEATURE("avx512bw"),
+    MOE_DETAIL_BUILTIN_FEATURE("avx512dq"),
+    MOE_DETAIL_BUILTIN_FEATURE("avx512ifma"),
+    MOE_DETAIL_BUILTIN_FEATURE("avx512vbmi"),
+    MOE_DETAIL_BUILTIN_FEATURE("avx512vbmi2"),
+    MOE_DETAIL_BUILTIN_FEATURE("avx512bitalg"),
+    MOE_DETAIL_BUILTIN_FEATURE("avx512vpopcntdq"),
+    MOE_DETAIL_BUILTIN_FEATURE("avx512bf16"),
+    MOE_DETAIL_BUILTIN_FEATURE("avx512vnni"),
+    MOE_DETAIL_CPUID_FEATURE("avxvnni", 7, 1, 0, 4, true),
+    MOE_DETAIL_BUILTIN_FEATURE("gfni"),
+    MOE_DETAIL_CPUID_FEATURE("vaes", 7, 0, 2, 9, true),
+    MOE_DETAIL_BUILTIN_FEATURE("vpclmulqdq"),
+    Feature{nullptr, nullptr}};
 #undef MOE_DETAIL_BUILTIN_FEATURE
 #undef MOE_DETAIL_CPUID_FEATURE
 #elif defined(__aarch64__) && defined(__linux__)

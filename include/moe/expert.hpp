@@ -124,20 +124,24 @@ private:
               what + " is " + std::to_string(w.rows) + " x " + std::to_string(w.cols) + ", expected " +
                   std::to_string(rows) + " x " + std::to_string(cols));
     MOE_CHECK(w.block_rows >= 1 && w.block_cols >= 1, where, what + " has a block of 0 rows or columns");
-    // The fp8 precision stores each scale times 2^8 (precisions/fp8.hpp).
-    constexpr float kLargestScale = 3.4028234663852886e38f / 256.0f;
+    // A precision that keeps the scales (fp8) stores each times 2^8 (precisions/fp8.hpp): it must stay finite.
+    constexpr bool kKeepsScales = detail::kernels::packs_e4m3<Precision>::value;
+    constexpr float kLargestScale = kKeepsScales ? 3.4028234663852886e38f / 256.0f : 3.4028234663852886e38f;
     const Index block_rows = (rows + w.block_rows - 1) / w.block_rows;
     for (Index b = 0; b < block_rows * w.scale_cols(); ++b)
       MOE_CHECK(std::isfinite(w.scales[b]) && std::fabs(w.scales[b]) <= kLargestScale, where,
                 what + " has block scale " + std::to_string(w.scales[b]) + " at block (" +
                     std::to_string(b / w.scale_cols()) + ", " + std::to_string(b % w.scale_cols()) +
-                    "): NaN, Inf or above 2^120");
+                    (kKeepsScales ? "): NaN, Inf or above 2^120" : "): NaN or Inf"));
     for (Index r = 0; r < rows; ++r) {
+      const std::uint8_t* row = w.codes + r * cols;
+      const float* scales = w.row_scales(r);
       for (Index c = 0; c < cols; ++c) {
-        MOE_CHECK(!detail::e4m3_is_nan(w.codes[r * cols + c]), where,
+        MOE_CHECK(!detail::e4m3_is_nan(row[c]), where,
                   what + " has a NaN code at (" + std::to_string(r) + ", " + std::to_string(c) + ")");
-        MOE_CHECK(std::fabs(w.value(r, c)) <= max_magnitude<Precision>(), where,
-                  what + " " + std::to_string(w.value(r, c)) + " at (" + std::to_string(r) + ", " + std::to_string(c) +
+        const float value = detail::e4m3_to_float(row[c]) * scales[c / w.block_cols];
+        MOE_CHECK(std::fabs(value) <= max_magnitude<Precision>(), where,
+                  what + " " + std::to_string(value) + " at (" + std::to_string(r) + ", " + std::to_string(c) +
                       ") is outside the range of " + TypeName<Precision>());
       }
     }

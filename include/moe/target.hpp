@@ -94,14 +94,15 @@
 #define MOE_DETAIL_STRING(x) MOE_DETAIL_STRING_(x)
 
 // The inline namespace of this translation unit's target, and its name as a string literal.
-#define MOE_TARGET_NAMESPACE                                                                                        \
-  MOE_DETAIL_PASTE(                                                                                                 \
-      MOE_DETAIL_PASTE(MOE_DETAIL_PASTE(MOE_DETAIL_PASTE(MOE_DETAIL_PASTE(MOE_DETAIL_PASTE(MOE_DETAIL_TARGET_LEVEL, \
-                                                                                           MOE_DETAIL_TARGET_FMA),  \
-                                                                          MOE_DETAIL_TARGET_F16C),                  \
-                                                         MOE_DETAIL_TARGET_BF16),                                   \
-                                        MOE_DETAIL_TARGET_VNNI),                                                    \
-                       MOE_DETAIL_TARGET_DOTPROD),                                                                  \
+#define MOE_TARGET_NAMESPACE                                                                                    \
+  MOE_DETAIL_PASTE(                                                                                             \
+      MOE_DETAIL_PASTE(                                                                                         \
+          MOE_DETAIL_PASTE(                                                                                     \
+              MOE_DETAIL_PASTE(MOE_DETAIL_PASTE(MOE_DETAIL_PASTE(MOE_DETAIL_TARGET_LEVEL, MOE_DETAIL_TARGET_FMA), \
+                                                MOE_DETAIL_TARGET_F16C),                                        \
+                               MOE_DETAIL_TARGET_BF16),                                                         \
+              MOE_DETAIL_TARGET_VNNI),                                                                          \
+          MOE_DETAIL_TARGET_DOTPROD),                                                                           \
       MOE_DETAIL_TARGET_FP16)
 #define MOE_TARGET_NAME MOE_DETAIL_STRING(MOE_TARGET_NAMESPACE)
 

@@ -33,7 +33,7 @@ def headers(folder):
 
 def block_prefix(config, layer):
     t = config["model_type"]
-    if t == "mixtral":
+    if t in ("mixtral", "granitemoe"):
         return "model.layers.%s.block_sparse_moe." % layer
     if t == "dbrx":
         return "transformer.blocks.%s.ffn." % layer
@@ -82,7 +82,8 @@ for folder_name, expected_moe in sorted(moe_layers.items()):
         prefix = block_prefix(config, layer)
         mine = {n: v for n, v in tensors.items() if n.startswith(prefix)}
         megabytes = sum(b for _, b in mine.values()) / 1e6
-        weights = [d for n, (d, _) in mine.items() if ".experts." in n and not n.endswith("_scale_inv")]
+        weights = [d for n, (d, _) in mine.items()
+                   if (".experts." in n or "input_linear" in n) and not n.endswith("_scale_inv")]
         if int(row[2]) != experts or int(row[3]) != k:
             problems.append("layer %s: experts %s top-k %s, config.json says %d, %d" % (layer, row[2], row[3], experts, k))
         if weights and row[7] != weights[0]:

@@ -18,6 +18,9 @@
 //                        and its MoE block adds the routed experts and the shared MLP as DeepseekV3MoE does),
 //                        with Glm4MoeConfig's defaults (n_group 1, topk_group 1, routed_scaling_factor 1,
 //                        n_shared_experts 1, first_k_dense_replace 1)
+//   granitemoe           top-k of the logits, softmax over the k; experts stacked in block_sparse_moe.input_linear
+//                        (experts x 2 ffn x hidden: gate rows, then up rows) and output_linear (experts x hidden
+//                        x ffn); every layer
 //   dbrx                 softmax top-k divided by the p-norm of the k weights (moe_normalize_expert_weights;
 //                        p = 1 supported), experts fused in ffn.experts.mlp.w1 / v1 / w2
 //   switch_transformers  top-1 softmax with expert_capacity per sequence (the input is one sequence); a dropped
@@ -41,6 +44,7 @@
 #include "../config.hpp"
 #include "../expert.hpp"
 #include "../layer_config.hpp"
+#include "../router.hpp"
 #include "file.hpp"
 #include "json_util.hpp"
 
@@ -50,8 +54,9 @@ namespace io {
 
 // The model families read_block_spec() knows.
 inline const std::vector<std::string>& supported_model_types() {
-  static const std::vector<std::string> types = {"mixtral",     "qwen2_moe", "qwen3_moe", "olmoe",
-                                                 "deepseek_v3", "glm4_moe",  "dbrx",      "switch_transformers"};
+  static const std::vector<std::string> types = {"mixtral",    "qwen2_moe",   "qwen3_moe",
+                                                 "olmoe",      "deepseek_v3", "glm4_moe",
+                                                 "granitemoe", "dbrx",        "switch_transformers"};
   return types;
 }
 
@@ -82,9 +87,13 @@ struct BlockSpec {
   Index fp8_block_rows = 0, fp8_block_cols = 0;
 
   std::string router_tensor;
-  // Per routed expert (W[out][in]); gate empty for plain MLPs. DBRX's fused tensors instead: see fused.
+  // Per routed expert (W[out][in]); gate empty for plain MLPs. DBRX's and Granite's tensors for all experts
+  // at once instead: see fused and stacked.
   std::vector<std::string> gate, up, down;
   bool fused = false;  // dbrx: gate = w1, up = v1, down = w2, each (experts * ffn) x hidden
+  // granitemoe: gate = input_linear, experts x (2 ffn) x hidden, expert e's gate rows then its up rows;
+  // down = output_linear, experts x hidden x ffn (each expert's W[out][in]); up names input_linear too.
+  bool stacked = false;
   // The shared expert (at most one in these families) and its gate.
   std::string shared_gate_proj, shared_up, shared_down, shared_expert_gate;
 };
@@ -285,6 +294,17 @@ inline std::optional<BlockSpec> moe_block_spec(const nlohmann::json& j, const st
         s.router = BlockSpec::Router::SigmoidGroupTopK;
         s.groups = json_get_or_in<int>(j, "n_group", defaults.groups, 1, c.num_experts, file);
         s.topk_groups = json_get_or_in<int>(j, "topk_group", defaults.topk_groups, 1, s.groups, file);
+        // What router.hpp's SigmoidGroupTopK::check asks, here so that --list-layers refuses what a load would.
+        MOE_CHECK(s.groups <= SigmoidGroupTopK::kMaxGroups && c.num_experts % s.groups == 0 &&
+                      (s.groups == 1 || c.num_experts / s.groups >= 2),
+                  where,
+                  file + ": n_group = " + std::to_string(s.groups) + " must divide the " +
+                      std::to_string(c.num_experts) + " experts into at most " +
+                      std::to_string(SigmoidGroupTopK::kMaxGroups) + " groups of 2 or more");
+        MOE_CHECK(c.top_k <= s.topk_groups * (c.num_experts / s.groups), where,
+                  file + ": num_experts_per_tok = " + std::to_string(c.top_k) + " exceeds the " +
+                      std::to_string(s.topk_groups * (c.num_experts / s.groups)) +
+                      " experts of the topk_group = " + std::to_string(s.topk_groups) + " groups kept");
         s.scaling = json_get_or<float>(j, "routed_scaling_factor", defaults.scaling, file);
         MOE_CHECK(std::isfinite(s.scaling) && s.scaling > 0.0f, where,
                   file + ": key 'routed_scaling_factor' = " + std::to_string(s.scaling) + " must be positive");
@@ -299,6 +319,23 @@ inline std::optional<BlockSpec> moe_block_spec(const nlohmann::json& j, const st
         }
       }
     }
+  } else if (type == "granitemoe") {
+    // modeling_granitemoe.py: GraniteMoeTopKGating (top-k of the logits, softmax over the k), GraniteMoeMoE
+    // (input_linear's output chunked in two: act(first half) * second half; then output_linear).
+    const int L = detail::parse_index(layer, "the layer of granitemoe");
+    check_layer(L, layers(j, "num_hidden_layers", file), "num_hidden_layers");
+    c.hidden_size = width(j, "hidden_size", file);
+    c.ffn_size = width(j, "intermediate_size", file);
+    c.num_experts = experts(j, "num_local_experts", file);
+    c.top_k = top_k(j, "num_experts_per_tok", file);
+    c.ffn.activation = detail::activation_named(json_get_or<std::string>(j, "hidden_act", "silu", file), file);
+    s.renormalize = true;  // a softmax over the k chosen logits
+    const std::string prefix = "model.layers." + std::to_string(L) + ".block_sparse_moe.";
+    s.router_tensor = prefix + "router.layer.weight";
+    s.stacked = true;
+    s.gate = {prefix + "input_linear.weight"};
+    s.up = s.gate;
+    s.down = {prefix + "output_linear.weight"};
   } else if (type == "dbrx") {
     const int L = detail::parse_index(layer, "the layer of dbrx");
     check_layer(L, layers(j, "n_layers", file), "n_layers");
@@ -405,7 +442,7 @@ inline std::vector<std::string> layer_names(const nlohmann::json& j, const std::
     for (int i = 0; i < n; ++i) names.push_back(prefix + std::to_string(i));
   };
   if (type == "mixtral" || type == "qwen2_moe" || type == "qwen3_moe" || type == "olmoe" || type == "deepseek_v3" ||
-      type == "glm4_moe") {
+      type == "glm4_moe" || type == "granitemoe") {
     numbered("", count("num_hidden_layers"));
   } else if (type == "dbrx") {
     numbered("", count("n_layers"));

@@ -60,9 +60,12 @@ inline const TensorView& checked_tensor(const Checkpoint& ckpt, const std::strin
       view.shape == shape, where,
       dir + ": tensor '" + name + "' has shape " + dims_text(view.shape) + ", config.json implies " + dims_text(shape));
   if (view.dtype == DType::F8_E4M3) {
-    MOE_CHECK(spec.fp8_block_rows > 0 && shape.size() == 2, where,
+    MOE_CHECK(spec.fp8_block_rows > 0, where,
               dir + ": tensor '" + name +
                   "' is F8_E4M3, but config.json has no quantization_config with a weight_block_size for it");
+    MOE_CHECK(shape.size() == 2, where,
+              dir + ": tensor '" + name + "' is F8_E4M3 with " + std::to_string(shape.size()) +
+                  " dimensions; F8_E4M3 is read for 2-D weights only");
     const std::vector<Index> blocks = {(shape[0] + spec.fp8_block_rows - 1) / spec.fp8_block_rows,
                                        (shape[1] + spec.fp8_block_cols - 1) / spec.fp8_block_cols};
     const std::string scale_name = fp8_scale_name(name);
@@ -173,7 +176,15 @@ public:
       layer.set_router(WeightView(router.data(), c.num_experts, H));
     }
     const int E = c.num_experts;
-    if (spec_.fused) {
+    if (spec_.stacked) {
+      TensorAsFloat gate_up(ckpt, spec_.gate[0], {E, 2 * F, H}, spec_), down(ckpt, spec_.down[0], {E, H, F}, spec_);
+      for (int e = 0; e < E; ++e) {
+        const float* rows = gate_up.data() + Index(e) * 2 * F * H;
+        layer.set_expert(e, WeightView(rows, F, H), WeightView(rows + F * H, F, H),
+                         WeightView(down.data() + Index(e) * H * F, H, F));
+        if (progress) progress(e + 1, E);
+      }
+    } else if (spec_.fused) {
       TensorAsFloat w1(ckpt, spec_.gate[0], {Index(E) * F, H}, spec_), v1(ckpt, spec_.up[0], {Index(E) * F, H}, spec_),
           w2(ckpt, spec_.down[0], {Index(E) * F, H}, spec_);
       std::vector<float> down(std::size_t(H * F));
@@ -271,7 +282,10 @@ void for_each_block_tensor(const BlockSpec& spec, const Checkpoint& ckpt, Visit&
   };
   check(spec.router_tensor, {E, H}, false);
   if (spec.router == BlockSpec::Router::SigmoidGroupTopK) check(spec.bias_tensor, {E}, false);
-  if (spec.fused) {
+  if (spec.stacked) {
+    check(spec.gate.front(), {E, 2 * F, H}, true);
+    check(spec.down.front(), {E, H, F}, true);
+  } else if (spec.fused) {
     for (const auto* names : {&spec.gate, &spec.up, &spec.down}) check(names->front(), {E * F, H}, true);
   } else {
     for (std::size_t e = 0; e < std::size_t(E); ++e) {
@@ -293,8 +307,8 @@ void for_each_block_tensor(const BlockSpec& spec, const Checkpoint& ckpt, Visit&
 
 // Loads the MoE block of `layer` from the model folder `dir`, its expert weights stored in `dtype`: "auto"
 // (the checkpoint's own: f32, bf16, f16, or fp8 for F8_E4M3 weights in blocks of a multiple of 128 inputs,
-// f32 for other blocks, which it holds exactly) or one of precision_names(). progress(done, total), if given, is called
-// as experts load.
+// f32 for other blocks: each code times its scale rounded once) or one of precision_names(). progress(done, total), if
+// given, is called as experts load.
 inline std::unique_ptr<MoeBlock> load_block(const std::string& dir, const std::string& layer,
                                             const std::string& dtype = "auto",
                                             const std::function<void(int, int)>& progress = {}) {
@@ -309,7 +323,8 @@ inline std::unique_ptr<MoeBlock> load_block(const std::string& dir, const std::s
   if (chosen == "auto") {
     const DType stored = ckpt.tensor(spec.up.front()).dtype;
     // FP8 stays fp8 where its blocks hold whole 128-input scale blocks of the fp8 precision (then the codes
-    // and scales are kept as published); other blocks are decoded to f32, exactly.
+    // and scales are kept as published); other blocks are decoded to f32, each code times its scale rounded
+    // once.
     const bool fp8_exact = stored == DType::F8_E4M3 && spec.fp8_block_cols % fp8::kBlock == 0;
     chosen = stored == DType::BF16 ? "bf16" : stored == DType::F16 ? "f16" : fp8_exact ? "fp8" : "f32";
   }
