@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "config.hpp"
 #include "detail/half_floats.hpp"
@@ -148,11 +149,19 @@ MOE_ALWAYS_INLINE float reduce_max(Vec v) { return v; }
 #endif
 
 // ---- stored weights to f32 lanes (precisions/*.hpp decode_row): kWidth values from p into one vector ----
-// AVX-512 and AVX2 (f16 also needs F16C) widen with a few instructions; every other target (SSE, NEON,
-// the scalar path) decodes lane by lane, through a small stack array, with the same conversions the
-// packing used. All give the same bits for every code packing produces.
+// AVX-512, AVX2 (f16 also needs F16C) and AArch64 NEON widen with a few instructions; every other target
+// (SSE, 32-bit NEON, the scalar path) decodes lane by lane, through a small stack array, with the same
+// conversions the packing used. All give the same bits for every code packing produces.
 
 namespace detail_load {
+#if MOE_SIMD_XSIMD && XSIMD_WITH_NEON64
+// The kWidth = 4 bytes at p (no further: a row's last vector ends its buffer) in the low half of a register.
+MOE_ALWAYS_INLINE int8x8_t four_bytes_s8(const void* p) {
+  std::uint32_t bits;
+  std::memcpy(&bits, p, sizeof bits);
+  return vreinterpret_s8_u32(vdup_n_u32(bits));
+}
+#endif
 template <class Decode>
 MOE_ALWAYS_INLINE Vec by_lane(Decode decode) {
   alignas(64) float lanes[kWidth];
@@ -174,6 +183,10 @@ MOE_ALWAYS_INLINE void load_bf16_halves(const std::uint16_t* p, Vec& low, Vec& h
   const __m256i both = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   low = Vec(_mm256_castsi256_ps(_mm256_slli_epi32(both, 16)));
   high = Vec(_mm256_castsi256_ps(_mm256_and_si256(both, _mm256_set1_epi32(int(0xFFFF0000u)))));
+#elif MOE_SIMD_XSIMD && XSIMD_WITH_NEON64
+  const uint32x4_t both = vreinterpretq_u32_u8(vld1q_u8(reinterpret_cast<const std::uint8_t*>(p)));
+  low = Vec(vreinterpretq_f32_u32(vshlq_n_u32(both, 16)));
+  high = Vec(vreinterpretq_f32_u32(vandq_u32(both, vdupq_n_u32(0xFFFF0000u))));
 #else
   low = detail_load::by_lane([p](int i) { return ::moe::detail::bf16_to_float(p[2 * i]); });
   high = detail_load::by_lane([p](int i) { return ::moe::detail::bf16_to_float(p[2 * i + 1]); });
@@ -185,6 +198,8 @@ MOE_ALWAYS_INLINE Vec load_f16(const std::uint16_t* p) {
   return Vec(_mm512_maskz_cvtph_ps(kAllLanes, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
 #elif MOE_SIMD_XSIMD && XSIMD_WITH_AVX2 && defined(__F16C__)
   return Vec(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+#elif MOE_SIMD_XSIMD && XSIMD_WITH_NEON64
+  return Vec(vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))));  // fcvtl: exact, subnormals included
 #else
   return detail_load::by_lane([p](int i) { return ::moe::detail::f16_to_float(p[i]); });
 #endif
@@ -196,6 +211,8 @@ MOE_ALWAYS_INLINE Vec load_i8(const std::int8_t* p) {
       kAllLanes, _mm512_maskz_cvtepi8_epi32(kAllLanes, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))));
 #elif MOE_SIMD_XSIMD && XSIMD_WITH_AVX2
   return Vec(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)))));
+#elif MOE_SIMD_XSIMD && XSIMD_WITH_NEON64
+  return Vec(vcvtq_f32_s32(vmovl_s16(vget_low_s16(vmovl_s8(detail_load::four_bytes_s8(p))))));
 #else
   return detail_load::by_lane([p](int i) { return float(p[i]); });
 #endif
@@ -216,6 +233,9 @@ MOE_ALWAYS_INLINE Vec load_e4m3(const std::uint8_t* p) {
 #elif MOE_SIMD_XSIMD && XSIMD_WITH_AVX2 && defined(__F16C__)
   const __m128i wide = _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
   return Vec(_mm256_cvtph_ps(_mm_and_si128(_mm_slli_epi16(wide, 7), _mm_set1_epi16(int16_t(0xBFFF)))));
+#elif MOE_SIMD_XSIMD && XSIMD_WITH_NEON64
+  const int16x4_t wide = vget_low_s16(vmovl_s8(detail_load::four_bytes_s8(p)));
+  return Vec(vcvt_f32_f16(vreinterpret_f16_s16(vand_s16(vshl_n_s16(wide, 7), vdup_n_s16(int16_t(0xBFFF))))));
 #else
   return detail_load::by_lane([p](int i) { return ::moe::detail::e4m3_to_float(p[i]) * 0.00390625f; });
 #endif
