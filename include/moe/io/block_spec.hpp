@@ -191,6 +191,12 @@ struct SigmoidGroupDefaults {
   float scaling;
 };
 
+// The families whose layers are model.layers.L, counted by num_hidden_layers.
+inline bool numbers_its_layers(const std::string& type) {
+  return type == "mixtral" || type == "qwen2_moe" || type == "qwen3_moe" || type == "olmoe" || type == "deepseek_v3" ||
+         type == "glm4_moe" || type == "granitemoe";
+}
+
 [[noreturn]] inline void unsupported_type(const std::string& type, const std::string& file) {
   std::string list;
   for (const std::string& t : supported_model_types()) list += (list.empty() ? "" : ", ") + t;
@@ -239,8 +245,7 @@ inline std::optional<BlockSpec> moe_block_spec(const nlohmann::json& j, const st
     return std::optional<BlockSpec>();
   };
 
-  if (type == "mixtral" || type == "qwen2_moe" || type == "qwen3_moe" || type == "olmoe" || type == "deepseek_v3" ||
-      type == "glm4_moe") {
+  if (numbers_its_layers(type) && type != "granitemoe") {
     const int L = detail::parse_index(layer, "the layer of " + type);
     // DeepSeek-V3's router and shared experts; GLM-4.5 (Glm4MoeTopkRouter is DeepseekV3TopkRouter) differs only
     // in its config class's defaults, which apply where config.json leaves a key out.
@@ -441,8 +446,7 @@ inline std::vector<std::string> layer_names(const nlohmann::json& j, const std::
   auto numbered = [&](const std::string& prefix, int n) {
     for (int i = 0; i < n; ++i) names.push_back(prefix + std::to_string(i));
   };
-  if (type == "mixtral" || type == "qwen2_moe" || type == "qwen3_moe" || type == "olmoe" || type == "deepseek_v3" ||
-      type == "glm4_moe" || type == "granitemoe") {
+  if (detail::numbers_its_layers(type)) {
     numbered("", count("num_hidden_layers"));
   } else if (type == "dbrx") {
     numbered("", count("n_layers"));

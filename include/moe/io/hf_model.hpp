@@ -207,10 +207,10 @@ public:
           if (progress) progress(e + 1, E);
           continue;
         }
-        TensorAsFloat up(ckpt, spec_.up[std::size_t(e)], {F, H}, spec_);
-        TensorAsFloat down(ckpt, spec_.down[std::size_t(e)], {H, F}, spec_);
+        TensorAsFloat up(ckpt, spec_.up[i], {F, H}, spec_);
+        TensorAsFloat down(ckpt, spec_.down[i], {H, F}, spec_);
         if (c.ffn.gated) {
-          TensorAsFloat gate(ckpt, spec_.gate[std::size_t(e)], {F, H}, spec_);
+          TensorAsFloat gate(ckpt, spec_.gate[i], {F, H}, spec_);
           layer.set_expert(e, WeightView(gate.data(), F, H), WeightView(up.data(), F, H),
                            WeightView(down.data(), H, F));
         } else {
