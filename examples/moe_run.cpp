@@ -65,10 +65,11 @@ const char* const kUsage =
 
 With --model: computes the MoE block of layer L of the Hugging Face model folder DIR (config.json and
 model.safetensors, or shards with model.safetensors.index.json; model types mixtral, qwen2_moe, qwen3_moe,
-olmoe, deepseek_v3, glm4_moe, granitemoe, dbrx, switch_transformers, where L is encoder.N or decoder.N) on
+olmoe, deepseek_v2, deepseek_v3, glm4_moe, granitemoe, llama4_text, llama4, gpt_oss, grok-1, dbrx,
+switch_transformers, where L is encoder.N or decoder.N) on
 the tokens in X.npy (float32 or float16, tokens x hidden_size) and writes the block's output, without the
 residual, to Y.npy (float32). --dtype auto (the default) keeps the checkpoint's precision (FP8 weights in 128-input
-blocks as fp8, other FP8 blocks decoded to f32). --repeat R times R passes after a warm-up and reports
+blocks as fp8, other FP8 blocks decoded to f32, MXFP4 as bf16). --repeat R times R passes after a warm-up and reports
 median and min latency, tokens/s, GB/s and GFLOP/s; --stats writes those and the routing statistics as
 JSON. --list-layers prints each layer of DIR: dense or MoE, its experts, top-k,
 shared experts, sizes, how its expert weights are stored and the bytes of its tensors, from config.json and

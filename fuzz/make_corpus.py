@@ -65,6 +65,9 @@ put("safetensors", "scalar_and_empty.safetensors", safetensors({
 put("safetensors", "f8_e4m3.safetensors", safetensors({
     "w": {"dtype": "F8_E4M3", "shape": [2, 3], "data_offsets": [0, 6]},
     "w_scale_inv": {"dtype": "F32", "shape": [1, 1], "data_offsets": [8, 12]}}, bytes([0x38, 0xB8, 0x7E, 0x01, 0x7F, 0xFF, 0, 0]) + f32(0.5)))
+put("safetensors", "mxfp4.safetensors", safetensors({
+    "w_blocks": {"dtype": "U8", "shape": [1, 2, 1, 16], "data_offsets": [0, 32]},
+    "w_scales": {"dtype": "U8", "shape": [1, 2, 1], "data_offsets": [32, 34]}}, bytes(range(32)) + bytes([127, 0xFF])))
 put("safetensors", "metadata_only.safetensors", safetensors({"__metadata__": {}}, b""))
 put("safetensors", "bad_overlap.safetensors", safetensors({
     "a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
@@ -97,6 +100,25 @@ put("config", "qwen2_moe.json", json.dumps({
 put("config", "granitemoe.json", json.dumps({
     "model_type": "granitemoe", "hidden_size": 48, "intermediate_size": 40, "num_hidden_layers": 2,
     "num_local_experts": 6, "num_experts_per_tok": 2, "hidden_act": "silu"}))
+put("config", "deepseek_v2.json", json.dumps({
+    "model_type": "deepseek_v2", "hidden_size": 48, "moe_intermediate_size": 24, "n_routed_experts": 12,
+    "num_hidden_layers": 3, "num_experts_per_tok": 3, "n_group": 4, "topk_group": 2,
+    "topk_method": "group_limited_greedy", "routed_scaling_factor": 16.0, "first_k_dense_replace": 1,
+    "n_shared_experts": 2, "moe_layer_freq": 1, "norm_topk_prob": False}))
+put("config", "llama4_text.json", json.dumps({
+    "model_type": "llama4_text", "hidden_size": 40, "intermediate_size": 24, "intermediate_size_mlp": 56,
+    "num_hidden_layers": 4, "num_local_experts": 6, "num_experts_per_tok": 2, "interleave_moe_layer_step": 2}))
+put("config", "llama4.json", json.dumps({
+    "model_type": "llama4", "text_config": {
+        "model_type": "llama4_text", "hidden_size": 40, "intermediate_size": 24, "num_hidden_layers": 4,
+        "num_local_experts": 6, "num_experts_per_tok": 1, "moe_layers": [0, 2]}}))
+put("config", "gpt_oss.json", json.dumps({
+    "model_type": "gpt_oss", "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+    "num_local_experts": 8, "num_experts_per_tok": 3, "swiglu_limit": 7.0,
+    "quantization_config": {"quant_method": "mxfp4", "modules_to_not_convert": ["model.layers.*.mlp.router"]}}))
+put("config", "grok1.json", json.dumps({
+    "model_type": "grok-1", "hidden_size": 48, "intermediate_size": 40, "num_hidden_layers": 2, "num_experts": 8,
+    "num_experts_per_tok": 2}))
 put("config", "dbrx.json", json.dumps({
     "model_type": "dbrx", "d_model": 64, "ffn_config": {"ffn_hidden_size": 96, "moe_num_experts": 4,
                                                        "moe_top_k": 2, "moe_normalize_expert_weights": 1}}))

@@ -71,6 +71,8 @@ public:
     layer_->set_shared_expert(s, u, d);
   }
   void set_shared_expert_gate(int s, const moe::WeightView& w) { layer_->set_shared_expert_gate(s, w); }
+  void set_expert_bias(int e, const float* g, const float* u, const float* d) { layer_->set_expert_bias(e, g, u, d); }
+  void set_router_bias(const float* b) { layer_->set_router_bias(b); }
   moe::Workspace workspace(moe::Index tokens, int threads = 0) const { return layer_->workspace(tokens, threads); }
   moe::RoutingResult forward(const float* x, moe::Index xs, float* y, moe::Index ys, moe::Index tokens,
                              moe::Workspace& ws) const {
@@ -83,10 +85,12 @@ private:
 };
 
 // Builds Layer with `config`, runs `tokens` tokens with `threads` threads, compares with the reference.
+// biases: the routed experts' projections and the router have biases (gpt-oss).
 template <class Layer, class Routing>
 Result against_reference(const moe::LayerConfig& config, const Routing& routing, moe::Index tokens, unsigned seed,
-                         int threads = 0) {
+                         int threads = 0, bool biases = false) {
   reference::Weights w = reference::random_weights(config, seed, 4.0f);
+  if (biases) reference::add_random_biases(config, w, seed + 7);
   Layer layer(config, routing);
   reference::load(layer, w);
   // The reference computes with the values the layer's precision stores (the router stays f32).

@@ -75,7 +75,7 @@ def e4m3_encode(x):
 
 
 class RawTensor:
-    """A tensor stored as raw bytes of a safetensors dtype torch 1.13 lacks (F8_E4M3)."""
+    """A tensor stored as raw bytes of a safetensors dtype torch 1.13 lacks (F8_E4M3, and U8 codes)."""
 
     def __init__(self, st_dtype, shape, data):
         self.st_dtype, self.shape, self.data = st_dtype, tuple(shape), data
@@ -539,6 +539,251 @@ def deepseek_v3(seed, name, dtype, fp8_block=None, model_type="deepseek_v3", omi
     return written, ck, layers
 
 
+def block_deepseek_v2(x, router, experts, shared, c, margins):
+    """DeepseekV2Moe.route_tokens_to_experts + DeepseekV2Moe.forward (modeling_deepseek_v2.py): softmax over every
+    expert; greedy: the k largest probabilities; group_limited_greedy: each group scores its largest probability,
+    the topk_group best groups stay, the others' probabilities become 0.0, the k largest of those; weights the
+    chosen probabilities times routed_scaling_factor; plus the shared experts (one MLP of n_shared_experts *
+    moe_intermediate_size). Returns the output and how many tokens the groups moved off plain greedy."""
+    E, K = c["n_routed_experts"], c["num_experts_per_tok"]
+    probs = torch.softmax(x @ router.T, dim=-1)
+    masked = probs
+    if c["topk_method"] == "group_limited_greedy":
+        G, TG = c["n_group"], c["topk_group"]
+        group_scores = probs.view(-1, G, E // G).max(dim=-1).values
+        margins.gap_after(group_scores, TG)
+        group_idx = torch.topk(group_scores, k=TG, dim=-1)[1]
+        group_mask = torch.zeros_like(group_scores).scatter_(1, group_idx, 1.0)
+        score_mask = group_mask.unsqueeze(-1).expand(-1, G, E // G).reshape(-1, E)
+        masked = probs.masked_fill(~score_mask.bool(), 0.0)
+    margins.gap_after(masked, K)
+    weights, index = torch.topk(masked, k=K, dim=-1)
+    weights = weights * c["routed_scaling_factor"]
+    y = combine(x, weights, index, lambda e, xs: glu_expert(xs, *experts[e]))
+    greedy = torch.topk(probs, k=K, dim=-1)[1]
+    changed = int((torch.sort(greedy, -1).values != torch.sort(index, -1).values).any(-1).sum())
+    return y + glu_expert(x, *shared), changed
+
+
+def deepseek_v2(seed, name, dtype, lite=False):
+    """DeepSeek-V2 (group_limited_greedy, routed_scaling_factor 16, as published) or, with lite, DeepSeek-V2-Lite
+    (greedy, factor 1) whose config leaves those keys and first_k_dense_replace to DeepseekV2Config's defaults."""
+    c = {"architectures": ["DeepseekV2ForCausalLM"], "model_type": "deepseek_v2", "hidden_size": 48,
+         "intermediate_size": 80, "moe_intermediate_size": 24, "num_hidden_layers": 3, "n_routed_experts": 12,
+         "n_shared_experts": 2, "num_experts_per_tok": 3, "n_group": 4, "topk_group": 2,
+         "topk_method": "group_limited_greedy", "routed_scaling_factor": 16.0, "first_k_dense_replace": 1,
+         "moe_layer_freq": 1, "norm_topk_prob": False, "scoring_func": "softmax", "hidden_act": "silu",
+         "torch_dtype": CONFIG_DTYPE[dtype]}
+    written = dict(c)
+    if lite:
+        c.update({"topk_method": "greedy", "routed_scaling_factor": 1.0, "first_k_dense_replace": 0})
+        for key in ("topk_method", "routed_scaling_factor", "first_k_dense_replace", "n_group", "topk_group"):
+            del written[key]
+        c["num_hidden_layers"] = written["num_hidden_layers"] = 2
+    rng = folder_rng(seed, name)
+    ck = Checkpoint(rng, dtype)
+    H, E = c["hidden_size"], c["n_routed_experts"]
+    layers = {}
+    for L in range(c["num_hidden_layers"]):
+        p = "model.layers.%d.mlp." % L
+        if L < c["first_k_dense_replace"]:  # DeepseekV2MLP of intermediate_size
+            F = c["intermediate_size"]
+            for w, shape in (("gate_proj", (F, H)), ("up_proj", (F, H)), ("down_proj", (H, F))):
+                ck.add(p + w + ".weight", shape, 1 / shape[1] ** 0.5)
+            continue
+        F, Fs = c["moe_intermediate_size"], c["moe_intermediate_size"] * c["n_shared_experts"]
+        router = ck.add(p + "gate.weight", (E, H), 2.0 / H ** 0.5)
+        experts = [tuple(ck.add(p + "experts.%d.%s.weight" % (e, w), shape, 1 / shape[1] ** 0.5)
+                         for w, shape in (("gate_proj", (F, H)), ("up_proj", (F, H)), ("down_proj", (H, F))))
+                   for e in range(E)]
+        shared = tuple(ck.add(p + "shared_experts.%s.weight" % w, shape, 1 / shape[1] ** 0.5)
+                       for w, shape in (("gate_proj", (Fs, H)), ("up_proj", (Fs, H)), ("down_proj", (H, Fs))))
+
+        def compute(x, m):
+            y, changed = block_deepseek_v2(x, router, experts, shared, c, m)
+            m.require(lite or changed > 0)  # the groups must move some token off plain greedy
+            return y
+
+        x, y = draw_input(rng, TOKENS, H, compute)
+        layers[str(L)] = (x, y.numpy(), {})
+    return written, ck, layers
+
+
+def llama4(seed, name, dtype, nested):
+    """Llama4Router.forward + Llama4TextMoe.forward + Llama4TextExperts.forward (modeling_llama4.py): the k
+    largest logits, their sigmoids as scores (the rest sigmoid(-inf) = 0); every expert runs on the input times
+    its score, (up * silu(gate)) down with gate | up = x gate_up_proj[e] chunked in two and down_proj[e] (x W, not
+    W x); their sum plus the shared expert's MLP. nested: the llama4 (multimodal) layout, text_config and
+    language_model.*, MoE layers listed in moe_layers; else llama4_text, every interleave_moe_layer_step-th layer."""
+    t = {"model_type": "llama4_text", "hidden_size": 40, "intermediate_size": 24, "intermediate_size_mlp": 56,
+         "num_hidden_layers": 4, "num_local_experts": 6, "num_experts_per_tok": 2, "hidden_act": "silu",
+         "torch_dtype": CONFIG_DTYPE[dtype]}
+    if nested:
+        t["moe_layers"] = [0, 2]
+        c = {"architectures": ["Llama4ForConditionalGeneration"], "model_type": "llama4", "text_config": t,
+             "vision_config": {"model_type": "llama4_vision_model", "hidden_size": 16},
+             "torch_dtype": CONFIG_DTYPE[dtype]}
+        moe = [0, 2]
+    else:
+        t["architectures"], t["interleave_moe_layer_step"] = ["Llama4ForCausalLM"], 2
+        c = t
+        moe = [1, 3]
+    rng = folder_rng(seed, name)
+    ck = Checkpoint(rng, dtype)
+    H, F, E, K = t["hidden_size"], t["intermediate_size"], t["num_local_experts"], t["num_experts_per_tok"]
+    layers = {}
+    for L in range(t["num_hidden_layers"]):
+        p = ("language_model." if nested else "") + "model.layers.%d.feed_forward." % L
+        if L not in moe:  # Llama4TextMLP of intermediate_size_mlp
+            Fd = t["intermediate_size_mlp"]
+            for w, shape in (("gate_proj", (Fd, H)), ("up_proj", (Fd, H)), ("down_proj", (H, Fd))):
+                ck.add(p + w + ".weight", shape, 1 / shape[1] ** 0.5)
+            continue
+        router = ck.add(p + "router.weight", (E, H), 1.5 / H ** 0.5)
+        gate_up = ck.add(p + "experts.gate_up_proj", (E, H, 2 * F), 1 / H ** 0.5)
+        down = ck.add(p + "experts.down_proj", (E, F, H), 1 / F ** 0.5)
+        shared = tuple(ck.add(p + "shared_expert.%s.weight" % w, shape, 1 / shape[1] ** 0.5)
+                       for w, shape in (("gate_proj", (F, H)), ("up_proj", (F, H)), ("down_proj", (H, F))))
+
+        def compute(x, m):
+            logits = x @ router.T
+            m.gap_after(logits, K)
+            top, index = torch.topk(logits, K, dim=-1)
+            scores = torch.sigmoid(torch.full_like(logits, float("-inf")).scatter_(1, index, top))
+            y = glu_expert(x, *shared)
+            for e in range(E):
+                gu = (x * scores[:, e:e + 1]) @ gate_up[e]
+                y = y + (gu[:, F:] * silu(gu[:, :F])) @ down[e]
+            return y
+
+        x, y = draw_input(rng, TOKENS, H, compute)
+        layers[str(L)] = (x, y.numpy(), {})
+    return c, ck, layers
+
+
+FP4_VALUES = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0])
+
+
+def mxfp4_decode(blocks, scales):
+    """transformers' convert_moe_packed_tensors (integrations/mxfp4.py), in float64: blocks (..., G, 16) uint8,
+    two E2M1 codes a byte, low nibble first; scales (..., G) uint8 E8M0; returns (..., G * 32), each code's value
+    times 2^(scale - 127)."""
+    lo, hi = FP4_VALUES[blocks & 0x0F], FP4_VALUES[blocks >> 4]
+    values = np.stack([lo, hi], axis=-1).reshape(*blocks.shape[:-1], 32)
+    values = np.ldexp(values, scales.astype(np.int64)[..., None] - 127)
+    return values.reshape(*blocks.shape[:-2], blocks.shape[-2] * 32)
+
+
+def mxfp4_check():
+    """The decoder against the E2M1 definition (sign, 2 exponent bits of bias 1, 1 mantissa bit), every code."""
+    for code in range(16):
+        e, m = (code >> 1) & 3, code & 1
+        value = (m / 2.0 if e == 0 else (1 + m / 2.0) * 2.0 ** (e - 1)) * (-1 if code & 8 else 1)
+        byte = np.array([[code | (code << 4)] * 16], dtype=np.uint8)
+        decoded = mxfp4_decode(byte, np.array([130], dtype=np.uint8))
+        assert (decoded == value * 8.0).all(), code
+
+
+def block_gpt_oss(x, router, router_bias, gate_up, gate_up_bias, down, down_bias, c, margins):
+    """GptOssTopKRouter.forward + GptOssExperts.forward (modeling_gpt_oss.py), with transformers' parameters
+    (gate_up (experts, hidden, 2 ffn) and down (experts, ffn, hidden), x W): the k largest of the biased logits, a
+    softmax over those k; gate_up = x W + b, gate = [..., ::2] clamped above at 7, up = [..., 1::2] clamped to
+    [-7, 7], (up + 1) * gate * sigmoid(1.702 gate), then down + b. Returns the output and how many gate and up
+    values the clamps cut."""
+    K, limit = c["num_experts_per_tok"], 7.0
+    logits = x @ router.T + router_bias
+    margins.gap_after(logits, K)
+    top, index = torch.topk(logits, K, dim=-1)
+    weights = torch.softmax(top, dim=1)
+    clamped = [0]
+
+    def expert(e, xs):
+        gu = xs @ gate_up[e] + gate_up_bias[e]
+        gate, up = gu[..., ::2], gu[..., 1::2]
+        clamped[0] += int((gate > limit).sum() + (up.abs() > limit).sum())
+        gate = gate.clamp(min=None, max=limit)
+        up = up.clamp(min=-limit, max=limit)
+        glu = gate * torch.sigmoid(gate * 1.702)
+        return ((up + 1) * glu) @ down[e] + down_bias[e]
+
+    return combine(x, weights, index, expert), clamped[0]
+
+
+def gpt_oss(seed, name, dtype, mxfp4):
+    """gpt-oss's MoE block: as published (mxfp4: the experts' weights as MXFP4 blocks and E8M0 scales, everything
+    else in dtype), or re-saved unquantised (transformers' gate_up_proj / down_proj parameters in dtype)."""
+    c = {"architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss", "hidden_size": 64,
+         "intermediate_size": 96, "num_hidden_layers": 2, "num_local_experts": 8, "num_experts_per_tok": 3,
+         "experts_per_token": 3, "swiglu_limit": 7.0, "hidden_act": "silu", "torch_dtype": CONFIG_DTYPE[dtype]}
+    if mxfp4:
+        c["quantization_config"] = {"quant_method": "mxfp4",
+                                    "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
+                                                               "model.embed_tokens", "lm_head"]}
+    rng = folder_rng(seed, name)
+    ck = Checkpoint(rng, dtype)
+    H, F, E = c["hidden_size"], c["intermediate_size"], c["num_local_experts"]
+    layers = {}
+    for L in range(c["num_hidden_layers"]):
+        p = "model.layers.%d.mlp." % L
+        router = ck.add(p + "router.weight", (E, H), 1.5 / H ** 0.5)
+        router_bias = ck.add(p + "router.bias", (E,), 0.5)
+        weights = {}
+        for w, rows, cols in (("gate_up_proj", 2 * F, H), ("down_proj", H, F)):
+            if mxfp4:
+                # Scales of 2^-3 and 2^-2 (E[code^2] = 8.6) make gate and up values of standard deviation ~3:
+                # some are clamped.
+                blocks = rng.randint(0, 256, size=(E, rows, cols // 32, 16)).astype(np.uint8)
+                scales = rng.randint(124, 126, size=(E, rows, cols // 32)).astype(np.uint8)
+                ck.tensors[p + "experts.%s_blocks" % w] = RawTensor("U8", blocks.shape, blocks.tobytes())
+                ck.tensors[p + "experts.%s_scales" % w] = RawTensor("U8", scales.shape, scales.tobytes())
+                weights[w] = torch.from_numpy(mxfp4_decode(blocks, scales)).transpose(1, 2)  # (E, in, out)
+            else:
+                weights[w] = ck.add(p + "experts." + w, (E, cols, rows), 3.0 / cols ** 0.5)
+        gate_up_bias = ck.add(p + "experts.gate_up_proj_bias", (E, 2 * F), 0.5)
+        down_bias = ck.add(p + "experts.down_proj_bias", (E, H), 0.5)
+
+        def compute(x, m):
+            y, clamped = block_gpt_oss(x, router, router_bias, weights["gate_up_proj"], gate_up_bias,
+                                       weights["down_proj"], down_bias, c, m)
+            m.require(clamped > 0)  # the clamps must matter
+            return y
+
+        x, y = draw_input(rng, TOKENS, H, compute)
+        layers[str(L)] = (x, y.numpy(), {})
+    return c, ck, layers
+
+
+def grok1(seed, name, dtype):
+    """hpc-ai's Grok-1 port (modeling_grok1.py MoeBlock / MoeMLP): softmax over every expert in float32, the
+    top-k probabilities as weights (not renormalised); experts gelu(linear x) * linear_v x, then linear_1, with
+    the exact GELU of the port's nn.GELU()."""
+    c = {"architectures": ["Grok1ModelForCausalLM"], "model_type": "grok-1", "hidden_size": 48,
+         "intermediate_size": 40, "num_hidden_layers": 2, "num_experts": 8, "num_experts_per_tok": 2,
+         "num_attention_heads": 4, "num_key_value_heads": 2, "attn_output_multiplier": 0.08838834764831845,
+         "embedding_multiplier_scale": 78.38367176906169, "output_multiplier_scale": 0.5773502691896257,
+         "torch_dtype": CONFIG_DTYPE[dtype]}
+    rng = folder_rng(seed, name)
+    ck = Checkpoint(rng, dtype)
+    H, F, E, K = c["hidden_size"], c["intermediate_size"], c["num_experts"], c["num_experts_per_tok"]
+    layers = {}
+    for L in range(c["num_hidden_layers"]):
+        p = "model.layers.%d.moe_block." % L
+        router = ck.add(p + "gate.weight", (E, H), 1.5 / H ** 0.5)
+        experts = [tuple(ck.add(p + "experts.%d.%s.weight" % (e, w), shape, 1 / shape[1] ** 0.5)
+                         for w, shape in (("linear", (F, H)), ("linear_v", (F, H)), ("linear_1", (H, F))))
+                   for e in range(E)]
+
+        def compute(x, m):
+            weights, index = softmax_topk(x @ router.T, K, False, m)
+            return combine(x, weights, index,
+                           lambda e, xs: (torch.nn.functional.gelu(xs @ experts[e][0].T) * (xs @ experts[e][1].T))
+                           @ experts[e][2].T)
+
+        x, y = draw_input(rng, TOKENS, H, compute)
+        layers[str(L)] = (x, y.numpy(), {})
+    return c, ck, layers
+
+
 def granitemoe(seed, name, dtype):
     """GraniteMoeTopKGating.forward + GraniteMoeMoE.forward (modeling_granitemoe.py): the k largest router
     logits, a softmax over those k; input_linear (experts x 2 ffn x hidden) gives 2 ffn values chunked in two,
@@ -688,6 +933,7 @@ def e4m3_check():
 
 def self_check(out_dir, built):
     e4m3_check()
+    mxfp4_check()
     for name in ("mixtral", "mixtral_bf16"):
         c, ck, layers = built[name]
         for layer, (x, y, _) in layers.items():
@@ -750,6 +996,13 @@ def main():
         ("qwen3_moe_fp8", lambda s, n, d: qwen3_moe(s, n, d, fp8_block=(128, 128), hidden=200, moe_ffn=136), "bf16",
          1),
         ("granitemoe", granitemoe, "bf16", 1),
+        ("deepseek_v2", deepseek_v2, "bf16", 1),
+        ("deepseek_v2_lite", lambda s, n, d: deepseek_v2(s, n, d, lite=True), "f32", 1),
+        ("llama4_text", lambda s, n, d: llama4(s, n, d, nested=False), "bf16", 1),
+        ("llama4", lambda s, n, d: llama4(s, n, d, nested=True), "f32", 1),
+        ("grok1", grok1, "bf16", 1),
+        ("gpt_oss", lambda s, n, d: gpt_oss(s, n, d, mxfp4=True), "bf16", 1),
+        ("gpt_oss_bf16", lambda s, n, d: gpt_oss(s, n, d, mxfp4=False), "bf16", 1),
         ("dbrx", dbrx, "f16", 1),
         ("switch_transformers", lambda s, n, d: switch_transformers(s, n, d, args.switch_dropped), "f32", 1),
     ]
@@ -759,7 +1012,8 @@ def main():
         c, ck, layers = family(args.seed, name, dtype)
         write_folder(args.out_dir, name, c, ck, layers, shards)
         built[name] = (c, ck, layers)
-        label = "fp8" if "quantization_config" in c else dtype
+        quantization = c.get("quantization_config", {}).get("quant_method")
+        label = quantization or dtype
         manifest += ["%s %s %s" % (name, layer, label) for layer in layers]
     # The sharded variant: olmoe's very tensors, config and references, in two files plus the index.
     c, ck, layers = built["olmoe"]
@@ -769,7 +1023,8 @@ def main():
     # FP8 weights converted at load into other precisions: "<folder> <layer> fp8 <--dtype> <bar>", the bar
     # (max|Y - reference| / max|reference|) a few times the rounding those precisions add on these shapes.
     manifest += ["deepseek_v3_fp8 1 fp8 bf16 1e-2", "deepseek_v3_fp8 2 fp8 f16 2e-3", "qwen3_moe_fp8 1 fp8 q8 5e-2",
-                 "deepseek_v3_fp8 1 fp8 fp8 1e-1", "qwen3_moe_fp8 0 fp8 f32 1e-4"]
+                 "deepseek_v3_fp8 1 fp8 fp8 1e-1", "qwen3_moe_fp8 0 fp8 f32 1e-4", "gpt_oss 0 mxfp4 f32 1e-4",
+                 "gpt_oss 1 mxfp4 q8 5e-2"]
     with open(os.path.join(args.out_dir, "MANIFEST.txt"), "w") as f:
         f.write("\n".join(manifest) + "\n")
 

@@ -22,6 +22,10 @@ struct Weights {
   std::vector<Matrix> gate, up, down;                            // per routed expert: F x H, F x H, H x F
   std::vector<Matrix> shared_gate_proj, shared_up, shared_down;  // per shared expert
   std::vector<Matrix> shared_gate;                               // per shared expert: 1 x H (when gated)
+  // Optional (empty: none): per routed expert, biases on gate (F; empty for plain MLPs), up (F), down (H);
+  // a bias on the router's logits (E).
+  std::vector<Matrix> gate_bias, up_bias, down_bias;
+  Matrix router_bias;
 };
 
 inline Matrix random_matrix(std::mt19937& rng, std::int64_t rows, std::int64_t cols, float scale) {
@@ -53,6 +57,17 @@ inline Weights random_weights(const moe::LayerConfig& c, unsigned seed, float ro
   return w;
 }
 
+// Gives every routed expert biases on its projections, and the router a bias (gpt-oss's experts and router).
+inline void add_random_biases(const moe::LayerConfig& c, Weights& w, unsigned seed) {
+  std::mt19937 rng(seed);
+  for (int e = 0; e < c.num_experts; ++e) {
+    w.gate_bias.push_back(c.ffn.gated ? random_matrix(rng, 1, c.ffn_size, 0.5f) : Matrix());
+    w.up_bias.push_back(random_matrix(rng, 1, c.ffn_size, 0.5f));
+    w.down_bias.push_back(random_matrix(rng, 1, c.hidden_size, 0.5f));
+  }
+  w.router_bias = random_matrix(rng, 1, c.num_experts, 0.5f);
+}
+
 // Hands the weights to a library layer through the pointer API.
 template <class Layer>
 void load(Layer& layer, const Weights& w) {
@@ -76,6 +91,10 @@ void load(Layer& layer, const Weights& w) {
                               moe::WeightView(w.shared_down[s].data(), H, Fs));
     if (c.shared_expert_gate) layer.set_shared_expert_gate(s, moe::WeightView(w.shared_gate[s].data(), 1, H));
   }
+  for (std::size_t e = 0; e < w.down_bias.size(); ++e)
+    layer.set_expert_bias(int(e), c.ffn.gated ? w.gate_bias[e].data() : nullptr, w.up_bias[e].data(),
+                          w.down_bias[e].data());
+  if (!w.router_bias.empty()) layer.set_router_bias(w.router_bias.data());
 }
 
 inline double activate(moe::Activation a, double x) {
@@ -150,9 +169,20 @@ inline std::vector<double> activation_step_error(Activations coding, const std::
 // input error grows) and the down projection, with one extra n for the rounding of the hidden values.
 // With int8 or bf16 activations, x and the hidden values each also carry their coding's error
 // (int8_step_error, bf16_step_error), carried the same way: the error the q8a8 / q4a8 / bf16a16 precisions
-// add, stated as a bound.
+// add, stated as a bound. input_scale s runs the expert on s x (Llama 4's routed experts), each product
+// s * w * x taken in double; s may be off by input_scale_error (relative), an error of each s x carried like
+// the coding's.
+// Biases (null: none) are added to the gate, up and down outputs; gpt-oss's clamped SwiGLU (FfnType::clamped)
+// is computed as its definition reads.
+struct Biases {
+  const Matrix* gate = nullptr;
+  const Matrix* up = nullptr;
+  const Matrix* down = nullptr;
+};
+
 inline ExpertOutput ffn(const moe::FfnType& type, const float* x, const Matrix& gate, const Matrix& up,
-                        const Matrix& down, std::int64_t H, std::int64_t F, Activations coding = Activations::Exact) {
+                        const Matrix& down, std::int64_t H, std::int64_t F, Activations coding = Activations::Exact,
+                        double input_scale = 1.0, double input_scale_error = 0.0, Biases bias = {}) {
   const double eps = std::numeric_limits<float>::epsilon();
   const std::vector<double> x_step =
       activation_step_error(coding, std::vector<double>(x, x + H), std::vector<double>(H, 0.0));
@@ -160,21 +190,37 @@ inline ExpertOutput ffn(const moe::FfnType& type, const float* x, const Matrix& 
   for (std::int64_t f = 0; f < F; ++f) {
     double u = 0, g = 0, u_abs = 0, g_abs = 0, u_step = 0, g_step = 0;
     for (std::int64_t k = 0; k < H; ++k) {
-      u += double(up[f * H + k]) * x[k];
-      u_abs += std::abs(double(up[f * H + k]) * x[k]);
-      u_step += std::abs(double(up[f * H + k])) * x_step[k];
+      const double xs = input_scale * x[k], step = std::abs(input_scale) * x_step[k] + input_scale_error * std::abs(xs);
+      u += double(up[f * H + k]) * xs;
+      u_abs += std::abs(double(up[f * H + k]) * xs);
+      u_step += std::abs(double(up[f * H + k])) * step;
       if (type.gated) {
-        g += double(gate[f * H + k]) * x[k];
-        g_abs += std::abs(double(gate[f * H + k]) * x[k]);
-        g_step += std::abs(double(gate[f * H + k])) * x_step[k];
+        g += double(gate[f * H + k]) * xs;
+        g_abs += std::abs(double(gate[f * H + k]) * xs);
+        g_step += std::abs(double(gate[f * H + k])) * step;
       }
     }
+    if (bias.up) {
+      u += (*bias.up)[f];
+      u_abs += std::abs((*bias.up)[f]);
+    }
+    if (bias.gate) {
+      g += (*bias.gate)[f];
+      g_abs += std::abs((*bias.gate)[f]);
+    }
+    // g sigmoid(alpha g) has the slope of SiLU at alpha g, at most 1.1, whatever alpha.
     const double slope = max_slope(type.activation);
     if (type.gated) {
-      h[f] = activate(type.activation, g) * u;
+      double a = activate(type.activation, g), uc = u;
+      if (type.clamped()) {
+        const double gc = std::min(g, double(type.limit));
+        a = gc / (1.0 + std::exp(-double(type.alpha) * gc));
+        uc = std::min(std::max(u, -double(type.limit)), double(type.limit)) + double(type.up_offset);
+      }
+      h[f] = a * uc;
       const double g_error = double(H) * eps * g_abs + g_step, u_error = double(H) * eps * u_abs + u_step;
-      h_error[f] = slope * g_error * (std::abs(u) + u_error) + std::abs(activate(type.activation, g)) * u_error +
-                   4 * eps * std::abs(h[f]);
+      h_error[f] = slope * g_error * (std::abs(uc) + u_error) + std::abs(a) * u_error +
+                   (type.clamped() ? 8 : 4) * eps * std::abs(h[f]);
     } else {
       h[f] = activate(type.activation, u);
       h_error[f] = slope * (double(H) * eps * u_abs + u_step) + 4 * eps * std::abs(h[f]);
@@ -190,6 +236,10 @@ inline ExpertOutput ffn(const moe::FfnType& type, const float* x, const Matrix& 
       const double w = down[o * F + f];
       out.y[o] += w * h[f];
       out.error_bound[o] += std::abs(w) * (double(F) * eps * (std::abs(h[f]) + h_error[f]) + h_error[f]);
+    }
+    if (bias.down) {
+      out.y[o] += (*bias.down)[o];
+      out.error_bound[o] += 2 * eps * (std::abs(out.y[o]) + std::abs((*bias.down)[o]));
     }
   }
   return out;
@@ -244,7 +294,20 @@ inline Output forward_with_weights(const moe::LayerConfig& c, const Weights& w,
     double* bt = out.error_bound.data() + t * H;
     for (int e = 0; e < E; ++e) {
       if (weight[t][e] == 0) continue;
-      const ExpertOutput ye = ffn(c.ffn, xt, w.gate[e], w.up[e], w.down[e], H, F, coding);
+      Biases bias;
+      if (!w.down_bias.empty())
+        bias = {w.gate_bias[e].empty() ? nullptr : &w.gate_bias[e], &w.up_bias[e], &w.down_bias[e]};
+      if (c.scale_expert_input) {
+        // expert(w x), added as it is; the weight's error is an error of the expert's input.
+        const ExpertOutput ye =
+            ffn(c.ffn, xt, w.gate[e], w.up[e], w.down[e], H, F, coding, weight[t][e], weight_error, bias);
+        for (std::int64_t i = 0; i < H; ++i) {
+          yt[i] += ye.y[i];
+          bt[i] += ye.error_bound[i] + eps * std::abs(yt[i]);
+        }
+        continue;
+      }
+      const ExpertOutput ye = ffn(c.ffn, xt, w.gate[e], w.up[e], w.down[e], H, F, coding, 1.0, 0.0, bias);
       for (std::int64_t i = 0; i < H; ++i) {
         yt[i] += weight[t][e] * ye.y[i];
         bt[i] +=
@@ -280,8 +343,10 @@ inline Output forward(const moe::LayerConfig& c, const Weights& w, Gating gating
   std::vector<std::vector<double>> weight;
   for (std::int64_t t = 0; t < tokens; ++t) {
     std::vector<double> logits(E, 0.0);
-    for (int e = 0; e < E; ++e)
+    for (int e = 0; e < E; ++e) {
       for (std::int64_t i = 0; i < H; ++i) logits[e] += double(w.router[e * H + i]) * x[t * H + i];
+      if (!w.router_bias.empty()) logits[e] += w.router_bias[e];
+    }
     weight.push_back(routing_weights(gating, logits, k));
   }
   // The router's logits carry errors too; they reach the output through the softmax weights, whose

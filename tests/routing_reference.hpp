@@ -172,6 +172,46 @@ inline Routing sigmoid_group_top_k(const Logits& logits, int k, const DeepSeek& 
   return r;
 }
 
+// SoftmaxGroupTopK, as transformers' DeepseekV2 router: probabilities p = softmax over every expert; group
+// score = the largest p of the group; the topk_groups best groups kept; p outside them set to 0.0; the k
+// largest chosen; weights p * scaling.
+struct DeepSeekV2 {
+  int groups = 1;
+  int topk_groups = 1;
+  float scaling = 1.0f;
+};
+
+inline Routing softmax_group_top_k(const Logits& logits, int k, const DeepSeekV2& config) {
+  Routing r;
+  for (const Row& row : logits) {
+    const std::size_t experts = row.size();
+    const int size = int(experts) / config.groups;
+    const std::vector<double> p = softmax(row);
+    std::vector<bool> kept_group(std::size_t(config.groups), true);
+    if (config.groups > 1) {
+      std::vector<double> group_score(std::size_t(config.groups));
+      for (int g = 0; g < config.groups; ++g)
+        group_score[std::size_t(g)] = *std::max_element(p.begin() + g * size, p.begin() + (g + 1) * size);
+      const std::vector<int> group_order = by_descending(group_score);
+      std::fill(kept_group.begin(), kept_group.end(), false);
+      for (int j = 0; j < config.topk_groups; ++j) kept_group[std::size_t(group_order[std::size_t(j)])] = true;
+      if (config.topk_groups < config.groups)
+        r.note_gap(group_score[std::size_t(group_order[std::size_t(config.topk_groups - 1)])],
+                   group_score[std::size_t(group_order[std::size_t(config.topk_groups)])]);
+    }
+    std::vector<double> masked(experts);
+    for (std::size_t i = 0; i < experts; ++i) masked[i] = kept_group[i / std::size_t(size)] ? p[i] : 0.0;
+    const std::vector<int> order = by_descending(masked);
+    if (std::size_t(k) < experts)
+      r.note_gap(masked[std::size_t(order[std::size_t(k - 1)])], masked[std::size_t(order[std::size_t(k)])]);
+    Routed t;
+    for (int j = 0; j < k; ++j)
+      t.experts[order[std::size_t(j)]] = masked[std::size_t(order[std::size_t(j)])] * double(config.scaling);
+    r.tokens.push_back(t);
+  }
+  return r;
+}
+
 // TopP: experts by decreasing probability (ties to the lower index) until the running sum reaches p, at
 // most k_max; weights the probabilities, or divided by their sum. The margin is the distance from p of
 // every running sum the stopping rule compared with it, and the gaps of the order up to the cut.

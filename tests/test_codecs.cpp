@@ -53,6 +53,22 @@ TEST_CASE("e4m3 decodes every code by its definition") {
   CHECK(moe::detail::e4m3_to_float(0xfe) == -448.0f);
 }
 
+TEST_CASE("MXFP4: E2M1 decodes every code by its definition, E8M0 is a power of two with 0xff NaN") {
+  for (std::uint32_t c = 0; c < 16; ++c) {
+    // sign, 2 exponent bits of bias 1, 1 mantissa bit; exponent 0 is subnormal: m / 2.
+    const std::uint32_t e = (c >> 1) & 3, m = c & 1;
+    const double magnitude = e == 0 ? m / 2.0 : (1.0 + m / 2.0) * std::ldexp(1.0, int(e) - 1);
+    const float value = moe::detail::e2m1_to_float(std::uint8_t(c));
+    CHECK(double(std::fabs(value)) == magnitude);
+    CHECK(std::signbit(value) == bool(c & 8));
+    CHECK(moe::detail::e2m1_to_float(std::uint8_t(c | 0xf0)) == value);  // the high nibble is not read
+  }
+  CHECK(moe::detail::e2m1_to_float(7) == 6.0f);
+  for (int c = 0; c < 255; ++c) CHECK(moe::detail::e8m0_exponent(std::uint8_t(c)) == c - 127);
+  CHECK(moe::detail::e8m0_is_nan(0xff));
+  CHECK(!moe::detail::e8m0_is_nan(0xfe));
+}
+
 namespace {
 
 // The e4m3 code nearest to x by search over every code's value, ties to the even code, saturating at 448.

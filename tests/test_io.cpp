@@ -465,7 +465,7 @@ TEST_CASE("safetensors: every broken file is refused with one line naming the fi
   entry(R"({"dtype": "F32", "shape": [6], "data_offsets": {"begin": 0}})",
         {"tensor 't': 'data_offsets' is a JSON object"});
   entry(R"({"dtype": "I64", "shape": [3], "data_offsets": [0, 24]})",
-        {"tensor 't' has dtype 'I64', which is not supported (supported: F32, BF16, F16, F8_E4M3)"});
+        {"tensor 't' has dtype 'I64', which is not supported (supported: F32, BF16, F16, F8_E4M3, U8)"});
   entry(R"({"dtype": "F32", "shape": [-6], "data_offsets": [0, 24]})", {"tensor 't': shape entry 0 is negative (-6)"});
   entry(R"({"dtype": "F32", "shape": [2, 3.0], "data_offsets": [0, 24]})",
         {"tensor 't': shape entry 1 is 3.0, not an integer"});

@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <cstring>
+#include <limits>
 #include <string>
 
 #include "layer_check.hpp"
@@ -58,6 +59,96 @@ TEST_CASE("forward matches the reference with shared experts") {
     auto c = check::config(64, 24, 4, 1, moe::ReluMLP);
     c.num_shared_experts = 2;
     check::against_reference<moe::Layer<4, 1>>(c, moe::SoftmaxTopK(true), 8, 52);
+  }
+}
+
+TEST_CASE("forward matches the reference when the routing weight scales the expert's input (Llama 4)") {
+  // expert(w x) added unweighted, which differs from w expert(x) for every nonlinear activation.
+  for (const moe::FfnType& kind : {moe::SwiGLU, moe::GeluMLP}) {
+    CAPTURE(kind.gated);
+    auto c = check::config(83, 51, 5, 2, kind);
+    c.scale_expert_input = true;
+    for (moe::Index tokens : {1, 9, 40}) {
+      CAPTURE(tokens);
+      for (int threads : {1, 2})
+        check::against_reference<moe::Layer<>>(c, moe::SoftmaxTopK(false), tokens, 61, threads);
+    }
+  }
+  SUBCASE("with a shared expert, which is not scaled; k = E; one expert") {
+    auto c = check::config(40, 30, 4, 4);
+    c.scale_expert_input = true;
+    c.num_shared_experts = 1;
+    check::against_reference<moe::Layer<4, 4>>(c, moe::SoftmaxTopK(false), 7, 62);
+    check::against_reference<moe::Layer<>>(check::config(40, 30, 1, 1), moe::SoftmaxTopK(false), 3, 63);
+  }
+  SUBCASE("differs from weighting the output") {
+    auto c = check::config(32, 24, 4, 1);
+    const reference::Weights w = reference::random_weights(c, 64, 4.0f);
+    const std::vector<float> x = synthetic::tokens(3, c.hidden_size, 65);
+    std::vector<float> y_out(x.size()), y_in(x.size());
+    for (bool scaled : {false, true}) {
+      c.scale_expert_input = scaled;
+      moe::Layer<> layer(c, moe::SoftmaxTopK(false));
+      reference::load(layer, w);
+      moe::Workspace ws = layer.workspace(3);
+      layer.forward(x.data(), c.hidden_size, (scaled ? y_in : y_out).data(), c.hidden_size, 3, ws);
+    }
+    double differs = 0;
+    for (std::size_t i = 0; i < x.size(); ++i) differs = std::max(differs, double(std::abs(y_in[i] - y_out[i])));
+    CHECK(differs > 1e-3);
+  }
+}
+
+TEST_CASE("forward matches the reference with biases and gpt-oss's clamped SwiGLU") {
+  SUBCASE("biases on every projection and on the router, gated and plain experts") {
+    for (const moe::FfnType& kind : {moe::SwiGLU, moe::GeluMLP}) {
+      CAPTURE(kind.gated);
+      for (moe::Index tokens : {1, 13})
+        for (int threads : {1, 2})
+          check::against_reference<moe::Layer<>>(check::config(83, 51, 5, 2, kind), moe::SoftmaxTopK(true), tokens, 71,
+                                                 threads, true);
+    }
+  }
+  SUBCASE("gpt-oss's experts: clamped SwiGLU, biases, top-k then softmax") {
+    // Router weights scaled by 4 and biases of 0.5 put gate and up values on both sides of the limit.
+    for (moe::Index tokens : {1, 9, 40}) {
+      CAPTURE(tokens);
+      check::against_reference<moe::Layer<>>(check::config(96, 70, 8, 4, moe::GptOssSwiGLU), moe::TopKSoftmax(), tokens,
+                                             72, 2, true);
+    }
+    check::against_reference<moe::Layer<4, 4>>(check::config(33, 29, 4, 4, moe::GptOssSwiGLU), moe::TopKSoftmax(), 5,
+                                               73, 1, true);
+    check::against_reference<moe::Layer<>>(check::config(33, 29, 1, 1, moe::GptOssSwiGLU), moe::TopKSoftmax(), 3, 74, 1,
+                                           true);
+  }
+  SUBCASE("the clamp is reached") {
+    // A limit of 0.5 clamps most gate and up values: the result still matches, and differs from plain SwiGLU.
+    moe::FfnType tight = moe::GptOssSwiGLU;
+    tight.limit = 0.5f;
+    check::against_reference<moe::Layer<>>(check::config(40, 30, 4, 2, tight), moe::TopKSoftmax(), 7, 75, 2, true);
+  }
+  SUBCASE("refused: a clamped SwiGLU on other experts, bad parameters, biases before weights or with NaN") {
+    moe::FfnType plain = moe::GptOssSwiGLU;
+    plain.gated = false;
+    CHECK_THROWS_WITH_AS(moe::Layer<>(check::config(8, 8, 2, 1, plain)), doctest::Contains("gated SiLU experts only"),
+                         moe::Error);
+    moe::FfnType bad = moe::GptOssSwiGLU;
+    bad.alpha = 0.0f;
+    CHECK_THROWS_WITH_AS(moe::Layer<>(check::config(8, 8, 2, 1, bad)), doctest::Contains("finite alpha > 0"),
+                         moe::Error);
+    moe::Layer<> layer(check::config(8, 8, 2, 1));
+    std::vector<float> b(8, 0.0f);
+    CHECK_THROWS_WITH_AS(layer.set_expert_bias(0, b.data(), b.data(), b.data()),
+                         doctest::Contains("expert 0 has no weights: set_expert first"), moe::Error);
+    reference::load(layer, reference::random_weights(layer.config(), 76));
+    CHECK_THROWS_WITH_AS(layer.set_expert_bias(0, nullptr, b.data(), b.data()),
+                         doctest::Contains("pass gate, up and down biases"), moe::Error);
+    b[3] = std::nanf("");
+    CHECK_THROWS_WITH_AS(layer.set_expert_bias(1, b.data(), b.data(), b.data()),
+                         doctest::Contains("expert 1 gate bias has NaN or Inf"), moe::Error);
+    const float router_bias[2] = {0.0f, std::numeric_limits<float>::infinity()};  // one per expert
+    CHECK_THROWS_WITH_AS(layer.set_router_bias(router_bias), doctest::Contains("router bias has NaN or Inf"),
+                         moe::Error);
   }
 }
 

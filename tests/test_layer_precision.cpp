@@ -38,6 +38,17 @@ TEST_CASE_TEMPLATE_DEFINE("the layer computes with stored weights like the refer
     check::against_reference<Layer>(check::config(581, 40, 3, 2), moe::SoftmaxTopK(true), 1, 205, 1);
     check::against_reference<Layer>(check::config(581, 40, 3, 2), moe::SoftmaxTopK(true), 3, 206, 2);
   }
+  SUBCASE("routing weights on the experts' inputs (Llama 4), a shared expert") {
+    auto c = check::config(70, 45, 4, 1);
+    c.scale_expert_input = true;
+    c.num_shared_experts = 1;
+    check::against_reference<Layer>(c, moe::SoftmaxTopK(false), 11, 209, 1);
+    check::against_reference<Layer>(c, moe::SoftmaxTopK(false), 11, 209, 2);
+  }
+  SUBCASE("gpt-oss's experts: biases, a router bias, the clamped SwiGLU") {
+    check::against_reference<Layer>(check::config(70, 45, 6, 2, moe::GptOssSwiGLU), moe::SoftmaxTopK(true), 11, 210, 2,
+                                    true);
+  }
   SUBCASE("an FFN wider than a depth block, a plain MLP, a shared expert") {
     auto c = check::config(33, 530, 3, 1, moe::ReluMLP);
     c.num_shared_experts = 1;

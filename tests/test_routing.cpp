@@ -308,6 +308,54 @@ TEST_CASE("SigmoidGroupTopK matches the reference") {
   }
 }
 
+// ---------------------------------------------------------------------------------- DeepSeek-V2
+
+TEST_CASE("SoftmaxGroupTopK matches the reference (DeepSeek-V2's greedy and group_limited_greedy)") {
+  std::mt19937 rng(24);
+  struct Case {
+    int experts, k;
+    std::size_t tokens;
+    ref::DeepSeekV2 config;
+  };
+  const std::vector<Case> cases = {
+      {64, 6, 20, {1, 1, 1.0f}},    // DeepSeek-V2-Lite: greedy
+      {160, 6, 12, {8, 3, 16.0f}},  // DeepSeek-V2: group_limited_greedy, routed_scaling_factor 16
+      {16, 4, 24, {4, 2, 1.0f}},    // 4 of the 8 experts of the 2 kept groups
+      {12, 6, 9, {3, 2, 2.0f}},     // k below the 8 kept experts, groups of 4
+      {8, 4, 7, {4, 2, 1.0f}},      // k = every kept expert
+      {1, 1, 5, {1, 1, 1.0f}},      // one expert
+      {20, 20, 3, {1, 1, 0.5f}},    // k = E
+      {36, 5, 1, {6, 6, 1.0f}},     // one token, every group kept
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.experts);
+    CAPTURE(c.k);
+    CAPTURE(c.config.groups);
+    CAPTURE(c.config.topk_groups);
+    moe::SoftmaxGroupTopK policy;
+    policy.groups = c.config.groups;
+    policy.topk_groups = c.config.topk_groups;
+    policy.scaling = c.config.scaling;
+    CHECK_NOTHROW(policy.check(c.experts, c.k));
+    const ref::Logits logits = safe_logits(
+        rng, c.tokens, c.experts, [&](const ref::Logits& l) { return ref::softmax_group_top_k(l, c.k, c.config); });
+    compare(route_batch(policy, logits, c.k), ref::softmax_group_top_k(logits, c.k, c.config));
+    if (c.k == 4 && c.experts == 16)  // k fixed at compile time
+      compare(route_batch<4>(policy, logits, 4), ref::softmax_group_top_k(logits, 4, c.config));
+  }
+  SUBCASE("the groups decide: the best expert outside the kept groups is passed over") {
+    // Group 0 holds the two largest logits, group 1 the third; with one group kept, expert 0 and 1 are
+    // chosen, then expert 2 (group 0's third), not expert 4 (group 1's best, larger than expert 2).
+    const ref::Logits logits = {{5.0f, 4.0f, 1.0f, 0.0f, 3.0f, -1.0f, -2.0f, -3.0f}};
+    moe::SoftmaxGroupTopK policy;
+    policy.groups = 2;
+    policy.topk_groups = 1;
+    const Run run = route_batch(policy, logits, 3);
+    CHECK(keys(read_row(run, 0).experts) == std::set<int>{0, 1, 2});
+    compare(run, ref::softmax_group_top_k(logits, 3, {2, 1, 1.0f}));
+  }
+}
+
 TEST_CASE("SigmoidGroupTopK: the bias changes which experts are chosen, not their weights") {
   std::mt19937 rng(22);
   const int experts = 16, k = 4;
@@ -747,6 +795,24 @@ TEST_CASE("check() refuses configurations a policy cannot route, naming the poli
     check_refused(p, 16, 4, "SigmoidGroupTopK");
     p = ok;
     check_refused(p, 16, 9, "SigmoidGroupTopK");  // k above the 8 experts of the 2 kept groups
+  }
+  SUBCASE("SoftmaxGroupTopK") {
+    moe::SoftmaxGroupTopK ok;
+    ok.groups = 4;
+    ok.topk_groups = 2;
+    CHECK_NOTHROW(ok.check(16, 8));
+    moe::SoftmaxGroupTopK p = ok;
+    p.groups = 3;  // does not divide 16
+    check_refused(p, 16, 4, "SoftmaxGroupTopK");
+    p = ok;
+    p.topk_groups = 5;
+    check_refused(p, 16, 4, "SoftmaxGroupTopK");
+    p.topk_groups = 0;
+    check_refused(p, 16, 4, "SoftmaxGroupTopK");
+    p = ok;
+    check_refused(p, 16, 9, "SoftmaxGroupTopK");  // k above the 8 experts of the 2 kept groups
+    p.scaling = std::numeric_limits<float>::infinity();
+    check_refused(p, 16, 4, "SoftmaxGroupTopK");
   }
   SUBCASE("TopP") {
     CHECK_NOTHROW(moe::TopP(1.0f).check(8, 2));

@@ -56,6 +56,8 @@ public:
   virtual void set_expert(int e, const Fp8BlockView& gate, const Fp8BlockView& up, const Fp8BlockView& down) = 0;
   virtual void set_shared_expert(int s, const Fp8BlockView& gate, const Fp8BlockView& up, const Fp8BlockView& down) = 0;
   virtual void set_shared_expert_gate(int s, const WeightView& weight) = 0;
+  virtual void set_expert_bias(int e, const float* gate, const float* up, const float* down) = 0;
+  virtual void set_router_bias(const float* bias) = 0;
 
   virtual Workspace workspace(Index max_tokens, int threads) const = 0;
   Workspace workspace(Index max_tokens) const { return workspace(max_tokens, 0); }
@@ -99,6 +101,10 @@ public:
     layer_.set_shared_expert(s, gate, up, down);
   }
   void set_shared_expert_gate(int s, const WeightView& weight) override { layer_.set_shared_expert_gate(s, weight); }
+  void set_expert_bias(int e, const float* gate, const float* up, const float* down) override {
+    layer_.set_expert_bias(e, gate, up, down);
+  }
+  void set_router_bias(const float* bias) override { layer_.set_router_bias(bias); }
 
   Workspace workspace(Index max_tokens, int threads) const override { return layer_.workspace(max_tokens, threads); }
   RoutingResult forward(const float* x, Index x_stride, float* y, Index y_stride, Index tokens, Workspace& ws,
@@ -138,6 +144,7 @@ std::unique_ptr<AnyLayer> make_layer(const std::string& precision, const LayerCo
 #define MOE_FOR_EACH_COMPILED_ROUTING(X, Precision) \
   X(Precision, ::moe::SoftmaxTopK)                  \
   X(Precision, ::moe::SigmoidGroupTopK)             \
+  X(Precision, ::moe::SoftmaxGroupTopK)             \
   X(Precision, ::moe::CapacityTopK)
 
 #define MOE_DETAIL_LAYER_INSTANCE(Precision, Routing)                                                         \

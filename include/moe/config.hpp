@@ -51,8 +51,10 @@ static_assert(MOE_MAX_THREADS >= 1, "MOE_MAX_THREADS must be at least 1");
 
 #if defined(__GNUC__) || defined(__clang__)
 #define MOE_ALWAYS_INLINE inline __attribute__((always_inline))
+#define MOE_NEVER_INLINE __attribute__((noinline))
 #else
 #define MOE_ALWAYS_INLINE inline
+#define MOE_NEVER_INLINE
 #endif
 
 // Unrolls the loop that follows completely. The micro-kernels' loops over tile rows, weight vectors and

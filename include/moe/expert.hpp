@@ -2,7 +2,9 @@
 #pragma once
 
 #include <cmath>
+#include <limits>
 #include <string>
+#include <vector>
 #include <type_traits>
 
 #include "config.hpp"
@@ -19,11 +21,22 @@ inline namespace MOE_TARGET_NAMESPACE {
 // What an expert computes from a token x (hidden_size) with hidden width ffn_size:
 //   gated: down( act(x W_gate^T) * (x W_up^T) )      SwiGLU (Mixtral, Qwen, DeepSeek, OLMoE), GeGLU
 //   plain: down( act(x W_up^T) )                      Switch / GShard MLPs (ReLU, GELU)
+// with, where an expert has them (Layer::set_expert_bias), a bias added to each projection's output.
+// gpt-oss's gated SiLU is clamped: with g and u the gate and up values,
+//   h = (clamp(u, -limit, limit) + up_offset) * g' sigmoid(alpha g'),   g' = min(g, limit);
+// the defaults (alpha 1, no limit, no offset) are plain SwiGLU. Only a gated SiLU expert takes them.
 struct FfnType {
   Activation activation = Activation::SiLU;
   bool gated = true;
+  float alpha = 1.0f;
+  float limit = std::numeric_limits<float>::infinity();
+  float up_offset = 0.0f;
+
+  bool clamped() const { return alpha != 1.0f || limit != std::numeric_limits<float>::infinity() || up_offset != 0.0f; }
 };
 inline constexpr FfnType SwiGLU{Activation::SiLU, true};
+// gpt-oss's experts (transformers' GptOssExperts: alpha 1.702, limit 7, (up + 1)).
+inline constexpr FfnType GptOssSwiGLU{Activation::SiLU, true, 1.702f, 7.0f, 1.0f};
 inline constexpr FfnType GeGLU{Activation::GELU, true};
 inline constexpr FfnType GeluMLP{Activation::GELU, false};
 inline constexpr FfnType ReluMLP{Activation::ReLU, false};
@@ -97,6 +110,30 @@ public:
     ffn_padded_ = padded;
   }
 
+  // Biases on the projections' outputs: gate and up (ffn_size each; gate null for a plain MLP) and down
+  // (hidden_size), kept padded to the panels with zeros (0 in the padding keeps the padded hidden units
+  // act(0) * 0 = 0 for gated experts; a plain expert's padded units are act(0) = 0 for every activation here).
+  // Null pointers for all three remove them. The expert must be loaded.
+  void set_bias(Index hidden_size, Index ffn_size, const float* gate, const float* up, const float* down) {
+    if (up == nullptr && gate == nullptr && down == nullptr) {
+      input_bias_.clear();
+      down_bias_.clear();
+      return;
+    }
+    const Index panel = detail::kernels::kPanelColumns;
+    input_bias_.assign(std::size_t(2 * ffn_padded_), 0.0f);
+    down_bias_.assign(std::size_t(detail::simd::round_up(hidden_size, panel)), 0.0f);
+    if (gate) std::copy(gate, gate + ffn_size, input_bias_.begin());
+    if (up) std::copy(up, up + ffn_size, input_bias_.begin() + ffn_padded_);
+    if (down) std::copy(down, down + hidden_size, down_bias_.begin());
+  }
+  bool has_bias() const { return !down_bias_.empty(); }
+  // The gate biases of hidden units [unit, ...), and the up biases (a plain MLP's only ones); the down biases
+  // of outputs [column, ...). Null without biases.
+  const float* gate_bias(Index unit) const { return has_bias() ? input_bias_.data() + unit : nullptr; }
+  const float* up_bias(Index unit) const { return has_bias() ? input_bias_.data() + ffn_padded_ + unit : nullptr; }
+  const float* down_bias(Index column) const { return has_bias() ? down_bias_.data() + column : nullptr; }
+
   bool loaded() const { return ffn_padded_ > 0; }
   bool gated() const { return gated_; }
   Index ffn_padded() const { return ffn_padded_; }
@@ -149,6 +186,8 @@ private:
 
   Panels input_;
   Panels down_;
+  std::vector<float> input_bias_;  // gate, then up: ffn_padded_ each
+  std::vector<float> down_bias_;   // hidden_size rounded up to a panel
   Index ffn_padded_ = 0;
   bool gated_ = true;
 };

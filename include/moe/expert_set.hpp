@@ -27,12 +27,15 @@ public:
         ffn_size_(config.ffn_size),
         shared_ffn_size_(config.shared_ffn_size),
         ffn_(config.ffn),
+        scale_expert_input_(config.scale_expert_input),
         routed_(config.num_experts),
         experts_(std::size_t(config.num_experts + config.num_shared_experts)) {}
 
   Index hidden_size() const { return hidden_size_; }
   const FfnType& ffn() const { return ffn_; }
   bool gated() const { return ffn_.gated; }
+  // Whether routed experts take their routing weight on the input (LayerConfig::scale_expert_input).
+  bool scale_expert_input() const { return scale_expert_input_; }
   int routed() const { return routed_; }
   int shared() const { return count() - routed_; }
   int count() const { return int(experts_.size()); }
@@ -49,6 +52,7 @@ private:
   Index ffn_size_ = 0;
   Index shared_ffn_size_ = 0;
   FfnType ffn_{};
+  bool scale_expert_input_ = false;
   int routed_ = 0;
   std::vector<Expert> experts_;
 };

@@ -176,6 +176,40 @@ public:
   }
   void set_shared_expert_gate(int s, const WeightRef& weight) { set_shared_expert_gate(s, view(weight)); }
 
+  // Biases on routed expert e's projections (gpt-oss's experts have them): gate and up, ffn_size floats each
+  // (gate null for plain MLP experts), down hidden_size floats, added to each projection's output. After
+  // set_expert (which keeps them when it reloads the expert); all three null removes them.
+  void set_expert_bias(int e, const float* gate, const float* up, const float* down) {
+    const char* where = "Layer::set_expert_bias";
+    check_index(e, config_.num_experts, where, "expert");
+    MOE_CHECK(experts_[e].loaded(), where, "expert " + std::to_string(e) + " has no weights: set_expert first");
+    const bool none = gate == nullptr && up == nullptr && down == nullptr;
+    MOE_CHECK(none || (up != nullptr && down != nullptr && (gate != nullptr) == config_.ffn.gated), where,
+              config_.ffn.gated ? "pass gate, up and down biases (or none)" : "pass up and down biases, no gate bias");
+    const Index F = config_.ffn_size, H = config_.hidden_size;
+    auto check_finite = [&](const float* bias, Index size, const char* what) {
+      MOE_CHECK(bias == nullptr || detail::kernels::all_finite(bias, size), where,
+                "expert " + std::to_string(e) + " " + what + " bias has NaN or Inf");
+    };
+    check_finite(gate, F, "gate");
+    check_finite(up, F, "up");
+    check_finite(down, H, "down");
+    experts_[e].set_bias(H, F, gate, up, down);
+  }
+
+  // A bias added to every token's router logits, num_experts floats (gpt-oss's router is a Linear with a
+  // bias); null removes it.
+  void set_router_bias(const float* bias) {
+    if (bias == nullptr) {
+      router_bias_.clear();
+      return;
+    }
+    MOE_CHECK(detail::kernels::all_finite(bias, config_.num_experts), "Layer::set_router_bias",
+              "router bias has NaN or Inf");
+    router_bias_.assign(std::size_t(shape_.logits_width), 0.0f);
+    std::copy(bias, bias + config_.num_experts, router_bias_.begin());
+  }
+
   // ---- shape ----
 
   const LayerConfig& config() const { return config_; }
@@ -233,7 +267,8 @@ public:
                   " passes dropped tokens through, which reads x after y is written: x and y must not overlap");
     const stages::Route<Routing, kTopK> route(
         routing_, router_, router_rows_,
-        {hidden_size(), experts(), top_k(), shared_experts(), config_.shared_expert_gate});
+        {hidden_size(), experts(), top_k(), shared_experts(), config_.shared_expert_gate,
+         router_bias_.empty() ? nullptr : router_bias_.data()});
     route.run(x, x_stride, tokens, token_ids, ws,
               [&](Index t) { stages::Compute<Precision>::code_input(x + t * x_stride, hidden_size(), t, ws); });
     group(tokens, ws);
@@ -373,6 +408,7 @@ private:
   detail::kernels::PanelMatrix<f32> router_;
   int router_rows_ = 0;
   std::vector<bool> router_row_loaded_;
+  std::vector<float> router_bias_;  // logits_width floats, or empty: no bias
 };
 
 }  // namespace MOE_TARGET_NAMESPACE

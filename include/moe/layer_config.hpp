@@ -1,6 +1,7 @@
 // moe/layer_config.hpp: the run-time shape of an MoE layer.
 #pragma once
 
+#include <cmath>
 #include <string>
 
 #include "config.hpp"
@@ -26,6 +27,9 @@ struct LayerConfig {
   int num_shared_experts = 0;
   Index shared_ffn_size = 0;
   bool shared_expert_gate = false;
+  // Llama 4: each routed expert runs on its token scaled by the routing weight, expert(w x), and its output
+  // is added unweighted; otherwise (every other family) w expert(x) is added.
+  bool scale_expert_input = false;
 };
 
 namespace detail {
@@ -71,6 +75,11 @@ inline void check_config_sizes(LayerConfig& config, int fixed_experts, int fixed
 inline void finish_config(LayerConfig& config) {
   const char* where = "Layer";
   if (config.shared_ffn_size == 0) config.shared_ffn_size = config.ffn_size;
+  const FfnType& f = config.ffn;
+  MOE_CHECK(!f.clamped() || (f.activation == Activation::SiLU && f.gated), where,
+            "alpha, limit and up_offset (the clamped SwiGLU of gpt-oss) apply to gated SiLU experts only");
+  MOE_CHECK(std::isfinite(f.alpha) && f.alpha > 0.0f && f.limit > 0.0f && std::isfinite(f.up_offset), where,
+            "the clamped SwiGLU needs a finite alpha > 0, a limit > 0 and a finite up_offset");
   switch (config.ffn.activation) {
     case Activation::SiLU:
     case Activation::GELU:

@@ -29,6 +29,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -216,6 +217,66 @@ private:
     for (int j = 0; j < count; ++j) sum += (weights[j] = score(ids[j]));
     const float factor = renormalize ? scaling / (sum + 1e-20f) : scaling;
     for (int j = 0; j < count; ++j) weights[j] *= factor;
+  }
+};
+
+// DeepSeek-V2's router (transformers' DeepseekV2Moe.route_tokens_to_experts), for token logits l:
+//   p = softmax(l) over every expert;
+//   topk_method "greedy" (groups = 1): the k largest p;
+//   "group_limited_greedy": group g (experts g*E/G .. (g+1)*E/G - 1) scores its largest p; the topk_groups
+//   best groups are kept and the k largest p among their experts chosen (ties to the lower index);
+//   weight_i = p_i * scaling (routed_scaling_factor), not renormalised: transformers applies the factor to
+//   the probabilities and ignores norm_topk_prob for this family.
+// Softmax is monotonic, so the groups and experts are chosen on the logits, and only the k chosen are
+// exponentiated, over the sum of every expert's exponential.
+struct SoftmaxGroupTopK {
+  static constexpr bool kSelectsAll = false;
+  static constexpr const char* kName = "softmax_group_topk";
+  static constexpr int kMaxGroups = 64;
+
+  int groups = 1;       // n_group
+  int topk_groups = 1;  // topk_group
+  float scaling = 1.0f;
+
+  void check(int experts, int k) const {
+    const char* where = "SoftmaxGroupTopK";
+    MOE_CHECK(groups >= 1 && groups <= kMaxGroups && experts % groups == 0, where,
+              "groups (n_group) must be in [1, 64] and divide the " + std::to_string(experts) + " experts, got " +
+                  std::to_string(groups));
+    MOE_CHECK(
+        topk_groups >= 1 && topk_groups <= groups, where,
+        "topk_groups must be in [1, groups = " + std::to_string(groups) + "], got " + std::to_string(topk_groups));
+    MOE_CHECK(k <= topk_groups * (experts / groups), where,
+              "top_k = " + std::to_string(k) + " exceeds the experts of the kept groups");
+    MOE_CHECK(std::isfinite(scaling), where, "scaling must be finite");
+  }
+
+  template <int K = Dynamic>
+  void route(const float* logits, int experts, int k, int* ids, float* weights) const noexcept {
+    const int size = experts / groups;
+    std::uint64_t kept = ~std::uint64_t(0);
+    if (groups > 1 && topk_groups < groups) {
+      float group_max[kMaxGroups];
+      for (int g = 0; g < groups; ++g) {
+        float best = logits[g * size];
+        for (int i = 1; i < size; ++i) best = logits[g * size + i] > best ? logits[g * size + i] : best;
+        group_max[g] = best;
+      }
+      int group_ids[kMaxGroups];
+      float group_top[kMaxGroups];
+      detail::kernels::top_k(group_max, groups, topk_groups, group_ids, group_top);
+      kept = 0;
+      for (int j = 0; j < topk_groups; ++j) kept |= std::uint64_t(1) << group_ids[j];
+    }
+    constexpr float kDropped = -std::numeric_limits<float>::infinity();
+    detail::kernels::top_k_of<K>(
+        experts, k, [&](int i) { return (kept >> (i / size)) & 1u ? logits[i] : kDropped; }, ids, weights);
+    // The largest logit of all is in a kept group (its group's maximum is the largest), so it is weights[0]:
+    // the softmax's shift.
+    const float shift = weights[0];
+    const float factor = scaling / detail::kernels::sum_exp(logits, experts, shift);
+    const int count = K == Dynamic ? k : K;
+    for (int j = 0; j < count; ++j) weights[j] = std::exp(weights[j] - shift) * factor;
   }
 };
 

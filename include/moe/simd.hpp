@@ -62,6 +62,13 @@ MOE_ALWAYS_INLINE Vec max(const Vec& a, const Vec& b) {
   return xsimd::max(a, b);
 #endif
 }
+MOE_ALWAYS_INLINE Vec min(const Vec& a, const Vec& b) {
+#if XSIMD_WITH_AVX512F
+  return Vec(_mm512_maskz_min_ps(kAllLanes, a, b));
+#else
+  return xsimd::min(a, b);
+#endif
+}
 MOE_ALWAYS_INLINE Vec abs(const Vec& a) { return xsimd::abs(a); }
 #if XSIMD_WITH_AVX512F
 // e^x, written here rather than taken from xsimd 8.1: xsimd's exp uses unmasked intrinsics (kAllLanes
@@ -138,6 +145,7 @@ MOE_ALWAYS_INLINE Vec fma(Vec a, Vec b, Vec c) {
 #endif
 }
 MOE_ALWAYS_INLINE Vec max(Vec a, Vec b) { return a > b ? a : b; }
+MOE_ALWAYS_INLINE Vec min(Vec a, Vec b) { return a < b ? a : b; }
 MOE_ALWAYS_INLINE Vec abs(Vec a) { return std::fabs(a); }
 MOE_ALWAYS_INLINE Vec exp(Vec x) { return std::exp(x); }
 MOE_ALWAYS_INLINE Vec erfc(Vec x) { return std::erfc(x); }

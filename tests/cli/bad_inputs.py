@@ -217,6 +217,26 @@ case("mlp_only_layers holding a negative number", "key 'mlp_only_layers' holds -
 case("decoder_sparse_step of 0", "key 'decoder_sparse_step' = 0 is out of range",
      edited_config("qwen2_moe", decoder_sparse_step=0), x=qwen_x)
 
+v2_x = os.path.join(DIR, "deepseek_v2", "input_1.npy")
+case("an unknown DeepSeek-V2 topk_method", "topk_method 'noaux_tc' is not supported for deepseek_v2",
+     edited_config("deepseek_v2", topk_method="noaux_tc"), x=v2_x)
+case("group_limited_greedy without n_group", "key 'n_group' is missing", edited_config("deepseek_v2", n_group=None),
+     x=v2_x)
+case("n_group that does not divide the experts", "n_group = 5 must divide the 12 experts",
+     edited_config("deepseek_v2", n_group=5, topk_group=2), x=v2_x)
+case("DeepSeek-V2 norm_topk_prob = true", "norm_topk_prob = true is not supported for deepseek_v2",
+     edited_config("deepseek_v2", norm_topk_prob=True), x=v2_x)
+case("DeepSeek-V2 moe_layer_freq 2", "moe_layer_freq other than 1 is not supported",
+     edited_config("deepseek_v2", moe_layer_freq=2), x=v2_x)
+llama4_x = os.path.join(DIR, "llama4_text", "input_1.npy")
+case("a Llama 4 dense layer", "is a dense MLP, not MoE (interleave_moe_layer_step = 2)",
+     os.path.join(DIR, "llama4_text"), layer="0", x=llama4_x)
+case("a Llama 4 layer not in moe_layers", "is a dense MLP, not MoE (it is not in moe_layers)",
+     os.path.join(DIR, "llama4"), layer="1", x=llama4_x)
+case("llama4 without text_config", "text_config is missing", edited_config("llama4", text_config=None), x=llama4_x)
+case("Llama 4 experts of another width", "config.json implies [6, 40, 56]",
+     edited_config("llama4_text", intermediate_size=28), x=llama4_x)
+
 # ---- FIFOs in place of the files: refused at once, never waited on ---------------------------------------
 
 for target in ("config.json", "model.safetensors", "model.safetensors.index.json", "shard", "input"):
@@ -301,6 +321,44 @@ case("an fp8 block of 0 rows", "key 'weight_block_size' = 0 is out of range",
 case("fp8 blocks other than the scales'", "needs [1, 1]",
      edited_config("deepseek_v3_fp8", quantization_config={"quant_method": "fp8", "weight_block_size": [128, 128]}),
      x=fp8_x)
+
+# ---- MXFP4 checkpoints (gpt-oss: U8 blocks and E8M0 scales) -------------------------------------------------
+
+oss_x = os.path.join(DIR, "gpt_oss", "input_1.npy")
+oss_scales = "model.layers.1.mlp.experts.down_proj_scales"
+
+
+def nan_e8m0(header, body):
+    begin = header[oss_scales]["data_offsets"][0]
+    body[begin + 2 * 3 + 1] = 0xFF  # expert 0, row 2, block 1 (3 blocks a row)
+
+
+case("an E8M0 scale of 0xff", "'%s' has the NaN scale 0xff at (0, 2, 1)" % oss_scales,
+     edited_tensors("gpt_oss", nan_e8m0), x=oss_x)
+
+
+def reshape_blocks(header, body):
+    header["model.layers.1.mlp.experts.gate_up_proj_blocks"]["shape"] = [8, 192, 1, 32]
+
+
+case("MXFP4 blocks of the wrong shape", "config.json implies [8, 192, 2, 16]",
+     edited_tensors("gpt_oss", reshape_blocks), x=oss_x)
+
+
+def float_scales(header, body):
+    header[oss_scales]["dtype"] = "I8"
+
+
+case("MXFP4 scales of another dtype", "has dtype 'I8', which is not supported",
+     edited_tensors("gpt_oss", float_scales), x=oss_x)
+case("MXFP4 in another family", "quant_method 'mxfp4' is read for gpt_oss only",
+     edited_config("mixtral", quantization_config={"quant_method": "mxfp4"}))
+case("a swiglu_limit transformers does not use", "swiglu_limit = 5.000000 is not supported",
+     edited_config("gpt_oss", swiglu_limit=5.0), x=oss_x)
+case("MXFP4 with a hidden size off the blocks", "MXFP4 needs hidden_size and intermediate_size multiples of 32",
+     edited_config("gpt_oss", intermediate_size=100), x=oss_x)
+case("an unquantised gpt-oss without its quantization_config", "experts.gate_up_proj' not found",
+     edited_config("gpt_oss", quantization_config=None), x=oss_x)
 
 # ---- --list-layers: the same checks, from the headers -----------------------------------------------------
 

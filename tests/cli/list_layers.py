@@ -37,6 +37,10 @@ def block_prefix(config, layer):
         return "model.layers.%s.block_sparse_moe." % layer
     if t == "dbrx":
         return "transformer.blocks.%s.ffn." % layer
+    if t == "grok-1":
+        return "model.layers.%s.moe_block." % layer
+    if t in ("llama4_text", "llama4"):
+        return ("language_model." if t == "llama4" else "") + "model.layers.%s.feed_forward." % layer
     if t == "switch_transformers":
         stack, n = layer.split(".")
         return "%s.block.%s.layer.%s.mlp." % (stack, n, "2" if stack == "decoder" else "1")
@@ -49,6 +53,8 @@ def experts_and_k(config):
         return config["ffn_config"]["moe_num_experts"], config["ffn_config"]["moe_top_k"]
     if t == "switch_transformers":
         return config["num_experts"], 1
+    if t == "llama4":
+        config = config["text_config"]
     experts = config.get("num_local_experts", config.get("n_routed_experts", config.get("num_experts")))
     return experts, config["num_experts_per_tok"]
 
@@ -83,7 +89,9 @@ for folder_name, expected_moe in sorted(moe_layers.items()):
         mine = {n: v for n, v in tensors.items() if n.startswith(prefix)}
         megabytes = sum(b for _, b in mine.values()) / 1e6
         weights = [d for n, (d, _) in mine.items()
-                   if (".experts." in n or "input_linear" in n) and not n.endswith("_scale_inv")]
+                   if (".experts." in n or "input_linear" in n) and not n.endswith(("_scale_inv", "_bias"))]
+        if config.get("quantization_config", {}).get("quant_method") == "mxfp4":
+            weights = ["MXFP4"]
         if int(row[2]) != experts or int(row[3]) != k:
             problems.append("layer %s: experts %s top-k %s, config.json says %d, %d" % (layer, row[2], row[3], experts, k))
         if weights and row[7] != weights[0]:

@@ -1,5 +1,6 @@
 // moe/detail/small_floats.hpp: the scalar conversions of the 8-bit float formats published checkpoints store
-// weights in: e4m3fn (OCP FP8 E4M3, the "F8_E4M3" of safetensors: DeepSeek-V3/R1, Qwen3 FP8, GLM-4.5-FP8).
+// weights in: e4m3fn (OCP FP8 E4M3, the "F8_E4M3" of safetensors: DeepSeek-V3/R1, Qwen3 FP8, GLM-4.5-FP8), and
+// the two parts of OCP MXFP4 (gpt-oss): E2M1 codes and the E8M0 scale of each block of 32.
 #pragma once
 
 #include <cmath>
@@ -43,6 +44,18 @@ inline std::uint8_t float_to_e4m3(float x) {
   const std::uint32_t code = ((rounded >> 23) - 120u) << 3 | ((rounded >> 20) & 7u);
   return static_cast<std::uint8_t>(sign | (code > 0x7eu ? 0x7eu : code));
 }
+
+// E2M1 (FP4): a sign bit, 2 exponent bits (bias 1), 1 mantissa bit, in the low 4 bits of `code`:
+// 0, 0.5, 1, 1.5, 2, 3, 4, 6 and their negatives.
+inline float e2m1_to_float(std::uint8_t code) {
+  static constexpr float kMagnitude[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+  const float m = kMagnitude[code & 7u];
+  return (code & 8u) ? -m : m;
+}
+
+// E8M0: a power of two 2^(code - 127); 0xff is NaN.
+inline bool e8m0_is_nan(std::uint8_t code) { return code == 0xffu; }
+inline int e8m0_exponent(std::uint8_t code) { return int(code) - 127; }
 
 }  // namespace detail
 

@@ -14,6 +14,12 @@
 //                        of n_shared_experts * moe_intermediate_size; sparse iff L >= first_k_dense_replace;
 //                        keys left out take DeepseekV3Config's defaults (n_group 8, topk_group 4,
 //                        routed_scaling_factor 2.5, n_shared_experts 1, first_k_dense_replace 3)
+//   deepseek_v2          softmax scores, greedy or group_limited_greedy top-k (n_group, topk_group; a group
+//                        scores its best expert), times routed_scaling_factor (router.hpp's SoftmaxGroupTopK);
+//                        a shared MLP of n_shared_experts * moe_intermediate_size; sparse iff
+//                        L >= first_k_dense_replace; DeepseekV2Config's defaults (n_routed_experts 64,
+//                        n_shared_experts 2, moe_intermediate_size 1407, first_k_dense_replace 0,
+//                        routed_scaling_factor 1, topk_method greedy)
 //   glm4_moe             GLM-4.5: as deepseek_v3 (modeling_glm4_moe.py: Glm4MoeTopkRouter is DeepseekV3TopkRouter,
 //                        and its MoE block adds the routed experts and the shared MLP as DeepseekV3MoE does),
 //                        with Glm4MoeConfig's defaults (n_group 1, topk_group 1, routed_scaling_factor 1,
@@ -21,6 +27,25 @@
 //   granitemoe           top-k of the logits, softmax over the k; experts stacked in block_sparse_moe.input_linear
 //                        (experts x 2 ffn x hidden: gate rows, then up rows) and output_linear (experts x hidden
 //                        x ffn); every layer
+//   llama4_text, llama4  top-k of the logits, weight sigmoid(logit), applied to the expert's input
+//                        (LayerConfig::scale_expert_input); experts in feed_forward.experts.gate_up_proj
+//                        (experts x hidden x 2 ffn, x W: gate columns then up columns) and down_proj (experts x
+//                        ffn x hidden); a shared expert of intermediate_size; MoE iff L is in moe_layers (by
+//                        default every interleave_moe_layer_step-th layer); llama4's keys are in its
+//                        text_config and its tensors under language_model.
+//   gpt_oss              router with a bias, top-k of the logits, softmax over the k; experts with biases and
+//                        the clamped SwiGLU (FfnType GptOssSwiGLU, swiglu_limit), gate and up interleaved
+//                        (gate unit i is row or column 2i, up 2i + 1); as published, MXFP4 (quantization_config
+//                        quant_method mxfp4): experts.gate_up_proj_blocks / _scales (experts x 2 ffn x hidden,
+//                        W[out][in]) and down_proj_blocks / _scales (experts x hidden x ffn), 32 E2M1 codes a
+//                        block, two a byte (low nibble first), an E8M0 scale a block; unquantised (a bf16
+//                        re-save): gate_up_proj, experts x hidden x 2 ffn, and down_proj, experts x ffn x hidden
+//                        (x W, as llama4); every layer
+//   grok-1               Grok-1 as hpc-ai's PyTorch port publishes it (modeling_grok1.py, the layout vLLM loads):
+//                        softmax over every expert, the top-k probabilities as they are (not renormalised, as
+//                        xAI's JAX code); experts moe_block.experts.E.linear (gate), linear_v (up), linear_1
+//                        (down) with the port's exact-erf GELU (xAI's JAX code uses the tanh form: the port
+//                        and the original differ); every layer
 //   dbrx                 softmax top-k divided by the p-norm of the k weights (moe_normalize_expert_weights;
 //                        p = 1 supported), experts fused in ffn.experts.mlp.w1 / v1 / w2
 //   switch_transformers  top-1 softmax with expert_capacity per sequence (the input is one sequence); a dropped
@@ -54,26 +79,26 @@ namespace io {
 
 // The model families read_block_spec() knows.
 inline const std::vector<std::string>& supported_model_types() {
-  static const std::vector<std::string> types = {"mixtral",    "qwen2_moe",   "qwen3_moe",
-                                                 "olmoe",      "deepseek_v3", "glm4_moe",
-                                                 "granitemoe", "dbrx",        "switch_transformers"};
+  static const std::vector<std::string> types = {
+      "mixtral",    "qwen2_moe",   "qwen3_moe", "olmoe",   "deepseek_v2", "deepseek_v3",        "glm4_moe",
+      "granitemoe", "llama4_text", "llama4",    "gpt_oss", "grok-1",      "dbrx",        "switch_transformers"};
   return types;
 }
 
 // What the MoE block of one layer computes, and where its weights are.
 struct BlockSpec {
-  enum class Router { SoftmaxTopK, SigmoidGroupTopK, Capacity };
+  enum class Router { SoftmaxTopK, SigmoidGroupTopK, SoftmaxGroupTopK, Capacity };
 
   std::string model_type;
   std::string layer;  // as given: "3", or "encoder.1" / "decoder.1"
   LayerConfig config;
   Router router = Router::SoftmaxTopK;
   bool renormalize = false;
-  // SigmoidGroupTopK (deepseek_v3)
+  // SigmoidGroupTopK (deepseek_v3, llama4) and SoftmaxGroupTopK (deepseek_v2)
   int groups = 1;
   int topk_groups = 1;
   float scaling = 1.0f;
-  std::string bias_tensor;
+  std::string bias_tensor;  // SigmoidGroupTopK's; empty: no bias
   // Capacity (switch_transformers)
   int capacity = 0;
 
@@ -94,6 +119,18 @@ struct BlockSpec {
   // granitemoe: gate = input_linear, experts x (2 ffn) x hidden, expert e's gate rows then its up rows;
   // down = output_linear, experts x hidden x ffn (each expert's W[out][in]); up names input_linear too.
   bool stacked = false;
+  // llama4: gate = experts.gate_up_proj, experts x hidden x (2 ffn), each expert's (W_gate^T | W_up^T);
+  // down = experts.down_proj, experts x ffn x hidden (W_down^T); up names gate_up_proj too.
+  bool transposed = false;
+  // gpt_oss: gate and up interleaved in gate_up_proj (gate unit i at 2i, up at 2i + 1) instead of halves.
+  bool interleaved = false;
+  // quantization_config quant_method mxfp4 (gpt_oss): gate and down name the bases of base_blocks (U8,
+  // experts x rows x cols/32 x 16: 32 E2M1 codes a block, low nibble first) and base_scales (U8, experts x
+  // rows x cols/32, E8M0), rows and cols those of W[out][in].
+  bool mxfp4 = false;
+  // Biases (gpt_oss; empty: none): the router's (experts), gate_up_proj's (experts x 2 ffn, laid out as the
+  // rows of gate_up_proj) and down_proj's (experts x hidden).
+  std::string router_bias, gate_up_bias, down_bias;
   // The shared expert (at most one in these families) and its gate.
   std::string shared_gate_proj, shared_up, shared_down, shared_expert_gate;
 };
@@ -166,8 +203,14 @@ inline void read_quantization_config(const nlohmann::json& j, const std::string&
       file + ": key 'quantization_config' has the wrong type (expected an object, got " + json_value_kind(*it) + ")");
   const nlohmann::json& q = *it;
   const std::string method = json_get<std::string>(q, "quant_method", qfile);
+  if (method == "mxfp4") {
+    // gpt-oss's (transformers' integrations/mxfp4.py): the experts' blocks and scales, the rest unquantised.
+    MOE_CHECK(s.model_type == "gpt_oss", where, qfile + ": quant_method 'mxfp4' is read for gpt_oss only");
+    s.mxfp4 = true;
+    return;
+  }
   MOE_CHECK(method == "fp8", where,
-            qfile + ": quant_method '" + quoted_text(method) + "' is not supported (supported: fp8)");
+            qfile + ": quant_method '" + quoted_text(method) + "' is not supported (supported: fp8, mxfp4)");
   const std::string fmt = json_get_or<std::string>(q, "fmt", "e4m3", qfile);
   MOE_CHECK(fmt == "e4m3", where, qfile + ": fmt '" + quoted_text(fmt) + "' is not supported (supported: e4m3)");
   const auto block = q.find("weight_block_size");
@@ -193,8 +236,9 @@ struct SigmoidGroupDefaults {
 
 // The families whose layers are model.layers.L, counted by num_hidden_layers.
 inline bool numbers_its_layers(const std::string& type) {
-  return type == "mixtral" || type == "qwen2_moe" || type == "qwen3_moe" || type == "olmoe" || type == "deepseek_v3" ||
-         type == "glm4_moe" || type == "granitemoe";
+  return type == "mixtral" || type == "qwen2_moe" || type == "qwen3_moe" || type == "olmoe" || type == "deepseek_v2" ||
+         type == "deepseek_v3" || type == "glm4_moe" || type == "granitemoe" || type == "llama4_text" ||
+         type == "gpt_oss" || type == "grok-1";
 }
 
 [[noreturn]] inline void unsupported_type(const std::string& type, const std::string& file) {
@@ -245,7 +289,147 @@ inline std::optional<BlockSpec> moe_block_spec(const nlohmann::json& j, const st
     return std::optional<BlockSpec>();
   };
 
-  if (numbers_its_layers(type) && type != "granitemoe") {
+  if (type == "deepseek_v2") {
+    // modeling_deepseek_v2.py: DeepseekV2Moe (route_tokens_to_experts, the shared experts), DeepseekV2DecoderLayer
+    // (MoE iff layer_idx >= first_k_dense_replace).
+    const int L = detail::parse_index(layer, "the layer of deepseek_v2");
+    check_layer(L, layers(j, "num_hidden_layers", file), "num_hidden_layers");
+    const int first_dense = json_get_or_in<int>(j, "first_k_dense_replace", 0, 0, detail::kMaxLayers, file);
+    if (L < first_dense) return dense("first_k_dense_replace = " + std::to_string(first_dense));
+    // DeepSeek's own modeling code (not transformers') makes a layer dense unless L % moe_layer_freq == 0, and
+    // renormalises the top-k weights under norm_topk_prob, where transformers ignores both: every published
+    // config has 1 and false, on which the two agree; other values are refused rather than guessed at.
+    MOE_CHECK(json_get_or<int>(j, "moe_layer_freq", 1, file) == 1, where,
+              file + ": moe_layer_freq other than 1 is not supported for deepseek_v2");
+    MOE_CHECK(!json_get_or<bool>(j, "norm_topk_prob", false, file), where,
+              file +
+                  ": norm_topk_prob = true is not supported for deepseek_v2 (transformers ignores it, DeepSeek's "
+                  "code renormalises)");
+    c.hidden_size = width(j, "hidden_size", file);
+    c.ffn.activation = detail::activation_named(json_get_or<std::string>(j, "hidden_act", "silu", file), file);
+    c.num_experts = json_get_or_in<int>(j, "n_routed_experts", 64, 1, kMaxExperts, file);
+    c.ffn_size = json_get_or_in<Index>(j, "moe_intermediate_size", 1407, 1, detail::kMaxWidth, file);
+    c.top_k = top_k(j, "num_experts_per_tok", file);
+    s.router = BlockSpec::Router::SoftmaxGroupTopK;
+    const std::string method = json_get_or<std::string>(j, "topk_method", "greedy", file);
+    if (method == "group_limited_greedy") {
+      s.groups = json_get_in<int>(j, "n_group", 1, c.num_experts, file);
+      s.topk_groups = json_get_in<int>(j, "topk_group", 1, s.groups, file);
+    } else {
+      MOE_CHECK(method == "greedy", where,
+                file + ": topk_method '" + quoted_text(method) +
+                    "' is not supported for deepseek_v2 (supported: greedy, group_limited_greedy)");
+    }
+    // What router.hpp's SoftmaxGroupTopK::check asks, so that --list-layers refuses what a load would.
+    MOE_CHECK(s.groups <= SoftmaxGroupTopK::kMaxGroups && c.num_experts % s.groups == 0, where,
+              file + ": n_group = " + std::to_string(s.groups) + " must divide the " + std::to_string(c.num_experts) +
+                  " experts into at most " + std::to_string(SoftmaxGroupTopK::kMaxGroups) + " groups");
+    MOE_CHECK(c.top_k <= s.topk_groups * (c.num_experts / s.groups), where,
+              file + ": num_experts_per_tok = " + std::to_string(c.top_k) + " exceeds the " +
+                  std::to_string(s.topk_groups * (c.num_experts / s.groups)) +
+                  " experts of the topk_group = " + std::to_string(s.topk_groups) + " groups kept");
+    s.scaling = json_get_or<float>(j, "routed_scaling_factor", 1.0f, file);
+    MOE_CHECK(std::isfinite(s.scaling) && s.scaling > 0.0f, where,
+              file + ": key 'routed_scaling_factor' = " + std::to_string(s.scaling) + " must be positive");
+    const std::string prefix = "model.layers." + std::to_string(L) + ".mlp.";
+    s.router_tensor = prefix + "gate.weight";
+    experts_names(prefix + "experts.", "gate_proj", "up_proj", "down_proj", c.num_experts);
+    // n_shared_experts null: no shared experts (DeepseekV2Moe builds them only when it is not None).
+    const auto shared_key = j.find("n_shared_experts");
+    const int shared = shared_key != j.end() && shared_key->is_null()
+                           ? 0
+                           : json_get_or_in<int>(j, "n_shared_experts", 2, 0, kMaxExperts, file);
+    if (shared > 0) {
+      c.num_shared_experts = 1;
+      c.shared_ffn_size = c.ffn_size * shared;
+      s.shared_gate_proj = prefix + "shared_experts.gate_proj.weight";
+      s.shared_up = prefix + "shared_experts.up_proj.weight";
+      s.shared_down = prefix + "shared_experts.down_proj.weight";
+    }
+  } else if (type == "llama4_text" || type == "llama4") {
+    // modeling_llama4.py: Llama4Router (top-k of the logits, sigmoid of each), Llama4TextMoe (the input times
+    // the score into each expert, the routed outputs summed, plus the shared expert), Llama4TextExperts
+    // (bmm with gate_up_proj, chunked gate | up; bmm with down_proj), Llama4TextDecoderLayer (MoE iff
+    // layer_idx in moe_layers); defaults from Llama4TextConfig.
+    const bool nested = type == "llama4";
+    MOE_CHECK(!nested || (j.contains("text_config") && j["text_config"].is_object()), where,
+              file + ": text_config is missing");
+    const nlohmann::json& t = nested ? j["text_config"] : j;
+    const std::string tfile = nested ? file + " text_config" : file;
+    const int L = detail::parse_index(layer, "the layer of " + type);
+    const int count = layers(t, "num_hidden_layers", tfile);
+    check_layer(L, count, "num_hidden_layers");
+    if (t.contains("moe_layers") && !t["moe_layers"].is_null()) {
+      if (!detail::listed(t, "moe_layers", L, tfile)) return dense("it is not in moe_layers");
+    } else {
+      const int step = json_get_or_in<int>(t, "interleave_moe_layer_step", 1, 1, detail::kMaxLayers, tfile);
+      if ((L + 1) % step != 0) return dense("interleave_moe_layer_step = " + std::to_string(step));
+    }
+    c.hidden_size = width(t, "hidden_size", tfile);
+    c.ffn_size = width(t, "intermediate_size", tfile);
+    c.num_experts = json_get_or_in<int>(t, "num_local_experts", 16, 1, kMaxExperts, tfile);
+    c.top_k = json_get_or_in<int>(t, "num_experts_per_tok", 1, 1, c.num_experts, tfile);
+    c.ffn.activation = detail::activation_named(json_get_or<std::string>(t, "hidden_act", "silu", tfile), tfile);
+    c.scale_expert_input = true;
+    // Top-k of the logits with weight sigmoid(logit): SigmoidGroupTopK with one group, no bias, no
+    // renormalisation and no scaling chooses the same experts (sigmoid is monotonic) with those weights.
+    s.router = BlockSpec::Router::SigmoidGroupTopK;
+    s.renormalize = false;
+    const std::string prefix =
+        std::string(nested ? "language_model." : "") + "model.layers." + std::to_string(L) + ".feed_forward.";
+    s.router_tensor = prefix + "router.weight";
+    s.transposed = true;
+    s.gate = {prefix + "experts.gate_up_proj"};
+    s.up = s.gate;
+    s.down = {prefix + "experts.down_proj"};
+    c.num_shared_experts = 1;
+    c.shared_ffn_size = c.ffn_size;
+    s.shared_gate_proj = prefix + "shared_expert.gate_proj.weight";
+    s.shared_up = prefix + "shared_expert.up_proj.weight";
+    s.shared_down = prefix + "shared_expert.down_proj.weight";
+    for (const char* key : {"torch_dtype", "dtype"})
+      if (t.contains(key) && t[key].is_string()) s.declared_dtype = t[key].get<std::string>();
+  } else if (type == "gpt_oss") {
+    // modeling_gpt_oss.py: GptOssTopKRouter (Linear with a bias; top-k of the logits, softmax over the k),
+    // GptOssExperts (gate_up = x gate_up_proj + bias, gate = [..., ::2], up = [..., 1::2], alpha 1.702, limit
+    // 7.0; down_proj + bias); integrations/mxfp4.py (convert_moe_packed_tensors) for the MXFP4 layout.
+    const int L = detail::parse_index(layer, "the layer of gpt_oss");
+    check_layer(L, layers(j, "num_hidden_layers", file), "num_hidden_layers");
+    c.hidden_size = width(j, "hidden_size", file);
+    c.ffn_size = width(j, "intermediate_size", file);
+    c.num_experts = json_get_or_in<int>(j, "num_local_experts", 128, 1, kMaxExperts, file);
+    c.top_k = json_get_or_in<int>(j, "num_experts_per_tok", 4, 1, c.num_experts, file);
+    c.ffn = GptOssSwiGLU;
+    // transformers' GptOssExperts fixes the limit at 7.0, OpenAI's reference reads swiglu_limit: they agree on
+    // every published config; another value is refused rather than guessed at.
+    const float limit = json_get_or<float>(j, "swiglu_limit", 7.0f, file);
+    MOE_CHECK(limit == 7.0f, where,
+              file + ": swiglu_limit = " + std::to_string(limit) + " is not supported (transformers fixes it at 7)");
+    s.renormalize = true;  // a softmax over the k chosen logits
+    const std::string prefix = "model.layers." + std::to_string(L) + ".mlp.";
+    s.router_tensor = prefix + "router.weight";
+    s.router_bias = prefix + "router.bias";
+    s.interleaved = true;
+    s.gate = {prefix + "experts.gate_up_proj"};
+    s.up = s.gate;
+    s.down = {prefix + "experts.down_proj"};
+    s.gate_up_bias = prefix + "experts.gate_up_proj_bias";
+    s.down_bias = prefix + "experts.down_proj_bias";
+  } else if (type == "grok-1") {
+    // hpc-ai's modeling_grok1.py: MoeBlock (softmax in float32 over the experts, top-k, the probabilities as
+    // weights), MoeMLP (gelu(linear x) * linear_v x, then linear_1); Grok1Config's defaults.
+    const int L = detail::parse_index(layer, "the layer of grok-1");
+    check_layer(L, layers(j, "num_hidden_layers", file), "num_hidden_layers");
+    c.hidden_size = json_get_or_in<Index>(j, "hidden_size", 6144, 1, detail::kMaxWidth, file);
+    c.ffn_size = json_get_or_in<Index>(j, "intermediate_size", 32768, 1, detail::kMaxWidth, file);
+    c.num_experts = json_get_or_in<int>(j, "num_experts", 8, 1, kMaxExperts, file);
+    c.top_k = json_get_or_in<int>(j, "num_experts_per_tok", 2, 1, c.num_experts, file);
+    c.ffn = GeGLU;
+    s.renormalize = false;
+    const std::string prefix = "model.layers." + std::to_string(L) + ".moe_block.";
+    s.router_tensor = prefix + "gate.weight";
+    experts_names(prefix + "experts.", "linear", "linear_v", "linear_1", c.num_experts);
+  } else if (numbers_its_layers(type) && type != "granitemoe") {
     const int L = detail::parse_index(layer, "the layer of " + type);
     // DeepSeek-V3's router and shared experts; GLM-4.5 (Glm4MoeTopkRouter is DeepseekV3TopkRouter) differs only
     // in its config class's defaults, which apply where config.json leaves a key out.
@@ -407,6 +591,12 @@ inline std::optional<BlockSpec> moe_block_spec(const nlohmann::json& j, const st
   for (const char* key : {"torch_dtype", "dtype"})
     if (j.contains(key) && j[key].is_string()) s.declared_dtype = j[key].get<std::string>();
   detail::read_quantization_config(j, file, s);
+  if (type == "gpt_oss") {
+    s.transposed = !s.mxfp4;  // the bf16 re-saves keep transformers' parameters, x W
+    MOE_CHECK(!s.mxfp4 || (c.hidden_size % 32 == 0 && c.ffn_size % 32 == 0), where,
+              file + ": MXFP4 needs hidden_size and intermediate_size multiples of 32, got " +
+                  std::to_string(c.hidden_size) + " and " + std::to_string(c.ffn_size));
+  }
   MOE_CHECK(
       c.hidden_size >= 1 && c.ffn_size >= 1 && c.num_experts >= 1 && c.top_k >= 1 && c.top_k <= c.num_experts, where,
       file + ": inconsistent sizes (hidden " + std::to_string(c.hidden_size) + ", ffn " + std::to_string(c.ffn_size) +
@@ -448,6 +638,10 @@ inline std::vector<std::string> layer_names(const nlohmann::json& j, const std::
   };
   if (detail::numbers_its_layers(type)) {
     numbered("", count("num_hidden_layers"));
+  } else if (type == "llama4") {
+    MOE_CHECK(j.contains("text_config") && j["text_config"].is_object(), "io::read_block_spec",
+              file + ": text_config is missing");
+    numbered("", json_get_in<int>(j["text_config"], "num_hidden_layers", 1, detail::kMaxLayers, file + " text_config"));
   } else if (type == "dbrx") {
     numbered("", count("n_layers"));
   } else if (type == "switch_transformers") {

@@ -59,6 +59,13 @@ inline const TensorView& checked_tensor(const Checkpoint& ckpt, const std::strin
   MOE_CHECK(
       view.shape == shape, where,
       dir + ": tensor '" + name + "' has shape " + dims_text(view.shape) + ", config.json implies " + dims_text(shape));
+  // U8 holds MXFP4 blocks and scales, and nothing else.
+  const bool mxfp4_part = spec.mxfp4 && (name.size() > 7 && (name.compare(name.size() - 7, 7, "_blocks") == 0 ||
+                                                             name.compare(name.size() - 7, 7, "_scales") == 0));
+  MOE_CHECK((view.dtype == DType::U8) == mxfp4_part, where,
+            dir + ": tensor '" + name + "' is " + dtype_name(view.dtype) +
+                (mxfp4_part ? ", but MXFP4 blocks and scales are U8" : ", not a float tensor"));
+  if (mxfp4_part) return view;
   if (view.dtype == DType::F8_E4M3) {
     MOE_CHECK(spec.fp8_block_rows > 0, where,
               dir + ": tensor '" + name +
@@ -147,6 +154,49 @@ private:
   std::vector<float> copy_;
 };
 
+// Expert e's slice of a tensor stacked by expert (its first dimension), as f32: the whole tensor is never
+// converted at once (Llama 4 Scout's gate_up_proj is 2.7 GB of bf16 a layer).
+inline void expert_slice_as_float(const TensorView& t, Index e, std::vector<float>& out) {
+  TensorView slice = t;
+  slice.shape.erase(slice.shape.begin());
+  const Index elements = slice.elements();
+  slice.bytes = std::size_t(elements) * dtype_size(t.dtype);
+  slice.data = t.data + std::size_t(e) * slice.bytes;
+  out.resize(std::size_t(elements));
+  to_float(slice, out.data());
+}
+
+// The name of a tensor that holds expert weights as stored (what --dtype auto and --list-layers describe).
+inline std::string stored_expert_tensor(const BlockSpec& spec) {
+  return spec.mxfp4 ? spec.up.front() + "_blocks" : spec.up.front();
+}
+
+// Expert e's W[out][in], rows x cols, of an MXFP4 pair base_blocks / base_scales (BlockSpec::mxfp4), decoded
+// into out: each code's E2M1 value times 2^(scale - 127), exact in f32 (ldexp of a 2-bit significand). An
+// E8M0 scale of 0xff (NaN) is refused, naming its place.
+inline void decode_mxfp4_expert(const Checkpoint& ckpt, const std::string& base, Index e, Index rows, Index cols,
+                                float* out) {
+  const TensorView& blocks = ckpt.tensor(base + "_blocks");
+  const TensorView& scales = ckpt.tensor(base + "_scales");
+  const Index groups = cols / 32;
+  for (Index r = 0; r < rows; ++r) {
+    const std::uint8_t* scale = scales.data + (e * rows + r) * groups;
+    const std::uint8_t* codes = blocks.data + (e * rows + r) * groups * 16;
+    for (Index g = 0; g < groups; ++g) {
+      MOE_CHECK(!::moe::detail::e8m0_is_nan(scale[g]), "io::load_block",
+                ckpt.dir() + ": tensor '" + base + "_scales' has the NaN scale 0xff at (" + std::to_string(e) + ", " +
+                    std::to_string(r) + ", " + std::to_string(g) + ")");
+      const int exponent = ::moe::detail::e8m0_exponent(scale[g]);
+      float* row = out + r * cols + g * 32;
+      for (int i = 0; i < 16; ++i) {
+        const std::uint8_t byte = codes[g * 16 + i];
+        row[2 * i] = std::ldexp(::moe::detail::e2m1_to_float(byte & 0x0f), exponent);
+        row[2 * i + 1] = std::ldexp(::moe::detail::e2m1_to_float(byte >> 4), exponent);
+      }
+    }
+  }
+}
+
 // Whether every tensor named is F8_E4M3: an expert whose projections all are loads through Fp8BlockView.
 inline bool all_fp8(const Checkpoint& ckpt, std::initializer_list<const std::string*> names) {
   for (const std::string* name : names)
@@ -176,7 +226,42 @@ public:
       layer.set_router(WeightView(router.data(), c.num_experts, H));
     }
     const int E = c.num_experts;
-    if (spec_.stacked) {
+    if (!spec_.router_bias.empty()) {
+      TensorAsFloat bias(ckpt, spec_.router_bias, {c.num_experts}, spec_, false);
+      layer.set_router_bias(bias.data());
+    }
+    // Where gate unit f and up unit f sit among the 2 ffn outputs of gate_up_proj: halves, or interleaved.
+    const Index gate_at = 0, up_at = spec_.interleaved ? 1 : F, step = spec_.interleaved ? 2 : 1;
+    if (spec_.mxfp4) {
+      // gpt-oss as published: W[out][in] blocks, gate_up_proj's rows interleaved.
+      std::vector<float> gate_up(std::size_t(2 * F * H)), down(std::size_t(H * F));
+      for (int e = 0; e < E; ++e) {
+        decode_mxfp4_expert(ckpt, spec_.gate[0], e, 2 * F, H, gate_up.data());
+        decode_mxfp4_expert(ckpt, spec_.down[0], e, H, F, down.data());
+        layer.set_expert(e, WeightView(gate_up.data() + gate_at * H, F, H, step * H),
+                         WeightView(gate_up.data() + up_at * H, F, H, step * H), WeightView(down.data(), H, F));
+        if (progress) progress(e + 1, E);
+      }
+    } else if (spec_.transposed) {
+      // Llama 4 and gpt-oss re-saved: x W with W = gate_up_proj[e], hidden x (2 ffn), and down_proj[e],
+      // ffn x hidden; the layer's W[out][in] are their transposes.
+      const TensorView& gate_up = checked_tensor(ckpt, spec_.gate[0], {E, H, 2 * F}, spec_, true);
+      const TensorView& down_t = checked_tensor(ckpt, spec_.down[0], {E, F, H}, spec_, true);
+      std::vector<float> slice, gate(std::size_t(F * H)), up(std::size_t(F * H)), down(std::size_t(H * F));
+      for (int e = 0; e < E; ++e) {
+        expert_slice_as_float(gate_up, e, slice);
+        for (Index h = 0; h < H; ++h)
+          for (Index f = 0; f < F; ++f) {
+            gate[std::size_t(f * H + h)] = slice[std::size_t(h * 2 * F + gate_at + step * f)];
+            up[std::size_t(f * H + h)] = slice[std::size_t(h * 2 * F + up_at + step * f)];
+          }
+        expert_slice_as_float(down_t, e, slice);
+        for (Index f = 0; f < F; ++f)
+          for (Index o = 0; o < H; ++o) down[std::size_t(o * F + f)] = slice[std::size_t(f * H + o)];
+        layer.set_expert(e, WeightView(gate.data(), F, H), WeightView(up.data(), F, H), WeightView(down.data(), H, F));
+        if (progress) progress(e + 1, E);
+      }
+    } else if (spec_.stacked) {
       TensorAsFloat gate_up(ckpt, spec_.gate[0], {E, 2 * F, H}, spec_), down(ckpt, spec_.down[0], {E, H, F}, spec_);
       for (int e = 0; e < E; ++e) {
         const float* rows = gate_up.data() + Index(e) * 2 * F * H;
@@ -235,6 +320,19 @@ public:
       TensorAsFloat g(ckpt, spec_.shared_expert_gate, {1, H}, spec_, false);
       layer.set_shared_expert_gate(0, WeightView(g.data(), 1, H));
     }
+    if (!spec_.gate_up_bias.empty()) {
+      TensorAsFloat gate_up(ckpt, spec_.gate_up_bias, {E, 2 * F}, spec_, false),
+          down(ckpt, spec_.down_bias, {E, H}, spec_, false);
+      std::vector<float> gate(static_cast<std::size_t>(F)), up(static_cast<std::size_t>(F));
+      for (int e = 0; e < E; ++e) {
+        const float* row = gate_up.data() + Index(e) * 2 * F;
+        for (Index f = 0; f < F; ++f) {
+          gate[std::size_t(f)] = row[gate_at + step * f];
+          up[std::size_t(f)] = row[up_at + step * f];
+        }
+        layer.set_expert_bias(e, gate.data(), up.data(), down.data() + Index(e) * H);
+      }
+    }
   }
 
 private:
@@ -252,8 +350,17 @@ inline std::unique_ptr<AnyLayer> make_block_layer(const BlockSpec& spec, const C
       r.topk_groups = spec.topk_groups;
       r.renormalize = spec.renormalize;
       r.scaling = spec.scaling;
-      TensorAsFloat bias(ckpt, spec.bias_tensor, {spec.config.num_experts}, spec, false);
-      r.bias.assign(bias.data(), bias.data() + spec.config.num_experts);
+      if (!spec.bias_tensor.empty()) {
+        TensorAsFloat bias(ckpt, spec.bias_tensor, {spec.config.num_experts}, spec, false);
+        r.bias.assign(bias.data(), bias.data() + spec.config.num_experts);
+      }
+      return make_layer(precision, spec.config, r);
+    }
+    case BlockSpec::Router::SoftmaxGroupTopK: {
+      SoftmaxGroupTopK r;
+      r.groups = spec.groups;
+      r.topk_groups = spec.topk_groups;
+      r.scaling = spec.scaling;
       return make_layer(precision, spec.config, r);
     }
     case BlockSpec::Router::Capacity: {
@@ -281,8 +388,17 @@ void for_each_block_tensor(const BlockSpec& spec, const Checkpoint& ckpt, Visit&
     if (view.dtype == DType::F8_E4M3) visit(ckpt.tensor(fp8_scale_name(name)));
   };
   check(spec.router_tensor, {E, H}, false);
-  if (spec.router == BlockSpec::Router::SigmoidGroupTopK) check(spec.bias_tensor, {E}, false);
-  if (spec.stacked) {
+  if (!spec.bias_tensor.empty()) check(spec.bias_tensor, {E}, false);
+  if (!spec.router_bias.empty()) check(spec.router_bias, {E}, false);
+  if (spec.mxfp4) {
+    check(spec.gate.front() + "_blocks", {E, 2 * F, H / 32, 16}, true);
+    check(spec.gate.front() + "_scales", {E, 2 * F, H / 32}, true);
+    check(spec.down.front() + "_blocks", {E, H, F / 32, 16}, true);
+    check(spec.down.front() + "_scales", {E, H, F / 32}, true);
+  } else if (spec.transposed) {
+    check(spec.gate.front(), {E, H, 2 * F}, true);
+    check(spec.down.front(), {E, F, H}, true);
+  } else if (spec.stacked) {
     check(spec.gate.front(), {E, 2 * F, H}, true);
     check(spec.down.front(), {E, H, F}, true);
   } else if (spec.fused) {
@@ -293,6 +409,10 @@ void for_each_block_tensor(const BlockSpec& spec, const Checkpoint& ckpt, Visit&
       check(spec.down[e], {H, F}, true);
       if (c.ffn.gated) check(spec.gate[e], {F, H}, true);
     }
+  }
+  if (!spec.gate_up_bias.empty()) {
+    check(spec.gate_up_bias, {E, 2 * F}, false);
+    check(spec.down_bias, {E, H}, false);
   }
   if (c.num_shared_experts > 0) {
     const Index Fs = c.shared_ffn_size;
@@ -306,7 +426,8 @@ void for_each_block_tensor(const BlockSpec& spec, const Checkpoint& ckpt, Visit&
 }  // namespace detail
 
 // Loads the MoE block of `layer` from the model folder `dir`, its expert weights stored in `dtype`: "auto"
-// (the checkpoint's own: f32, bf16, f16, or fp8 for F8_E4M3 weights in blocks of a multiple of 128 inputs,
+// (the checkpoint's own: f32, bf16, f16, bf16 for MXFP4 (exact), or fp8 for F8_E4M3 weights in blocks of a
+// multiple of 128 inputs,
 // f32 for other blocks: each code times its scale rounded once) or one of precision_names(). progress(done, total), if
 // given, is called as experts load.
 inline std::unique_ptr<MoeBlock> load_block(const std::string& dir, const std::string& layer,
@@ -321,12 +442,13 @@ inline std::unique_ptr<MoeBlock> load_block(const std::string& dir, const std::s
   detail::for_each_block_tensor(spec, ckpt, [](const TensorView&) {});
   std::string chosen = dtype;
   if (chosen == "auto") {
-    const DType stored = ckpt.tensor(spec.up.front()).dtype;
+    const DType stored = ckpt.tensor(detail::stored_expert_tensor(spec)).dtype;
     // FP8 stays fp8 where its blocks hold whole 128-input scale blocks of the fp8 precision (then the codes
     // and scales are kept as published); other blocks are decoded to f32, each code times its scale rounded
     // once.
     const bool fp8_exact = stored == DType::F8_E4M3 && spec.fp8_block_cols % fp8::kBlock == 0;
-    chosen = stored == DType::BF16 ? "bf16" : stored == DType::F16 ? "f16" : fp8_exact ? "fp8" : "f32";
+    // MXFP4 weights are exact in bf16 (a 2-bit significand times a power of two), until moe stores MXFP4 itself.
+    chosen = stored == DType::BF16 || spec.mxfp4 ? "bf16" : stored == DType::F16 ? "f16" : fp8_exact ? "fp8" : "f32";
   }
   auto block = std::make_unique<detail::Block>(spec, detail::make_block_layer(spec, ckpt, chosen));
   block->load(ckpt, progress);

@@ -25,7 +25,7 @@ struct LayerSummary {
   // For an MoE layer:
   int experts = 0, top_k = 0, shared_experts = 0;
   Index hidden_size = 0, ffn_size = 0;
-  std::string weights;      // how its expert weights are stored: "F32", "BF16", "F16", "F8_E4M3 128x128"
+  std::string weights;      // how its expert weights are stored: "F32", "BF16", "F16", "F8_E4M3 128x128", "MXFP4"
   std::uint64_t bytes = 0;  // its tensors as stored: router, experts, shared experts, block scales
 };
 
@@ -50,8 +50,8 @@ inline std::vector<LayerSummary> summarize_layers(const std::string& dir) {
       row.hidden_size = c.hidden_size;
       row.ffn_size = c.ffn_size;
       detail::for_each_block_tensor(*spec, ckpt, [&](const TensorView& t) { row.bytes += t.bytes; });
-      const DType stored = ckpt.tensor(spec->up.front()).dtype;
-      row.weights = dtype_name(stored);
+      const DType stored = ckpt.tensor(detail::stored_expert_tensor(*spec)).dtype;
+      row.weights = spec->mxfp4 ? "MXFP4" : dtype_name(stored);
       if (stored == DType::F8_E4M3)
         row.weights += " " + std::to_string(spec->fp8_block_rows) + "x" + std::to_string(spec->fp8_block_cols);
     }

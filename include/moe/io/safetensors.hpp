@@ -36,8 +36,9 @@ namespace moe {
 inline namespace MOE_TARGET_NAMESPACE {
 namespace io {
 
-// The tensor dtypes we read, with their safetensors names.
-enum class DType { F32, BF16, F16, F8_E4M3 };
+// The tensor dtypes we read, with their safetensors names. U8 holds packed codes (MXFP4 blocks and E8M0
+// scales), never a float tensor.
+enum class DType { F32, BF16, F16, F8_E4M3, U8 };
 
 inline const char* dtype_name(DType dtype) {
   switch (dtype) {
@@ -49,6 +50,8 @@ inline const char* dtype_name(DType dtype) {
       return "F16";
     case DType::F8_E4M3:
       return "F8_E4M3";
+    case DType::U8:
+      return "U8";
   }
   return "?";
 }
@@ -61,6 +64,7 @@ inline std::size_t dtype_size(DType dtype) {
     case DType::F16:
       return 2;
     case DType::F8_E4M3:
+    case DType::U8:
       return 1;
   }
   return 1;
@@ -138,9 +142,11 @@ inline TensorView safetensors_entry(const std::string& key, const nlohmann::json
     view.dtype = DType::F16;
   } else if (dtype == "F8_E4M3") {
     view.dtype = DType::F8_E4M3;
+  } else if (dtype == "U8") {
+    view.dtype = DType::U8;
   } else {
     fail(where, tensor + " has dtype '" + quoted_text(dtype) +
-                    "', which is not supported (supported: F32, BF16, F16, F8_E4M3)");
+                    "', which is not supported (supported: F32, BF16, F16, F8_E4M3, U8)");
   }
 
   const nlohmann::json& shape = field("shape", false, "an array of non-negative integers");
@@ -370,6 +376,9 @@ inline void to_float(const TensorView& t, float* out) {
       break;
     case DType::F8_E4M3:
       for (std::size_t i = 0; i < n; ++i) out[i] = ::moe::detail::e4m3_to_float(p[i]);
+      break;
+    case DType::U8:  // codes, not values: the readers refuse a U8 tensor wherever they expect floats
+      for (std::size_t i = 0; i < n; ++i) out[i] = float(p[i]);
       break;
   }
 }

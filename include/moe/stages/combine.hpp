@@ -39,6 +39,8 @@ public:
       const Index ffn = experts_.ffn_padded(e);
       const int begin = ws.offsets_[e], end = ws.offsets_[e + 1];
       if (begin == end) continue;
+      // A routed expert that took its routing weight on the input (stages/compute.hpp) adds its output as is.
+      const bool unweighted = e < experts_.routed() && experts_.scale_expert_input();
       // Panel by panel (two at a time: kernels::multiply_panels), each front to back: one stream through the
       // expert's contiguous panels.
       const auto& projection = experts_[e].down_projection();
@@ -59,7 +61,7 @@ public:
               const Index column = (p + which) * kPanel;
               const Index width = std::min(kPanel, experts_.hidden_size() - column);
               for (int r = 0; r < m; ++r)
-                add_weighted(acc[r], ws.assigned_weight_[first + r],
+                add_weighted(acc[r], unweighted ? 1.0f : ws.assigned_weight_[first + r],
                              y + ws.assigned_token_[first + r] * y_stride + column, width);
             };
             detail::kernels::multiply_panels(rows, n, refs, panels, depth, epilogue, prefetches(first, begin, end),
@@ -67,6 +69,7 @@ public:
           }
         }
       }
+      if (experts_[e].has_bias()) add_down_bias(e, first_column, columns, unweighted, y, y_stride, ws);
     }
     if (experts_.shared() == 0) pass_dropped_through(first_column, columns, x, x_stride, y, y_stride, ws);
   }
@@ -84,6 +87,18 @@ public:
         return experts_[f].down_projection().codes_from(p, 0,
                                                         std::min(detail::kernels::kDepthBlock, experts_.ffn_padded(f)));
     return {};
+  }
+
+  // y[t] += weight * b over columns [column, column + width) for each token t of expert e, b its down
+  // projection's bias: out of the kernels' epilogue, which stays as short as for experts without biases.
+  void add_down_bias(int e, Index column, Index width, bool unweighted, float* y, Index y_stride,
+                     const Workspace& ws) const {
+    const float* bias = experts_[e].down_bias(0);
+    for (int i = ws.offsets_[e]; i < ws.offsets_[e + 1]; ++i) {
+      const float weight = unweighted ? 1.0f : ws.assigned_weight_[i];
+      float* out = y + ws.assigned_token_[i] * y_stride;
+      for (Index c = column; c < column + width; ++c) out[c] = std::fma(weight, bias[c], out[c]);
+    }
   }
 
   // y[t] += weight * x[t] over columns [column, column + width) for each dropped choice, when the policy

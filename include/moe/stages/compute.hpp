@@ -133,6 +133,12 @@ public:
     };
     const detail::kernels::PanelRef<Precision> refs[2] = {projection.panel(p), projection.panel(p + panels - 1)};
     const int begin = ws.offsets_[e], end = ws.offsets_[e + 1];
+    // What only some families' experts have (Llama 4's input scaling, gpt-oss's biases and clamped SwiGLU)
+    // runs in a function of its own, hidden_with_extras, behind one branch per row and panel pair: the
+    // common epilogue stays as short as without them, and their constants take no register in the kernel.
+    const Extras extras{e < experts_.routed() && experts_.scale_expert_input(), &experts_[e], &experts_.ffn(),
+                        p * Expert::hidden_per_panel(gated)};
+    const bool with_extras = extras.scaled || extras.expert->has_bias() || (gated && extras.type->clamped());
     for (int first = begin; first < end; first += kRows) {
       const int n = std::min(kRows, end - first);
       Row rows[kRows];
@@ -143,7 +149,12 @@ public:
         const Index at = out + which * Expert::hidden_per_panel(gated);
         for (int r = 0; r < m; ++r) {
           detail::simd::Vec h[detail::kernels::kTileVectors];
-          if (gated) {
+          if (with_extras) {
+            // A copy goes out of line, so that the tile's sums themselves never need an address.
+            detail::simd::Vec sums[detail::kernels::kTileVectors];
+            MOE_UNROLL for (int v = 0; v < detail::kernels::kTileVectors; ++v) sums[v] = acc[r][v];
+            put(at + r * ffn, h, hidden_with_extras<A>(sums, ws.assigned_weight_[first + r], which, gated, extras, h));
+          } else if (gated) {
             MOE_UNROLL for (int v = 0; v < kHalf; ++v) h[v] =
                 detail::kernels::activate<A>(acc[r][v]) * acc[r][v + kHalf];
             put(at + r * ffn, h, kHalf);
@@ -161,6 +172,58 @@ public:
 
 private:
   using Expert = typename ExpertSet<Precision>::Expert;
+
+  // An expert's extras, for hidden_with_extras.
+  struct Extras {
+    bool scaled;           // a routed expert of a layer that scales expert inputs: it computes on w x
+    const Expert* expert;  // its biases, if any
+    const FfnType* type;   // the clamped SwiGLU, if it is one
+    Index first_unit;      // the hidden unit of the call's first panel's first column
+  };
+
+  // A row's hidden values h from its sums acc (gate then up for gated experts) of panel `which`, with the
+  // extras: the sums times the routing weight w (w x through a projection with no bias on its input is w
+  // times the sums of x), plus the biases, then the activation, for gpt-oss's clamped SwiGLU
+  //   h = (clamp(u, -limit, limit) + up_offset) * g' sigmoid(alpha g'),   g' = min(g, limit),
+  // computed as silu(alpha g') * (clamp(u) + up_offset) / alpha. Returns how many vectors of h it wrote.
+  template <Activation A>
+  static MOE_NEVER_INLINE int hidden_with_extras(const detail::simd::Vec* sums, float w, int which, bool gated,
+                                                 const Extras& x, detail::simd::Vec* h) {
+    constexpr int kVectors = detail::kernels::kTileVectors, kHalf = kVectors / 2;
+    detail::simd::Vec acc[kVectors];
+    for (int v = 0; v < kVectors; ++v) acc[v] = x.scaled ? sums[v] * detail::simd::broadcast(w) : sums[v];
+    const Index unit = x.first_unit + which * Expert::hidden_per_panel(gated);
+    if (x.expert->has_bias()) {
+      // Gated: the panel's gate units, then its up units; plain: up units only.
+      const float* gate_bias = x.expert->gate_bias(unit);
+      const float* up_bias = x.expert->up_bias(unit);
+      for (int v = 0; v < kVectors; ++v)
+        acc[v] =
+            acc[v] + detail::simd::load(gated ? (v < kHalf ? gate_bias + v * kWidth : up_bias + (v - kHalf) * kWidth)
+                                              : up_bias + v * kWidth);
+    }
+    if (!gated) {
+      for (int v = 0; v < kVectors; ++v) h[v] = detail::kernels::activate<A>(acc[v]);
+      return kVectors;
+    }
+    const FfnType& type = *x.type;
+    if (A != Activation::SiLU || !type.clamped()) {
+      for (int v = 0; v < kHalf; ++v) h[v] = detail::kernels::activate<A>(acc[v]) * acc[v + kHalf];
+      return kHalf;
+    }
+    const detail::simd::Vec alpha = detail::simd::broadcast(type.alpha),
+                            inverse_alpha = detail::simd::broadcast(1.0f / type.alpha),
+                            limit = detail::simd::broadcast(type.limit), low = detail::simd::broadcast(-type.limit),
+                            up_offset = detail::simd::broadcast(type.up_offset);
+    for (int v = 0; v < kHalf; ++v) {
+      const detail::simd::Vec g = detail::simd::min(acc[v], limit) * alpha;
+      const detail::simd::Vec u =
+          (detail::simd::min(detail::simd::max(acc[v + kHalf], low), limit) + up_offset) * inverse_alpha;
+      h[v] = detail::kernels::activate<A>(g) * u;
+    }
+    return kHalf;
+  }
+
   static constexpr bool kInt8 = ActivationCoding<Precision>::kInt8;
   static constexpr bool kBf16 = ActivationCoding<Precision>::kBf16;
   static constexpr bool kQuantizeInEpilogue = ActivationCoding<Precision>::kQuantizeInEpilogue;

@@ -32,6 +32,7 @@ public:
     Index hidden_size;
     int experts, slots, shared_experts;
     bool shared_expert_gate;
+    const float* bias;  // added to the logits, logits_width floats; null: none
   };
 
   Route(const Routing& routing, const detail::kernels::PanelMatrix<f32>& router, int router_rows, const Shape& shape)
@@ -60,11 +61,12 @@ public:
         const int count = int(std::min<Index>(kRows, tokens - first));
         const float* rows[kRows];
         for (int r = 0; r < count; ++r) rows[r] = x + (first + r) * x_stride;
+        const float* bias = shape_.bias ? shape_.bias + p * detail::kernels::kPanelColumns : nullptr;
         detail::kernels::multiply_rows(rows, count, router_.panel(p), shape_.hidden_size, [&](auto& acc, int n) {
           for (int r = 0; r < n; ++r)
             MOE_UNROLL for (int v = 0; v < detail::kernels::kTileVectors; ++v) detail::simd::store(
                 logits + (first + r) * width + p * detail::kernels::kPanelColumns + v * detail::simd::kWidth,
-                acc[r][v]);
+                bias ? acc[r][v] + detail::simd::load(bias + v * detail::simd::kWidth) : acc[r][v]);
         });
       }
       MOE_OMP(omp for schedule(static) nowait)  // the end of the team's region waits
