@@ -682,6 +682,9 @@ def mxfp4_check():
         byte = np.array([[code | (code << 4)] * 16], dtype=np.uint8)
         decoded = mxfp4_decode(byte, np.array([130], dtype=np.uint8))
         assert (decoded == value * 8.0).all(), code
+    # low nibble first: 0x71 is 0.5 (code 1), then 6 (code 7)
+    two = mxfp4_decode(np.array([[0x71] * 16], dtype=np.uint8), np.array([127], dtype=np.uint8))
+    assert list(two[:2]) == [0.5, 6.0], two[:2]
 
 
 def block_gpt_oss(x, router, router_bias, gate_up, gate_up_bias, down, down_bias, c, margins):

@@ -356,6 +356,18 @@ TEST_CASE("SoftmaxGroupTopK matches the reference (DeepSeek-V2's greedy and grou
   }
 }
 
+TEST_CASE("SigmoidGroupTopK without groups or bias (Llama 4) chooses the largest logits, even where sigmoids tie") {
+  // Every f32 sigmoid of these logits is 1.0f: a choice on the sigmoids would tie and take experts 0 and 1.
+  const ref::Logits logits = {{20.0f, 18.0f, 25.0f, 17.5f, -3.0f}};
+  REQUIRE(1.0f / (1.0f + std::exp(-17.5f)) == 1.0f);
+  moe::SigmoidGroupTopK llama4;
+  llama4.renormalize = false;
+  const Run run = route_batch(llama4, logits, 2);
+  const ref::Routed got = read_row(run, 0);
+  CHECK(keys(got.experts) == std::set<int>{0, 2});
+  CHECK(got.experts.at(2) == doctest::Approx(1.0));
+}
+
 TEST_CASE("SigmoidGroupTopK: the bias changes which experts are chosen, not their weights") {
   std::mt19937 rng(22);
   const int experts = 16, k = 4;

@@ -141,7 +141,8 @@ struct TopKSoftmax : SoftmaxTopK {
 //   does, which matters when biased scores are negative);
 //   the k largest c_i are chosen (ties to the lower index), weight_i = s_i,
 //   renormalized: weight_i /= (sum of the k weights + 1e-20); finally weight_i *= scaling
-//   (routed_scaling_factor). groups = topk_groups = 1 is plain sigmoid top-k.
+//   (routed_scaling_factor). groups = topk_groups = 1 is plain sigmoid top-k; with no bias as well (Llama 4's
+//   router) the k largest logits are chosen, the same experts but for logits whose f32 sigmoids tie.
 struct SigmoidGroupTopK {
   static constexpr bool kSelectsAll = false;
   static constexpr const char* kName = "sigmoid_group_topk";
@@ -174,6 +175,17 @@ struct SigmoidGroupTopK {
 
   template <int K = Dynamic>
   void route(const float* logits, int experts, int k, int* ids, float* weights) const noexcept {
+    if (groups == 1 && bias.empty()) {
+      // Without groups or a bias the choice is the k largest logits (sigmoid is monotonic), made on the logits
+      // themselves as Llama 4's router makes it: f32 sigmoids of logits above ~17 all round to 1 and would tie.
+      detail::kernels::top_k<K>(logits, experts, k, ids, weights);
+      const int count = K == Dynamic ? k : K;
+      float sum = 0.0f;
+      for (int j = 0; j < count; ++j) sum += (weights[j] = detail::sigmoid(weights[j]));
+      const float factor = renormalize ? scaling / (sum + 1e-20f) : scaling;
+      for (int j = 0; j < count; ++j) weights[j] *= factor;
+      return;
+    }
     // The scores once, vectorised, where a stack buffer holds them (every real model: 256 experts at most);
     // else computed where needed.
     if (experts <= kMaxBuffered) {

@@ -83,7 +83,8 @@ inline const TensorView& checked_tensor(const Checkpoint& ckpt, const std::strin
               dir + ": tensor '" + scale_name + "' has shape " + dims_text(scale.shape) + ", but " + name + " " +
                   dims_text(shape) + " in blocks of " + std::to_string(spec.fp8_block_rows) + " x " +
                   std::to_string(spec.fp8_block_cols) + " needs " + dims_text(blocks));
-    MOE_CHECK(scale.dtype != DType::F8_E4M3, where, dir + ": tensor '" + scale_name + "' is F8_E4M3, not a scale");
+    MOE_CHECK(scale.dtype == DType::F32 || scale.dtype == DType::BF16 || scale.dtype == DType::F16, where,
+              dir + ": tensor '" + scale_name + "' is " + dtype_name(scale.dtype) + ", not a float scale");
     return view;
   }
   const char* dtype = view.dtype == DType::F32 ? "float32" : view.dtype == DType::BF16 ? "bfloat16" : "float16";

@@ -216,9 +216,11 @@ private:
                             limit = detail::simd::broadcast(type.limit), low = detail::simd::broadcast(-type.limit),
                             up_offset = detail::simd::broadcast(type.up_offset);
     for (int v = 0; v < kHalf; ++v) {
-      const detail::simd::Vec g = detail::simd::min(acc[v], limit) * alpha;
+      // The sums second: x86's min and max return their second operand when one is NaN, so a NaN sum stays
+      // NaN (as torch.clamp keeps it) and the layer's overflow check reports it.
+      const detail::simd::Vec g = detail::simd::min(limit, acc[v]) * alpha;
       const detail::simd::Vec u =
-          (detail::simd::min(detail::simd::max(acc[v + kHalf], low), limit) + up_offset) * inverse_alpha;
+          (detail::simd::min(limit, detail::simd::max(low, acc[v + kHalf])) + up_offset) * inverse_alpha;
       h[v] = detail::kernels::activate<A>(g) * u;
     }
     return kHalf;
