@@ -79,6 +79,19 @@ struct has_pass_through<R, std::void_t<decltype(std::declval<const R&>().passes_
 };
 
 inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+// What the group-limited policies (SigmoidGroupTopK, SoftmaxGroupTopK) ask of their groups: at most 64 groups
+// dividing the experts, topk_groups of them kept, k within the kept groups' experts, a finite scaling.
+inline void check_groups(const char* where, int groups, int topk_groups, float scaling, int experts, int k) {
+  MOE_CHECK(groups >= 1 && groups <= 64 && experts % groups == 0, where,
+            "groups (n_group) must be in [1, 64] and divide the " + std::to_string(experts) + " experts, got " +
+                std::to_string(groups));
+  MOE_CHECK(topk_groups >= 1 && topk_groups <= groups, where,
+            "topk_groups must be in [1, groups = " + std::to_string(groups) + "], got " + std::to_string(topk_groups));
+  MOE_CHECK(k <= topk_groups * (experts / groups), where,
+            "top_k = " + std::to_string(k) + " exceeds the experts of the kept groups");
+  MOE_CHECK(std::isfinite(scaling), where, "scaling must be finite");
+}
 }  // namespace detail
 
 // Softmax over all experts, then the k largest probabilities.
@@ -160,17 +173,9 @@ struct SigmoidGroupTopK {
               "bias has " + std::to_string(bias.size()) + " entries for " + std::to_string(experts) + " experts");
     for (std::size_t i = 0; i < bias.size(); ++i)
       MOE_CHECK(std::isfinite(bias[i]), where, "bias " + std::to_string(i) + " is NaN or Inf");
-    MOE_CHECK(groups >= 1 && groups <= kMaxGroups && experts % groups == 0, where,
-              "groups (n_group) must be in [1, 64] and divide the " + std::to_string(experts) + " experts, got " +
-                  std::to_string(groups));
+    detail::check_groups(where, groups, topk_groups, scaling, experts, k);
     MOE_CHECK(groups == 1 || experts / groups >= 2, where,
               "each group needs at least 2 experts (its score is the sum of its top 2)");
-    MOE_CHECK(
-        topk_groups >= 1 && topk_groups <= groups, where,
-        "topk_groups must be in [1, groups = " + std::to_string(groups) + "], got " + std::to_string(topk_groups));
-    MOE_CHECK(k <= topk_groups * (experts / groups), where,
-              "top_k = " + std::to_string(k) + " exceeds the experts of the kept groups");
-    MOE_CHECK(std::isfinite(scaling), where, "scaling must be finite");
   }
 
   template <int K = Dynamic>
@@ -251,16 +256,7 @@ struct SoftmaxGroupTopK {
   float scaling = 1.0f;
 
   void check(int experts, int k) const {
-    const char* where = "SoftmaxGroupTopK";
-    MOE_CHECK(groups >= 1 && groups <= kMaxGroups && experts % groups == 0, where,
-              "groups (n_group) must be in [1, 64] and divide the " + std::to_string(experts) + " experts, got " +
-                  std::to_string(groups));
-    MOE_CHECK(
-        topk_groups >= 1 && topk_groups <= groups, where,
-        "topk_groups must be in [1, groups = " + std::to_string(groups) + "], got " + std::to_string(topk_groups));
-    MOE_CHECK(k <= topk_groups * (experts / groups), where,
-              "top_k = " + std::to_string(k) + " exceeds the experts of the kept groups");
-    MOE_CHECK(std::isfinite(scaling), where, "scaling must be finite");
+    detail::check_groups("SoftmaxGroupTopK", groups, topk_groups, scaling, experts, k);
   }
 
   template <int K = Dynamic>

@@ -80,7 +80,7 @@ namespace io {
 // The model families read_block_spec() knows.
 inline const std::vector<std::string>& supported_model_types() {
   static const std::vector<std::string> types = {
-      "mixtral",    "qwen2_moe",   "qwen3_moe", "olmoe",   "deepseek_v2", "deepseek_v3",        "glm4_moe",
+      "mixtral",    "qwen2_moe",   "qwen3_moe", "olmoe",   "deepseek_v2", "deepseek_v3", "glm4_moe",
       "granitemoe", "llama4_text", "llama4",    "gpt_oss", "grok-1",      "dbrx",        "switch_transformers"};
   return types;
 }
@@ -280,6 +280,15 @@ inline std::optional<BlockSpec> moe_block_spec(const nlohmann::json& j, const st
       s.down.push_back(p + d + ".weight");
     }
   };
+  // DeepSeek's shared experts: `count` MLPs of the expert width as one, its tensors under `prefix`.
+  auto shared_experts = [&](const std::string& prefix, int count) {
+    if (count <= 0) return;
+    c.num_shared_experts = 1;
+    c.shared_ffn_size = c.ffn_size * count;
+    s.shared_gate_proj = prefix + "gate_proj.weight";
+    s.shared_up = prefix + "up_proj.weight";
+    s.shared_down = prefix + "down_proj.weight";
+  };
   auto check_layer = [&](int index, int count, const std::string& what) {
     MOE_CHECK(index < count, where,
               file + ": layer " + layer + " does not exist (" + what + " = " + std::to_string(count) + ")");
@@ -336,16 +345,10 @@ inline std::optional<BlockSpec> moe_block_spec(const nlohmann::json& j, const st
     experts_names(prefix + "experts.", "gate_proj", "up_proj", "down_proj", c.num_experts);
     // n_shared_experts null: no shared experts (DeepseekV2Moe builds them only when it is not None).
     const auto shared_key = j.find("n_shared_experts");
-    const int shared = shared_key != j.end() && shared_key->is_null()
-                           ? 0
-                           : json_get_or_in<int>(j, "n_shared_experts", 2, 0, kMaxExperts, file);
-    if (shared > 0) {
-      c.num_shared_experts = 1;
-      c.shared_ffn_size = c.ffn_size * shared;
-      s.shared_gate_proj = prefix + "shared_experts.gate_proj.weight";
-      s.shared_up = prefix + "shared_experts.up_proj.weight";
-      s.shared_down = prefix + "shared_experts.down_proj.weight";
-    }
+    shared_experts(prefix + "shared_experts.",
+                   shared_key != j.end() && shared_key->is_null()
+                       ? 0
+                       : json_get_or_in<int>(j, "n_shared_experts", 2, 0, kMaxExperts, file));
   } else if (type == "llama4_text" || type == "llama4") {
     // modeling_llama4.py: Llama4Router (top-k of the logits, sigmoid of each), Llama4TextMoe (the input times
     // the score into each expert, the routed outputs summed, plus the shared expert), Llama4TextExperts
@@ -498,14 +501,8 @@ inline std::optional<BlockSpec> moe_block_spec(const nlohmann::json& j, const st
         MOE_CHECK(std::isfinite(s.scaling) && s.scaling > 0.0f, where,
                   file + ": key 'routed_scaling_factor' = " + std::to_string(s.scaling) + " must be positive");
         s.bias_tensor = prefix + "mlp.gate.e_score_correction_bias";
-        const int shared = json_get_or_in<int>(j, "n_shared_experts", defaults.shared, 0, kMaxExperts, file);
-        if (shared > 0) {
-          c.num_shared_experts = 1;
-          c.shared_ffn_size = c.ffn_size * shared;
-          s.shared_gate_proj = prefix + "mlp.shared_experts.gate_proj.weight";
-          s.shared_up = prefix + "mlp.shared_experts.up_proj.weight";
-          s.shared_down = prefix + "mlp.shared_experts.down_proj.weight";
-        }
+        shared_experts(prefix + "mlp.shared_experts.",
+                       json_get_or_in<int>(j, "n_shared_experts", defaults.shared, 0, kMaxExperts, file));
       }
     }
   } else if (type == "granitemoe") {
