@@ -69,7 +69,7 @@ olmoe, deepseek_v2, deepseek_v3, glm4_moe, granitemoe, llama4_text, llama4, gpt_
 switch_transformers, where L is encoder.N or decoder.N) on
 the tokens in X.npy (float32 or float16, tokens x hidden_size) and writes the block's output, without the
 residual, to Y.npy (float32). --dtype auto (the default) keeps the checkpoint's precision (FP8 weights in 128-input
-blocks as fp8, other FP8 blocks decoded to f32, MXFP4 as bf16). --repeat R times R passes after a warm-up and reports
+blocks as fp8, other FP8 blocks decoded to f32, MXFP4 as mxfp4). --repeat R times R passes after a warm-up and reports
 median and min latency, tokens/s, GB/s and GFLOP/s; --stats writes those and the routing statistics as
 JSON. --list-layers prints each layer of DIR: dense or MoE, its experts, top-k,
 shared experts, sizes, how its expert weights are stored and the bytes of its tensors, from config.json and
@@ -96,7 +96,8 @@ options:
                   q4 (int4, an f16 scale per 32 weights), or q8a8 / q4a8 (q8 / q4 weights with
                   activations quantised to int8 per 32 values: int8 dot products), or bf16a16 (bf16
                   weights with activations rounded to bf16: bf16 dot products), or fp8 (e4m3 codes, an f32
-                  scale per 128 inputs: the FP8 checkpoints' format); the router stays f32
+                  scale per 128 inputs: the FP8 checkpoints' format), or mxfp4 (E2M1 codes, a power-of-two
+                  scale per 32 inputs: gpt-oss's MXFP4); the router stays f32
   --bits B        instead of --dtype: the precision moe recommends for B bits a weight (16, 8 or 4) on
                   the instruction set this build is for; an activation-coding precision (bf16a16, q8a8,
                   q4a8) only where its dot product is an instruction here (moe/recommended_precision.hpp);

@@ -46,5 +46,5 @@ measure "moe/moe.hpp alone" - "$work/include_only.cpp"
 measure "one layer (quickstart.cpp)" - examples/quickstart.cpp
 measure "load a checkpoint (load_block.cpp)" 20 tests/compile_time/load_block.cpp -DMOE_COMPILED_LAYERS
 measure "moe-run (moe_run.cpp)" 40 examples/moe_run.cpp -DMOE_COMPILED_LAYERS
-measure "moe::layers, q4a8 (3 policies)" - "$work/layers_q4a8.cpp" -DMOE_COMPILED_LAYERS
+measure "moe::layers, q4a8 (4 policies)" - "$work/layers_q4a8.cpp" -DMOE_COMPILED_LAYERS
 exit $over

@@ -1,5 +1,5 @@
-// tests/test_codecs.cpp: the weight precisions' codes: f16 and bf16 conversions by their definitions, and
-// every precision's round trip within its step.
+// tests/test_codecs.cpp: the weight precisions' codes: f16, bf16, e4m3 and E2M1 conversions by their
+// definitions, and every precision's round trip within its step.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -129,6 +129,95 @@ TEST_CASE("fp8 stores each 128 inputs of a row as the nearest e4m3 codes of w / 
   }
   CHECK(out[5] == 40.0f);
   CHECK(out[std::size_t(2 * cols + 299)] == 0.0f);
+}
+
+namespace {
+
+// The E2M1 code nearest to x by search over the 8 magnitudes, ties to the even code (mantissa bit 0),
+// saturating at 6.
+std::uint8_t e2m1_nearest(double x) {
+  const double a = std::min(std::fabs(x), 6.0);
+  int best = 0;
+  for (int c = 1; c < 8; ++c) {
+    const double d = std::fabs(double(moe::detail::e2m1_to_float(std::uint8_t(c))) - a);
+    const double b = std::fabs(double(moe::detail::e2m1_to_float(std::uint8_t(best))) - a);
+    if (d < b || (d == b && c % 2 == 0)) best = c;
+  }
+  return std::uint8_t(best | (std::signbit(x) ? 8 : 0));
+}
+
+}  // namespace
+
+TEST_CASE("E2M1 encodes to the nearest code, ties to even, saturating at 6") {
+  // Every multiple of 1/64 in [-8, 8] (every code, every midpoint and points between) and their neighbours.
+  for (int i = -512; i <= 512; ++i) {
+    for (float x :
+         {float(i) / 64.0f, std::nextafter(float(i) / 64.0f, -9.0f), std::nextafter(float(i) / 64.0f, 9.0f)}) {
+      INFO("x = " << x);
+      REQUIRE(moe::detail::float_to_e2m1(x) == e2m1_nearest(x));
+    }
+  }
+  for (std::uint8_t c = 0; c < 16; ++c) CHECK(moe::detail::float_to_e2m1(moe::detail::e2m1_to_float(c)) == c);
+  CHECK(moe::detail::float_to_e2m1(1e30f) == 7);
+  CHECK(moe::detail::float_to_e2m1(-std::numeric_limits<float>::infinity()) == 15);
+  CHECK(moe::detail::float_to_e2m1(0.25f) == 0);   // tie: down to 0
+  CHECK(moe::detail::float_to_e2m1(0.75f) == 2);   // tie: up to 1
+  CHECK(moe::detail::float_to_e2m1(5.0f) == 6);    // tie: down to 4
+  CHECK(moe::detail::float_to_e2m1(-3.5f) == 14);  // tie: up to -4
+}
+
+TEST_CASE("mxfp4 stores each 32 inputs of a row as E2M1 codes of w / 2^s, s the least with max|w| <= 6 * 2^s") {
+  const moe::Index rows = 4, cols = 77;  // two whole blocks and a partial one
+  std::vector<float> w = random_vector(std::size_t(rows * cols), 11, 0.3f);
+  w[5] = 0.0f;
+  w[40] = 6.0f;                                                            // row 0, block 1: s = 0 exactly
+  for (moe::Index c = 64; c < 77; ++c) w[std::size_t(cols + c)] = 3e-39f;  // row 1's last block: subnormal weights
+  std::vector<float> out(w.size());
+  moe::round_trip<moe::mxfp4>(w.data(), rows, cols, cols, out.data());
+  for (moe::Index r = 0; r < rows; ++r) {
+    for (moe::Index b = 0; b < cols; b += 32) {
+      const moe::Index end = std::min<moe::Index>(b + 32, cols);
+      double largest = 0;
+      for (moe::Index c = b; c < end; ++c) largest = std::max(largest, std::fabs(double(w[std::size_t(r * cols + c)])));
+      int s = -127;  // the definition, by search
+      while (largest > std::ldexp(6.0, s)) ++s;
+      for (moe::Index c = b; c < end; ++c) {
+        const double x = w[std::size_t(r * cols + c)];
+        const double expected = std::ldexp(double(moe::detail::e2m1_to_float(e2m1_nearest(std::ldexp(x, -s)))), s);
+        INFO("row " << r << " column " << c << ": " << x << ", s = " << s);
+        REQUIRE(double(out[std::size_t(r * cols + c)]) == expected);
+        // The bound precisions/mxfp4.hpp states.
+        REQUIRE(std::fabs(expected - x) <= std::max({std::fabs(x) / 4, largest / 12, std::ldexp(1.0, -129)}));
+      }
+    }
+  }
+  CHECK(out[5] == 0.0f);
+  CHECK(out[40] == 6.0f);
+  CHECK(out[std::size_t(cols + 70)] == std::ldexp(1.0f, -128));  // 3e-39 / 2^-127 = 0.51: the code 0.5
+}
+
+TEST_CASE("mxfp4 packs published MXFP4 values, decoded to f32, back into the same values") {
+  // Random blocks of codes under scales from E8M0's smallest to the largest mxfp4 stores, one block with
+  // every code, one of zeros, blocks whose largest code is each of 0.5 .. 6.
+  std::uint32_t state = 12345;
+  auto next = [&state] { return state = state * 1664525u + 1013904223u; };
+  for (int trial = 0; trial < 4000; ++trial) {
+    const int e = trial < 253 ? trial : int(next() >> 24) % 253;  // E8M0 0 .. 252
+    std::uint8_t codes[32];
+    const int top = trial % 8;  // the largest magnitude index in the block
+    for (int i = 0; i < 32; ++i) codes[i] = std::uint8_t((next() >> 20) % 16);
+    for (int i = 0; i < 32; ++i) codes[i] = std::uint8_t((codes[i] & 8) | std::min(codes[i] & 7, top));
+    codes[trial % 32] = std::uint8_t(top | (codes[trial % 32] & 8));
+    if (trial == 0)
+      for (int i = 0; i < 32; ++i) codes[i] = std::uint8_t(i % 16);
+    float w[32], out[32];
+    for (int i = 0; i < 32; ++i) w[i] = std::ldexp(moe::detail::e2m1_to_float(codes[i]), e - 127);
+    moe::round_trip<moe::mxfp4>(w, 1, 32, 32, out);
+    for (int i = 0; i < 32; ++i) {
+      INFO("trial " << trial << " E8M0 " << e << " code " << int(codes[i]));
+      REQUIRE(out[i] == w[i]);
+    }
+  }
 }
 
 TEST_CASE("f16 decodes every code by its definition and re-encodes it exactly") {

@@ -10,6 +10,8 @@
 //   bf16a16          bf16's weights, times activations rounded to bf16.
 //   fp8              e4m3fn codes with an f32 scale per 128 inputs of a row (the FP8 checkpoints' format);
 //                    f32 activations.
+//   mxfp4            E2M1 codes with an E8M0 scale per 32 inputs of a row (OCP MXFP4, gpt-oss's format);
+//                    f32 activations.
 // Rounding is to nearest, ties to even, everywhere (std::nearbyint of the f32 quotient w / scale, in the
 // default rounding mode). Rows or blocks whose largest |w| is below FLT_MIN are stored as zeros.
 //
@@ -60,6 +62,7 @@
 #include "precisions/f16.hpp"
 #include "precisions/f32.hpp"
 #include "precisions/fp8.hpp"
+#include "precisions/mxfp4.hpp"
 #include "precisions/q4.hpp"
 #include "precisions/q4a8.hpp"
 #include "precisions/q8.hpp"
@@ -112,7 +115,7 @@ struct PrecisionList {};
 // tests/test_any_layer.cpp iterate, in this order. A macro because explicit instantiations
 // (MOE_COMPILED_LAYERS) are written one by one; Precisions is the same list as a type. One line.
 // clang-format off
-#define MOE_FOR_EACH_PRECISION(X) X(f32) X(bf16) X(f16) X(q8) X(q4) X(q8a8) X(q4a8) X(bf16a16) X(fp8)
+#define MOE_FOR_EACH_PRECISION(X) X(f32) X(bf16) X(f16) X(q8) X(q4) X(q8a8) X(q4a8) X(bf16a16) X(fp8) X(mxfp4)
 // clang-format on
 
 namespace detail {

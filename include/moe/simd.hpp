@@ -249,6 +249,28 @@ MOE_ALWAYS_INLINE Vec load_e4m3(const std::uint8_t* p) {
 #endif
 }
 
+// kWidth bytes b as f32 lanes with the bit pattern b << 23: the power of two 2^(b - 127) for b in [1, 254],
+// and 0 for b = 0 (mxfp4's block scales, precisions/mxfp4.hpp). A widening load and a shift.
+MOE_ALWAYS_INLINE Vec load_exponent_bytes(const std::uint8_t* p) {
+#if MOE_SIMD_XSIMD && XSIMD_WITH_AVX512F
+  const __m512i wide = _mm512_maskz_cvtepu8_epi32(kAllLanes, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return Vec(_mm512_castsi512_ps(_mm512_maskz_slli_epi32(kAllLanes, wide, 23)));
+#elif MOE_SIMD_XSIMD && XSIMD_WITH_AVX2
+  const __m256i wide = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  return Vec(_mm256_castsi256_ps(_mm256_slli_epi32(wide, 23)));
+#elif MOE_SIMD_XSIMD && XSIMD_WITH_NEON64
+  const uint32x4_t wide = vmovl_u16(vget_low_u16(vmovl_u8(vreinterpret_u8_s8(detail_load::four_bytes_s8(p)))));
+  return Vec(vreinterpretq_f32_u32(vshlq_n_u32(wide, 23)));
+#else
+  return detail_load::by_lane([p](int i) {
+    const std::uint32_t bits = std::uint32_t(p[i]) << 23;
+    float value;
+    std::memcpy(&value, &bits, sizeof value);
+    return value;
+  });
+#endif
+}
+
 // A hint to fetch the cache line at `address` for reading. Locality 0, the default, for weights read once:
 // no expectation of reuse. Locality 2 (prefetcht1 on x86): into L2, for weights a thread reads after the
 // ones it is reading (kernels::NextWeights). An address, not a pointer: it may lie past the end of a buffer

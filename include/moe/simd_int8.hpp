@@ -16,6 +16,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "detail/small_floats.hpp"
 #include "simd.hpp"
 
 #if MOE_SIMD_XSIMD && XSIMD_WITH_AVX512F && defined(__AVX512VNNI__)
@@ -137,6 +138,44 @@ MOE_ALWAYS_INLINE Vec nibble_to_float(const IVec& packed, int n) {
   return to_float((n == 7 ? packed : packed << (28 - 4 * n)) >> 28);  // int32 lanes: >> is arithmetic
 #else
   return float(std::int32_t(((static_cast<std::uint32_t>(packed) >> (4 * n)) & 15u) ^ 8u) - 8);
+#endif
+}
+
+// Nibble n in [0, 8) of every 32-bit lane of `packed`, an E2M1 code (detail/small_floats.hpp: sign in bit
+// 3, magnitude index in bits 0 to 2), as f32 holding half its value: the mxfp4 weights of the f32-activation
+// kernel (precisions/mxfp4.hpp folds the 2 into its scales, which keeps every table entry and every scale a
+// normal float down to E8M0's smallest, 2^-127). With AVX-512 a shift and one lookup in the 16 values, as
+// q4's nibble_to_float. AVX2's vpermps takes 8 entries and reads 3 index bits, so the lookup gives the
+// magnitude and the sign bit is shifted to bit 31 and xored in: five instructions and two constants. NEON:
+// the nibble masked into byte 3 of its lane (other bytes 0), a byte lookup (tbl) of twice the value as int8
+// (0 for the zero bytes), and a fixed-point conversion that divides the lane by 2^26: four instructions.
+// Elsewhere lane by lane. All exact.
+MOE_ALWAYS_INLINE Vec e2m1_nibble_to_float(const IVec& packed, int n) {
+#if MOE_SIMD_XSIMD && XSIMD_WITH_AVX512F
+  const __m512 table = _mm512_setr_ps(0.0f, 0.25f, 0.5f, 0.75f, 1.0f, 1.5f, 2.0f, 3.0f, -0.0f, -0.25f, -0.5f, -0.75f,
+                                      -1.0f, -1.5f, -2.0f, -3.0f);
+  const __m512i index = n == 0 ? __m512i(packed) : _mm512_maskz_srli_epi32(kAllLanes, packed, unsigned(4 * n));
+  return Vec(_mm512_maskz_permutexvar_ps(kAllLanes, index, table));
+#elif MOE_SIMD_XSIMD && XSIMD_WITH_AVX2
+  const __m256 magnitudes = _mm256_setr_ps(0.0f, 0.25f, 0.5f, 0.75f, 1.0f, 1.5f, 2.0f, 3.0f);
+  const __m256i bits = packed;
+  const __m256i index = n == 0 ? bits : _mm256_srli_epi32(bits, 4 * n);
+  const __m256i top = n == 7 ? bits : _mm256_slli_epi32(bits, 28 - 4 * n);
+  const __m256 sign = _mm256_castsi256_ps(_mm256_and_si256(top, _mm256_set1_epi32(int(0x80000000u))));
+  return Vec(_mm256_xor_ps(_mm256_permutevar8x32_ps(magnitudes, index), sign));
+#elif MOE_SIMD_XSIMD && XSIMD_WITH_NEON64
+  static constexpr std::int8_t kTwice[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+  const uint32x4_t bits = vreinterpretq_u32_s32(packed);
+  const uint32x4_t at_byte3 = vshlq_u32(bits, vdupq_n_s32(24 - 4 * n));  // a negative count shifts right
+  const uint8x16_t index = vreinterpretq_u8_u32(vandq_u32(at_byte3, vdupq_n_u32(0x0F000000u)));
+  const int32x4_t value = vreinterpretq_s32_s8(vqtbl1q_s8(vld1q_s8(kTwice), index));
+  return Vec(vcvtq_n_f32_s32(value, 26));
+#else
+  alignas(64) std::int32_t lanes[kWidth];
+  store_int(lanes, packed);
+  return detail_load::by_lane([&](int i) {
+    return 0.5f * ::moe::detail::e2m1_to_float(std::uint8_t((std::uint32_t(lanes[i]) >> (4 * n)) & 15u));
+  });
 #endif
 }
 

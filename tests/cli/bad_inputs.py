@@ -337,6 +337,15 @@ case("an E8M0 scale of 0xff", "'%s' has the NaN scale 0xff at (0, 2, 1)" % oss_s
      edited_tensors("gpt_oss", nan_e8m0), x=oss_x)
 
 
+def huge_e8m0(header, body):
+    begin = header[oss_scales]["data_offsets"][0]
+    body[begin + 2 * 3 + 1] = 0xFE  # 2^127 (the generator's codes reach 6, which overflows f32 there)
+
+
+case("an E8M0 scale whose block overflows", "'%s' has the scale 2^127 at (0, 2, 1), whose block overflows float32"
+     % oss_scales, edited_tensors("gpt_oss", huge_e8m0), x=oss_x)
+
+
 def reshape_blocks(header, body):
     header["model.layers.1.mlp.experts.gate_up_proj_blocks"]["shape"] = [8, 192, 1, 32]
 

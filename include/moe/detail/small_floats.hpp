@@ -53,6 +53,23 @@ inline float e2m1_to_float(std::uint8_t code) {
   return (code & 8u) ? -m : m;
 }
 
+// The E2M1 code nearest to x, ties to the even code (mantissa bit 0): the midpoints 0.25, 1.25, 2.5 and 5
+// go down, 0.75, 1.75 and 3.5 up; |x| > 6 saturates to +-6 (E2M1 has no infinity), and -0 keeps its sign.
+// x must not be NaN.
+inline std::uint8_t float_to_e2m1(float x) {
+  const std::uint8_t sign = std::signbit(x) ? 8u : 0u;
+  const float a = std::fabs(x);
+  const std::uint8_t magnitude = a <= 0.25f   ? 0u
+                                 : a < 0.75f  ? 1u
+                                 : a <= 1.25f ? 2u
+                                 : a < 1.75f  ? 3u
+                                 : a <= 2.5f  ? 4u
+                                 : a < 3.5f   ? 5u
+                                 : a <= 5.0f  ? 6u
+                                              : 7u;
+  return static_cast<std::uint8_t>(sign | magnitude);
+}
+
 // E8M0: a power of two 2^(code - 127); 0xff is NaN.
 inline bool e8m0_is_nan(std::uint8_t code) { return code == 0xffu; }
 inline int e8m0_exponent(std::uint8_t code) { return int(code) - 127; }

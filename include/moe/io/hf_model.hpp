@@ -13,6 +13,7 @@
 #include <fstream>
 #include <functional>
 #include <initializer_list>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -174,7 +175,8 @@ inline std::string stored_expert_tensor(const BlockSpec& spec) {
 
 // Expert e's W[out][in], rows x cols, of an MXFP4 pair base_blocks / base_scales (BlockSpec::mxfp4), decoded
 // into out: each code's E2M1 value times 2^(scale - 127), exact in f32 (ldexp of a 2-bit significand). An
-// E8M0 scale of 0xff (NaN) is refused, naming its place.
+// E8M0 scale of 0xff (NaN), and one whose codes overflow f32 (2^126 and 2^127 times codes from 4 and 2 on),
+// are refused, naming their place.
 inline void decode_mxfp4_expert(const Checkpoint& ckpt, const std::string& base, Index e, Index rows, Index cols,
                                 float* out) {
   const TensorView& blocks = ckpt.tensor(base + "_blocks");
@@ -189,11 +191,17 @@ inline void decode_mxfp4_expert(const Checkpoint& ckpt, const std::string& base,
                     std::to_string(r) + ", " + std::to_string(g) + ")");
       const int exponent = ::moe::detail::e8m0_exponent(scale[g]);
       float* row = out + r * cols + g * 32;
+      float largest = 0.0f;
       for (int i = 0; i < 16; ++i) {
         const std::uint8_t byte = codes[g * 16 + i];
         row[2 * i] = std::ldexp(::moe::detail::e2m1_to_float(byte & 0x0f), exponent);
         row[2 * i + 1] = std::ldexp(::moe::detail::e2m1_to_float(byte >> 4), exponent);
+        largest = std::fmax(largest, std::fmax(std::fabs(row[2 * i]), std::fabs(row[2 * i + 1])));
       }
+      MOE_CHECK(largest <= std::numeric_limits<float>::max(), "io::load_block",
+                ckpt.dir() + ": tensor '" + base + "_scales' has the scale 2^" + std::to_string(exponent) + " at (" +
+                    std::to_string(e) + ", " + std::to_string(r) + ", " + std::to_string(g) +
+                    "), whose block overflows float32");
     }
   }
 }
@@ -427,10 +435,9 @@ void for_each_block_tensor(const BlockSpec& spec, const Checkpoint& ckpt, Visit&
 }  // namespace detail
 
 // Loads the MoE block of `layer` from the model folder `dir`, its expert weights stored in `dtype`: "auto"
-// (the checkpoint's own: f32, bf16, f16, bf16 for MXFP4 (exact), or fp8 for F8_E4M3 weights in blocks of a
-// multiple of 128 inputs,
-// f32 for other blocks: each code times its scale rounded once) or one of precision_names(). progress(done, total), if
-// given, is called as experts load.
+// (the checkpoint's own: f32, bf16, f16, mxfp4 for MXFP4, or fp8 for F8_E4M3 weights in blocks of a multiple
+// of 128 inputs, f32 for other FP8 blocks: each code times its scale rounded once) or one of precision_names().
+// progress(done, total), if given, is called as experts load.
 inline std::unique_ptr<MoeBlock> load_block(const std::string& dir, const std::string& layer,
                                             const std::string& dtype = "auto",
                                             const std::function<void(int, int)>& progress = {}) {
@@ -448,8 +455,13 @@ inline std::unique_ptr<MoeBlock> load_block(const std::string& dir, const std::s
     // and scales are kept as published); other blocks are decoded to f32, each code times its scale rounded
     // once.
     const bool fp8_exact = stored == DType::F8_E4M3 && spec.fp8_block_cols % fp8::kBlock == 0;
-    // MXFP4 weights are exact in bf16 (a 2-bit significand times a power of two), until moe stores MXFP4 itself.
-    chosen = stored == DType::BF16 || spec.mxfp4 ? "bf16" : stored == DType::F16 ? "f16" : fp8_exact ? "fp8" : "f32";
+    // MXFP4 weights stay mxfp4: decoded at load, each expert's f32 values pack back into the same codes and
+    // scales (precisions/mxfp4.hpp).
+    chosen = spec.mxfp4              ? "mxfp4"
+             : stored == DType::BF16 ? "bf16"
+             : stored == DType::F16  ? "f16"
+             : fp8_exact             ? "fp8"
+                                     : "f32";
   }
   auto block = std::make_unique<detail::Block>(spec, detail::make_block_layer(spec, ckpt, chosen));
   block->load(ckpt, progress);

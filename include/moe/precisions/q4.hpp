@@ -75,19 +75,21 @@ struct q4 {
   static constexpr Code kPaddingCode = 0;  // q = 0
   static constexpr Scale kPaddingScale = 0;
   static_assert(kBlock % kDecodeRows == 0, "a q4 scale block must hold whole groups");
-  static void pack_column(Code* codes, Scale* scales, Index column, const float* w, Index in) {
+  // Stores the low 4 bits of `nibble` as depth row k of column `column` in the layout above: nibble
+  // (k % kDecodeRows) * kTileVectors + vector of the 32-bit lane `lane` of group k / kDecodeRows, read and
+  // written as a whole uint32 so that it holds the value the kernels' 32-bit loads see on either byte order.
+  // mxfp4 stores its E2M1 codes with it.
+  static void store_nibble(Code* codes, Index column, Index k, unsigned nibble) {
     const Index vector = column / detail::simd::kWidth, lane = column % detail::simd::kWidth;
-    pack_blocks(scales, column, w, in, [&](Index k, int q) {
-      // Nibble (k % kDecodeRows) * kTileVectors + vector of the 32-bit lane `lane` of group k / kDecodeRows,
-      // read and written as a whole uint32 so that it holds the value the kernels' 32-bit loads see on
-      // either byte order.
-      const Index shift = 4 * (k % kDecodeRows * detail::kernels::kTileVectors + vector);
-      Code* at_lane = codes + (k - k % kDecodeRows) * kCodesPerRow + lane * 4;
-      std::uint32_t bits;
-      std::memcpy(&bits, at_lane, sizeof bits);
-      bits = (bits & ~(std::uint32_t(15) << shift)) | ((std::uint32_t(q) & 15u) << shift);
-      std::memcpy(at_lane, &bits, sizeof bits);
-    });
+    const Index shift = 4 * (k % kDecodeRows * detail::kernels::kTileVectors + vector);
+    Code* at_lane = codes + (k - k % kDecodeRows) * kCodesPerRow + lane * 4;
+    std::uint32_t bits;
+    std::memcpy(&bits, at_lane, sizeof bits);
+    bits = (bits & ~(std::uint32_t(15) << shift)) | ((std::uint32_t(nibble) & 15u) << shift);
+    std::memcpy(at_lane, &bits, sizeof bits);
+  }
+  static void pack_column(Code* codes, Scale* scales, Index column, const float* w, Index in) {
+    pack_blocks(scales, column, w, in, [&](Index k, int q) { store_nibble(codes, column, k, unsigned(q)); });
   }
   MOE_ALWAYS_INLINE static detail::simd::Vec load_scales(const Scale* s) { return detail::simd::load_f16(s); }
 
