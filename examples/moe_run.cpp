@@ -97,7 +97,8 @@ options:
                   activations quantised to int8 per 32 values: int8 dot products), or bf16a16 (bf16
                   weights with activations rounded to bf16: bf16 dot products), or fp8 (e4m3 codes, an f32
                   scale per 128 inputs: the FP8 checkpoints' format), or mxfp4 (E2M1 codes, a power-of-two
-                  scale per 32 inputs: gpt-oss's MXFP4); the router stays f32
+                  scale per 32 inputs: gpt-oss's MXFP4), or mxfp4a8 (mxfp4's weights with activations
+                  quantised to int8 per 32 values: int8 dot products); the router stays f32
   --bits B        instead of --dtype: the precision moe recommends for B bits a weight (16, 8 or 4) on
                   the instruction set this build is for; an activation-coding precision (bf16a16, q8a8,
                   q4a8) only where its dot product is an instruction here (moe/recommended_precision.hpp);

@@ -1028,7 +1028,7 @@ def main():
     # 1e-4 where the conversion is exact (FP8 and MXFP4 values in f32, MXFP4 values in bf16).
     manifest += ["deepseek_v3_fp8 1 fp8 bf16 1e-2", "deepseek_v3_fp8 2 fp8 f16 2e-3", "qwen3_moe_fp8 1 fp8 q8 5e-2",
                  "deepseek_v3_fp8 1 fp8 fp8 1e-1", "qwen3_moe_fp8 0 fp8 f32 1e-4", "gpt_oss 0 mxfp4 f32 1e-4",
-                 "gpt_oss 1 mxfp4 q8 5e-2", "gpt_oss 1 mxfp4 bf16 1e-4", "mixtral 0 f32 mxfp4 0.4"]
+                 "gpt_oss 1 mxfp4 q8 5e-2", "gpt_oss 1 mxfp4 bf16 1e-4", "mixtral 0 f32 mxfp4 0.4", "gpt_oss 0 mxfp4 mxfp4a8 5e-2"]
     with open(os.path.join(args.out_dir, "MANIFEST.txt"), "w") as f:
         f.write("\n".join(manifest) + "\n")
 

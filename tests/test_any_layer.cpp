@@ -62,11 +62,11 @@ TEST_CASE("make_layer takes the routing policies io/ uses") {
 }
 
 TEST_CASE("an unknown precision name is refused with the list of names") {
-  CHECK(moe::precision_names() == "f32, bf16, f16, q8, q4, q8a8, q4a8, bf16a16, fp8, mxfp4");
-  CHECK_THROWS_WITH_AS(
-      moe::make_layer("q3", check::config(16, 8, 4, 2)),
-      "moe::make_layer: precision must be one of f32, bf16, f16, q8, q4, q8a8, q4a8, bf16a16, fp8, mxfp4, got 'q3'",
-      moe::Error);
+  CHECK(moe::precision_names() == "f32, bf16, f16, q8, q4, q8a8, q4a8, bf16a16, fp8, mxfp4, mxfp4a8");
+  CHECK_THROWS_WITH_AS(moe::make_layer("q3", check::config(16, 8, 4, 2)),
+                       "moe::make_layer: precision must be one of f32, bf16, f16, q8, q4, q8a8, q4a8, bf16a16, fp8, "
+                       "mxfp4, mxfp4a8, got 'q3'",
+                       moe::Error);
   CHECK_THROWS_WITH_AS(moe::make_layer("", check::config(16, 8, 4, 2)), doctest::Contains("got ''"), moe::Error);
   // The layer's own checks still run behind the interface.
   CHECK_THROWS_WITH_AS(moe::make_layer("f32", check::config(16, 8, 4, 5)), doctest::Contains("top_k must be in"),

@@ -12,6 +12,7 @@
 //                    f32 activations.
 //   mxfp4            E2M1 codes with an E8M0 scale per 32 inputs of a row (OCP MXFP4, gpt-oss's format);
 //                    f32 activations.
+//   mxfp4a8          mxfp4's weights times activations quantised to int8 in blocks of 32.
 // Rounding is to nearest, ties to even, everywhere (std::nearbyint of the f32 quotient w / scale, in the
 // default rounding mode). Rows or blocks whose largest |w| is below FLT_MIN are stored as zeros.
 //
@@ -63,6 +64,7 @@
 #include "precisions/f32.hpp"
 #include "precisions/fp8.hpp"
 #include "precisions/mxfp4.hpp"
+#include "precisions/mxfp4a8.hpp"
 #include "precisions/q4.hpp"
 #include "precisions/q4a8.hpp"
 #include "precisions/q8.hpp"
@@ -75,7 +77,7 @@ inline namespace MOE_TARGET_NAMESPACE {
 template <class Precision>
 struct bf16_activations : std::is_same<typename Precision::Activations, activation_coding::Bf16Pairs> {};
 
-// Whether a precision quantises activations to int8 (q8a8, q4a8).
+// Whether a precision quantises activations to int8 (q8a8, q4a8, mxfp4a8).
 template <class Precision>
 struct int8_activations : std::is_same<typename Precision::Activations, activation_coding::Int8Blocks> {};
 
@@ -115,7 +117,7 @@ struct PrecisionList {};
 // tests/test_any_layer.cpp iterate, in this order. A macro because explicit instantiations
 // (MOE_COMPILED_LAYERS) are written one by one; Precisions is the same list as a type. One line.
 // clang-format off
-#define MOE_FOR_EACH_PRECISION(X) X(f32) X(bf16) X(f16) X(q8) X(q4) X(q8a8) X(q4a8) X(bf16a16) X(fp8) X(mxfp4)
+#define MOE_FOR_EACH_PRECISION(X) X(f32) X(bf16) X(f16) X(q8) X(q4) X(q8a8) X(q4a8) X(bf16a16) X(fp8) X(mxfp4) X(mxfp4a8)
 // clang-format on
 
 namespace detail {

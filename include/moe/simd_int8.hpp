@@ -179,6 +179,38 @@ MOE_ALWAYS_INLINE Vec e2m1_nibble_to_float(const IVec& packed, int n) {
 #endif
 }
 
+// Every byte of `nibbles`, an E2M1 code in its low 4 bits (the high 4 bits zero), replaced by 128 + twice
+// the code's value (116..140): the mxfp4a8 weights as the int8 tile's 8-bit codes (q + 128, q in [-12, 12]).
+// A byte shuffle from a 16-byte table where there is one (vpshufb, in each 128-bit lane; tbl); elsewhere
+// (SSE2, AVX-512 without BW, the scalar path) byte by byte.
+MOE_ALWAYS_INLINE IVec e2m1_to_offset_bytes(const IVec& nibbles) {
+  // The bytes as int8 (128 + 2v wraps to 2v - 128).
+#define MOE_DETAIL_E2M1_TABLE -128, -127, -126, -125, -124, -122, -120, -116, -128, 127, 126, 125, 124, 122, 120, 116
+#if MOE_SIMD_XSIMD && XSIMD_WITH_AVX512BW
+  const __m512i table = _mm512_broadcast_i32x4(_mm_setr_epi8(MOE_DETAIL_E2M1_TABLE));
+  return IVec(_mm512_shuffle_epi8(table, nibbles));
+#elif MOE_SIMD_XSIMD && XSIMD_WITH_AVX2 && !XSIMD_WITH_AVX512F
+  const __m256i table = _mm256_broadcastsi128_si256(_mm_setr_epi8(MOE_DETAIL_E2M1_TABLE));
+  return IVec(_mm256_shuffle_epi8(table, nibbles));
+#elif MOE_SIMD_XSIMD && XSIMD_WITH_NEON64
+  static constexpr std::int8_t kTable[16] = {MOE_DETAIL_E2M1_TABLE};
+  return IVec(vreinterpretq_s32_s8(vqtbl1q_s8(vld1q_s8(kTable), vreinterpretq_u8_s32(nibbles))));
+#else
+  alignas(64) std::int32_t lanes[kWidth];
+  store_int(lanes, nibbles);
+  for (std::int32_t& lane : lanes) {
+    std::uint32_t bits = 0;
+    for (int j = 0; j < 4; ++j) {
+      const std::uint8_t code = std::uint8_t((std::uint32_t(lane) >> (8 * j)) & 15u);
+      bits |= std::uint32_t(128 + int(2.0f * ::moe::detail::e2m1_to_float(code))) << (8 * j);
+    }
+    lane = static_cast<std::int32_t>(bits);
+  }
+  return load_int(lanes);
+#endif
+#undef MOE_DETAIL_E2M1_TABLE
+}
+
 // The lanes of q, each in [-127, 127], as kWidth int8 codes at out (any alignment).
 MOE_ALWAYS_INLINE void store_int8(std::int8_t* out, const IVec& q) {
 #if MOE_SIMD_XSIMD && XSIMD_WITH_AVX512F

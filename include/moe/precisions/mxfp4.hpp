@@ -72,13 +72,19 @@ struct mxfp4 {
   static constexpr Code kPaddingCode = 0;
   static constexpr Scale kPaddingScale = 0;
   static_assert(kBlock % kDecodeRows == 0, "an mxfp4 scale block must hold whole groups");
-  static void pack_column(Code* codes, Scale* scales, Index column, const float* w, Index in) {
+  // Quantises a row block by block: the scale byte s + 128 of block b to scales[b * kPanelColumns + column]
+  // and each code of depth row k through store(k, code). mxfp4a8 shares it.
+  template <class Store>
+  static void pack_blocks(Scale* scales, Index column, const float* w, Index in, Store&& store) {
     for (Index k0 = 0; k0 < in; k0 += kBlock) {
       const Index count = std::min<Index>(kBlock, in - k0);
       const int s = block_exponent(w + k0, count);
       scales[k0 / kBlock * detail::kernels::kPanelColumns + column] = static_cast<Scale>(s + 128);
-      for (Index i = 0; i < count; ++i) q4::store_nibble(codes, column, k0 + i, code(w[k0 + i], s));
+      for (Index i = 0; i < count; ++i) store(k0 + i, code(w[k0 + i], s));
     }
+  }
+  static void pack_column(Code* codes, Scale* scales, Index column, const float* w, Index in) {
+    pack_blocks(scales, column, w, in, [&](Index k, unsigned c) { q4::store_nibble(codes, column, k, c); });
   }
   MOE_ALWAYS_INLINE static detail::simd::Vec load_scales(const Scale* s) {
     return detail::simd::load_exponent_bytes(s);

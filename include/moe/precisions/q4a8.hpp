@@ -33,15 +33,19 @@ struct q4a8 {
   static constexpr Code kPaddingCode = 0x88;  // both nibbles q = 0
   static constexpr Scale kPaddingScale = 0;
   static_assert(q4::kBlock == detail::kernels::kActivationBlock, "a weight block must be an activation block");
-  static void pack_column(Code* codes, Scale* scales, Index column, const float* w, Index in) {
+  // Stores the low 4 bits of `nibble` as depth row k of column `column` in the layout above; mxfp4a8
+  // stores its E2M1 codes with it.
+  static void store_nibble(Code* codes, Index column, Index k, unsigned nibble) {
     constexpr int kHalfVectors = detail::kernels::kTileVectors / 2;
     const Index vector = column / detail::simd::kWidth, lane = column % detail::simd::kWidth;
     const int shift = vector < kHalfVectors ? 0 : 4;
     const Index lane_in_half = (vector % kHalfVectors) * detail::simd::kWidth + lane;
-    q4::pack_blocks(scales, column, w, in, [&](Index k, int q) {
-      Code& c = codes[detail::kernels::interleaved_code<4, kCodesPerRow>(k, lane_in_half)];
-      c = static_cast<Code>((c & (0xF0 >> shift)) | ((q + kCodeOffset) << shift));
-    });
+    Code& c = codes[detail::kernels::interleaved_code<4, kCodesPerRow>(k, lane_in_half)];
+    c = static_cast<Code>((c & (0xF0 >> shift)) | ((nibble & 15u) << shift));
+  }
+  static void pack_column(Code* codes, Scale* scales, Index column, const float* w, Index in) {
+    q4::pack_blocks(scales, column, w, in,
+                    [&](Index k, int q) { store_nibble(codes, column, k, unsigned(q + kCodeOffset)); });
   }
   MOE_ALWAYS_INLINE static detail::simd::Vec load_scales(const Scale* s) { return detail::simd::load_f16(s); }
 
@@ -55,6 +59,7 @@ struct q4a8 {
   static constexpr int kCodeOffset = 8;
   static constexpr int kCodeBits = 4;
   static constexpr int kGroupsPerStep = (MOE_SIMD_VNNI || MOE_SIMD_SDOT) ? detail::kernels::kActivationBlock / 4 : 1;
+  // The group's codes, one per byte (0..15), in the lanes of w.
   MOE_ALWAYS_INLINE static void load_int8_group(const Code* group,
                                                 detail::simd::IVec (&w)[detail::kernels::kTileVectors]) {
     constexpr int V = detail::kernels::kTileVectors, kMask = 0x0F0F0F0F;
