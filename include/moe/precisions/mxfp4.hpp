@@ -48,7 +48,8 @@ struct mxfp4 {
     if (largest > std::ldexp(6.0f, s)) ++s;
     return std::clamp(s, kMinExponent, kMaxExponent);
   }
-  // The E2M1 code of w in a block of exponent s (ldexp is exact: the quotient is at least 2^-127 * 2^127).
+  // The E2M1 code of w in a block of exponent s. ldexp scales by a power of two, exactly unless the quotient
+  // falls below 2^-126, where it rounds to the code 0 all the same.
   static std::uint8_t code(float w, int s) { return detail::float_to_e2m1(std::ldexp(w, -s)); }
   static void round_trip_row(const float* w, Index n, float* out) {
     for (Index k0 = 0; k0 < n; k0 += kBlock) {
