@@ -127,3 +127,101 @@ put("config", "bad_types.json", json.dumps({
     "num_hidden_layers": -2, "vocab_size": 18446744073709551615, "n_group": 300, "routed_scaling_factor": 1e300}))
 put("config", "not_object.json", "[1, 2, {\"hidden_size\": 4}]")
 put("config", "invalid.json", '{"hidden_size": 64,, }')
+
+
+# Model folders for fuzz_model: config.json, a NUL byte, then model.safetensors. One small MoE layer of each
+# expert-tensor layout the loader reads (per expert, F8_E4M3 with block scales, MXFP4 blocks and scales,
+# transposed, stacked, fused), values from a fixed generator so the files are the same on every run. Each
+# tensor starts 8-aligned and 32 bytes after the previous one ends: fuzz_model poisons those gaps for ASan,
+# so a read that strays past a tensor is reported rather than landing in its neighbour.
+class Values:
+    def __init__(self):
+        self.state = 12345
+
+    def byte(self):
+        self.state = (self.state * 1103515245 + 12345) % (1 << 31)
+        return self.state >> 23
+
+    def f32(self, n):
+        return [(self.byte() - 128) / 256 for _ in range(n)]
+
+
+def encode(dtype, shape, values):
+    n = 1
+    for d in shape:
+        n *= d
+    if dtype == "F32":
+        return struct.pack("<%df" % n, *values.f32(n))
+    if dtype == "BF16":
+        return b"".join(struct.pack("<f", v)[2:] for v in values.f32(n))
+    if dtype == "F16":
+        return struct.pack("<%de" % n, *values.f32(n))
+    if dtype == "F8_E4M3":  # codes of magnitude below 2 (exponent field < 8), never the NaN code 0x7f / 0xff
+        return bytes(values.byte() & 0xBF for _ in range(n))
+    if dtype == "SCALES":  # E8M0 around 2^0
+        return bytes(124 + values.byte() % 6 for _ in range(n))
+    return bytes(values.byte() for _ in range(n))  # U8 MXFP4 blocks: any byte is two E2M1 codes
+
+
+def model(name, config, tensors):
+    values, header, data = Values(), {}, b""
+    for tensor, dtype, shape in tensors:
+        blob = encode(dtype, shape, values)
+        header[tensor] = {"dtype": "U8" if dtype == "SCALES" else dtype, "shape": shape,
+                          "data_offsets": [len(data), len(data) + len(blob)]}
+        data += blob + b"\xa5" * (32 + -len(blob) % 8)
+    put("model", name, json.dumps(config).encode() + b"\0" + safetensors(header, data))
+
+
+def per_expert(prefix, names, experts, ffn, hidden, dtype):
+    out = []
+    for e in range(experts):
+        for proj in names[:-1]:
+            out.append(("%s%d.%s.weight" % (prefix, e, proj), dtype, [ffn, hidden]))
+        out.append(("%s%d.%s.weight" % (prefix, e, names[-1]), dtype, [hidden, ffn]))
+    return out
+
+
+p = "model.layers.0.block_sparse_moe."
+model("mixtral_f32", {"model_type": "mixtral", "hidden_size": 4, "intermediate_size": 3, "num_local_experts": 2,
+                      "num_experts_per_tok": 2, "num_hidden_layers": 1},
+      [(p + "gate.weight", "F32", [2, 4])] + per_expert(p + "experts.", ["w1", "w3", "w2"], 2, 3, 4, "F32"))
+p = "model.layers.0.mlp."
+model("qwen2_moe_f16", {"model_type": "qwen2_moe", "hidden_size": 4, "moe_intermediate_size": 3,
+                        "shared_expert_intermediate_size": 5, "num_hidden_layers": 1, "num_experts": 3,
+                        "num_experts_per_tok": 1},
+      [(p + "gate.weight", "F16", [3, 4])] + per_expert(p + "experts.", ["gate_proj", "up_proj", "down_proj"], 3, 3, 4, "F16") +
+      [(p + "shared_expert.gate_proj.weight", "F16", [5, 4]), (p + "shared_expert.up_proj.weight", "F16", [5, 4]),
+       (p + "shared_expert.down_proj.weight", "F16", [4, 5]), (p + "shared_expert_gate.weight", "F16", [1, 4])])
+fp8 = []
+for t in per_expert(p + "experts.", ["gate_proj", "up_proj", "down_proj"], 4, 3, 8, "F8_E4M3") + [
+        (p + "shared_experts.gate_proj.weight", "F8_E4M3", [3, 8]), (p + "shared_experts.up_proj.weight", "F8_E4M3", [3, 8]),
+        (p + "shared_experts.down_proj.weight", "F8_E4M3", [8, 3])]:
+    fp8 += [t, (t[0] + "_scale_inv", "F32", [(t[2][0] + 1) // 2, (t[2][1] + 3) // 4])]
+model("deepseek_v3_fp8", {"model_type": "deepseek_v3", "hidden_size": 8, "moe_intermediate_size": 3,
+                          "n_routed_experts": 4, "num_hidden_layers": 1, "num_experts_per_tok": 2, "n_group": 2,
+                          "topk_group": 1, "first_k_dense_replace": 0, "n_shared_experts": 1,
+                          "quantization_config": {"fmt": "e4m3", "quant_method": "fp8", "weight_block_size": [2, 4]}},
+      [(p + "gate.weight", "F32", [4, 8]), (p + "gate.e_score_correction_bias", "F32", [4])] + fp8)
+model("gpt_oss_mxfp4", {"model_type": "gpt_oss", "hidden_size": 32, "intermediate_size": 32, "num_hidden_layers": 1,
+                        "num_local_experts": 2, "num_experts_per_tok": 1, "quantization_config": {"quant_method": "mxfp4"}},
+      [(p + "router.weight", "BF16", [2, 32]), (p + "router.bias", "BF16", [2]),
+       (p + "experts.gate_up_proj_blocks", "U8", [2, 64, 1, 16]), (p + "experts.gate_up_proj_scales", "SCALES", [2, 64, 1]),
+       (p + "experts.down_proj_blocks", "U8", [2, 32, 1, 16]), (p + "experts.down_proj_scales", "SCALES", [2, 32, 1]),
+       (p + "experts.gate_up_proj_bias", "BF16", [2, 64]), (p + "experts.down_proj_bias", "BF16", [2, 32])])
+p = "model.layers.0.feed_forward."
+model("llama4_text_bf16", {"model_type": "llama4_text", "hidden_size": 4, "intermediate_size": 3,
+                           "num_hidden_layers": 1, "num_local_experts": 2, "num_experts_per_tok": 1},
+      [(p + "router.weight", "BF16", [2, 4]), (p + "experts.gate_up_proj", "BF16", [2, 4, 6]),
+       (p + "experts.down_proj", "BF16", [2, 3, 4]), (p + "shared_expert.gate_proj.weight", "BF16", [3, 4]),
+       (p + "shared_expert.up_proj.weight", "BF16", [3, 4]), (p + "shared_expert.down_proj.weight", "BF16", [4, 3])])
+p = "model.layers.0.block_sparse_moe."
+model("granitemoe_f32", {"model_type": "granitemoe", "hidden_size": 4, "intermediate_size": 3, "num_hidden_layers": 1,
+                         "num_local_experts": 2, "num_experts_per_tok": 1},
+      [(p + "router.layer.weight", "F32", [2, 4]), (p + "input_linear.weight", "F32", [2, 6, 4]),
+       (p + "output_linear.weight", "F32", [2, 4, 3])])
+p = "transformer.blocks.0.ffn."
+model("dbrx_bf16", {"model_type": "dbrx", "d_model": 4, "n_layers": 1,
+                    "ffn_config": {"ffn_hidden_size": 3, "moe_num_experts": 2, "moe_top_k": 1}},
+      [(p + "router.layer.weight", "BF16", [2, 4]), (p + "experts.mlp.w1", "BF16", [6, 4]),
+       (p + "experts.mlp.v1", "BF16", [6, 4]), (p + "experts.mlp.w2", "BF16", [6, 4])])

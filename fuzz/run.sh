@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# fuzz/run.sh [SECONDS]: builds the file-reader fuzzers (fuzz_npy, fuzz_safetensors, fuzz_config_json) with
+# fuzz/run.sh [SECONDS]: builds the file-reader fuzzers (fuzz_npy, fuzz_safetensors, fuzz_config_json, and
+# fuzz_model: a whole model folder, config.json and model.safetensors, summarised and loaded) with
 # libFuzzer, AddressSanitizer and UndefinedBehaviorSanitizer, and runs each for SECONDS (default 60) on a
 # copy of its seed corpus (fuzz/corpus/KIND/) in a temporary folder, so the checkout is never written to.
 # Exits non-zero on any finding (a crash, a sanitizer report, an exception other than moe::Error, a leak, a
@@ -7,7 +8,8 @@
 #   WORK/bin/fuzz_npy WORK/artifacts/fuzz_npy-crash-...
 #
 # Needs clang++ and libFuzzer: on Debian 12 libclang_rt.fuzzer-x86_64.a is in libclang-rt-14-dev, which
-# clang-14 only recommends (so an install with --no-install-recommends lacks it); and nlohmann-json3-dev.
+# clang-14 only recommends (so an install with --no-install-recommends lacks it); nlohmann-json3-dev; and for
+# fuzz_model, which includes the layer's headers, libeigen3-dev and libxsimd-dev.
 # Missing packages are installed, as scripts/install-deps.sh does. CXX overrides the compiler.
 set -euo pipefail
 
@@ -21,7 +23,7 @@ cxx=${CXX:-clang++}
 
 if command -v dpkg >/dev/null 2>&1; then
   missing=()
-  for package in clang libclang-rt-14-dev nlohmann-json3-dev; do
+  for package in clang libclang-rt-14-dev nlohmann-json3-dev libeigen3-dev libxsimd-dev; do
     if ! dpkg -s "$package" 2>/dev/null | grep -q '^Status: install ok installed'; then missing+=("$package"); fi
   done
   if [ ${#missing[@]} -gt 0 ]; then
@@ -46,7 +48,8 @@ fi
 
 # -fno-sanitize-recover: a UBSan report stops the run (by default UBSan prints and carries on, which libFuzzer
 # would not count as a finding).
-flags=(-std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I "$root/include")
+flags=(-std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I "$root/include"
+  -isystem /usr/include/eigen3)
 
 failed=()
 run() {
@@ -56,7 +59,7 @@ run() {
   mkdir -p "$work/corpus/$kind"
   cp "$here/corpus/$kind/"* "$work/corpus/$kind/"
   echo "== $name: fuzzing for $seconds s on $(ls "$work/corpus/$kind" | wc -l) seeds"
-  if ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  if TMPDIR="$work" ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
       "$work/bin/$name" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
       -dict="$here/$dict" -artifact_prefix="$work/artifacts/$name-" "$work/corpus/$kind" >"$work/$name.log" 2>&1; then
     echo "== $name: no finding ($(grep -o 'stat::number_of_executed_units: *[0-9]*' "$work/$name.log" | grep -o '[0-9]*$') runs)"
@@ -70,10 +73,11 @@ run() {
 run fuzz_npy npy npy.dict
 run fuzz_safetensors safetensors json.dict
 run fuzz_config_json config json.dict
+run fuzz_model model json.dict
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "fuzz: findings in ${failed[*]}; inputs and logs kept in $work" >&2
   exit 1
 fi
 rm -rf "$work"
-echo "fuzz: 3 fuzzers, $seconds s each, no finding"
+echo "fuzz: 4 fuzzers, $seconds s each, no finding"
