@@ -215,6 +215,15 @@ model("llama4_text_bf16", {"model_type": "llama4_text", "hidden_size": 4, "inter
       [(p + "router.weight", "BF16", [2, 4]), (p + "experts.gate_up_proj", "BF16", [2, 4, 6]),
        (p + "experts.down_proj", "BF16", [2, 3, 4]), (p + "shared_expert.gate_proj.weight", "BF16", [3, 4]),
        (p + "shared_expert.up_proj.weight", "BF16", [3, 4]), (p + "shared_expert.down_proj.weight", "BF16", [4, 3])])
+model("llama4_text_fbgemm_fp8", {"model_type": "llama4_text", "hidden_size": 4, "intermediate_size": 3,
+                                 "num_hidden_layers": 1, "num_local_experts": 2, "num_experts_per_tok": 1,
+                                 "quantization_config": {"quant_method": "fbgemm_fp8"}},
+      [(p + "router.weight", "BF16", [2, 4]), (p + "experts.gate_up_proj", "F8_E4M3", [2, 4, 6]),
+       (p + "experts.gate_up_proj_scale", "F32", [2, 1, 6]), (p + "experts.down_proj", "F8_E4M3", [2, 3, 4]),
+       (p + "experts.down_proj_scale", "F32", [2, 4, 1])] +
+      [(p + "shared_expert.%s.weight%s" % (w, suffix), dtype, shape)
+       for w, rows, cols in (("gate_proj", 3, 4), ("up_proj", 3, 4), ("down_proj", 4, 3))
+       for suffix, dtype, shape in (("", "F8_E4M3", [rows, cols]), ("_scale", "F32", [rows, 1]))])
 p = "model.layers.0.block_sparse_moe."
 model("granitemoe_f32", {"model_type": "granitemoe", "hidden_size": 4, "intermediate_size": 3, "num_hidden_layers": 1,
                          "num_local_experts": 2, "num_experts_per_tok": 1},

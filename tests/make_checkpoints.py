@@ -85,21 +85,25 @@ class Checkpoint:
     """The tensors of one model folder, in the order they are written, each as stored (f32 / bf16 / f16, or
     F8_E4M3 codes with block scales)."""
 
-    def __init__(self, rng, dtype, fp8_block=None):
+    def __init__(self, rng, dtype, fp8_block=None, fp8_rows=False):
         self.rng = rng
         self.dtype = dtype
         self.fp8_block = fp8_block  # (rows, cols): expert and shared-expert weights are stored as FP8
+        self.fp8_rows = fp8_rows  # fbgemm_fp8: they are stored as FP8 with one scale per output unit
         self.tensors = {}
 
-    def add(self, name, shape, std, dtype=None, values=None, fp8=False):
+    def add(self, name, shape, std, dtype=None, values=None, fp8=False, scale_shape=None):
         """Draws a tensor (normal, standard deviation std, or the given values), stores it rounded to the
         folder's dtype (or dtype) and returns the stored values as float64. With fp8 (and a folder with an
         fp8_block) the tensor is stored as e4m3 codes, with float32 scales max|block| / 448 per block in
-        name + "_scale_inv", as DeepSeek-V3's FP8 checkpoints are; the values returned are code * scale."""
+        name + "_scale_inv", as DeepSeek-V3's FP8 checkpoints are; the values returned are code * scale. With
+        fp8 in a folder of fp8_rows, as fbgemm_fp8 stores it (see _add_fp8_rows)."""
         if values is None:
             values = self.rng.standard_normal(shape) * std
         values = np.ascontiguousarray(values, dtype=np.float64)
         assert name not in self.tensors, name
+        if fp8 and self.fp8_rows:
+            return self._add_fp8_rows(name, values, scale_shape)
         if fp8 and self.fp8_block:
             return self._add_fp8(name, values)
         stored = torch.from_numpy(values).to(torch.float32)
@@ -125,6 +129,19 @@ class Checkpoint:
                 decoded[i * br:(i + 1) * br, j * bc:(j + 1) * bc] = E4M3[c] * np.float64(scale)
         self.tensors[name] = RawTensor("F8_E4M3", (rows, cols), codes.tobytes())
         self.tensors[name + "_scale_inv"] = torch.from_numpy(scales)
+        return torch.from_numpy(decoded)
+
+    def _add_fp8_rows(self, name, values, scale_shape):
+        """fbgemm_fp8 (transformers' integrations/fbgemm_fp8.py): e4m3 codes with one float32 scale per output
+        unit, max|column or row| / 448, in name + "_scale": a W[out][in] weight's scales out x 1
+        (FbgemmFp8Linear); a 3-D experts x in x out tensor's (x W, Llama4TextExperts) one per expert and output,
+        stored in scale_shape (experts x 1 x out for gate_up_proj, experts x out x 1 for down_proj)."""
+        # axis 1 is the inputs in both: W's columns, x W's rows
+        scale = (np.abs(values).max(axis=1, keepdims=True) / 448.0).astype(np.float32)
+        codes = e4m3_encode(np.clip(values / scale.astype(np.float64), -448.0, 448.0)).astype(np.uint8)
+        decoded = E4M3[codes] * scale.astype(np.float64)
+        self.tensors[name] = RawTensor("F8_E4M3", values.shape, np.ascontiguousarray(codes).tobytes())
+        self.tensors[name + "_scale"] = torch.from_numpy(np.ascontiguousarray(scale.reshape(scale_shape or scale.shape)))
         return torch.from_numpy(decoded)
 
     def f64(self, name):
@@ -609,12 +626,15 @@ def deepseek_v2(seed, name, dtype, lite=False):
     return written, ck, layers
 
 
-def llama4(seed, name, dtype, nested):
+def llama4(seed, name, dtype, nested, fbgemm=False):
     """Llama4Router.forward + Llama4TextMoe.forward + Llama4TextExperts.forward (modeling_llama4.py): the k
     largest logits, their sigmoids as scores (the rest sigmoid(-inf) = 0); every expert runs on the input times
     its score, (up * silu(gate)) down with gate | up = x gate_up_proj[e] chunked in two and down_proj[e] (x W, not
     W x); their sum plus the shared expert's MLP. nested: the llama4 (multimodal) layout, text_config and
-    language_model.*, MoE layers listed in moe_layers; else llama4_text, every interleave_moe_layer_step-th layer."""
+    language_model.*, MoE layers listed in moe_layers; else llama4_text, every interleave_moe_layer_step-th layer.
+    fbgemm: as Llama 4 Maverick FP8 ships (quant_method fbgemm_fp8): the experts, shared expert and dense MLPs in
+    FP8 with a scale per output unit, the router not converted; the reference is the block on the decoded
+    weights (fbgemm's kernels also round the activations to FP8 on a GPU; that is not reproduced)."""
     t = {"model_type": "llama4_text", "hidden_size": 40, "intermediate_size": 24, "intermediate_size_mlp": 56,
          "num_hidden_layers": 4, "num_local_experts": 6, "num_experts_per_tok": 2, "hidden_act": "silu",
          "torch_dtype": CONFIG_DTYPE[dtype]}
@@ -628,8 +648,11 @@ def llama4(seed, name, dtype, nested):
         t["architectures"], t["interleave_moe_layer_step"] = ["Llama4ForCausalLM"], 2
         c = t
         moe = [1, 3]
+    if fbgemm:
+        c["quantization_config"] = {"quant_method": "fbgemm_fp8", "activation_scale_ub": 1200.0,
+                                    "modules_to_not_convert": ["feed_forward.router", "self_attn", "lm_head"]}
     rng = folder_rng(seed, name)
-    ck = Checkpoint(rng, dtype)
+    ck = Checkpoint(rng, dtype, fp8_rows=fbgemm)
     H, F, E, K = t["hidden_size"], t["intermediate_size"], t["num_local_experts"], t["num_experts_per_tok"]
     layers = {}
     for L in range(t["num_hidden_layers"]):
@@ -637,12 +660,12 @@ def llama4(seed, name, dtype, nested):
         if L not in moe:  # Llama4TextMLP of intermediate_size_mlp
             Fd = t["intermediate_size_mlp"]
             for w, shape in (("gate_proj", (Fd, H)), ("up_proj", (Fd, H)), ("down_proj", (H, Fd))):
-                ck.add(p + w + ".weight", shape, 1 / shape[1] ** 0.5)
+                ck.add(p + w + ".weight", shape, 1 / shape[1] ** 0.5, fp8=True)
             continue
         router = ck.add(p + "router.weight", (E, H), 1.5 / H ** 0.5)
-        gate_up = ck.add(p + "experts.gate_up_proj", (E, H, 2 * F), 1 / H ** 0.5)
-        down = ck.add(p + "experts.down_proj", (E, F, H), 1 / F ** 0.5)
-        shared = tuple(ck.add(p + "shared_expert.%s.weight" % w, shape, 1 / shape[1] ** 0.5)
+        gate_up = ck.add(p + "experts.gate_up_proj", (E, H, 2 * F), 1 / H ** 0.5, fp8=True, scale_shape=(E, 1, 2 * F))
+        down = ck.add(p + "experts.down_proj", (E, F, H), 1 / F ** 0.5, fp8=True, scale_shape=(E, H, 1))
+        shared = tuple(ck.add(p + "shared_expert.%s.weight" % w, shape, 1 / shape[1] ** 0.5, fp8=True)
                        for w, shape in (("gate_proj", (F, H)), ("up_proj", (F, H)), ("down_proj", (H, F))))
 
         def compute(x, m):
@@ -1003,6 +1026,8 @@ def main():
         ("deepseek_v2_lite", lambda s, n, d: deepseek_v2(s, n, d, lite=True), "f32", 1),
         ("llama4_text", lambda s, n, d: llama4(s, n, d, nested=False), "bf16", 1),
         ("llama4", lambda s, n, d: llama4(s, n, d, nested=True), "f32", 1),
+        # Llama 4 Maverick FP8's layout: fbgemm_fp8, a scale per output unit, 3-D FP8 experts
+        ("llama4_text_fp8", lambda s, n, d: llama4(s, n, d, nested=False, fbgemm=True), "bf16", 1),
         ("grok1", grok1, "bf16", 1),
         ("gpt_oss", lambda s, n, d: gpt_oss(s, n, d, mxfp4=True), "bf16", 1),
         ("gpt_oss_bf16", lambda s, n, d: gpt_oss(s, n, d, mxfp4=False), "bf16", 1),
@@ -1028,7 +1053,8 @@ def main():
     # 1e-4 where the conversion is exact (FP8 and MXFP4 values in f32, MXFP4 values in bf16).
     manifest += ["deepseek_v3_fp8 1 fp8 bf16 1e-2", "deepseek_v3_fp8 2 fp8 f16 2e-3", "qwen3_moe_fp8 1 fp8 q8 5e-2",
                  "deepseek_v3_fp8 1 fp8 fp8 1e-1", "qwen3_moe_fp8 0 fp8 f32 1e-4", "gpt_oss 0 mxfp4 f32 1e-4",
-                 "gpt_oss 1 mxfp4 q8 5e-2", "gpt_oss 1 mxfp4 bf16 1e-4", "mixtral 0 f32 mxfp4 0.4", "gpt_oss 0 mxfp4 mxfp4a8 5e-2"]
+                 "gpt_oss 1 mxfp4 q8 5e-2", "gpt_oss 1 mxfp4 bf16 1e-4", "mixtral 0 f32 mxfp4 0.4", "gpt_oss 0 mxfp4 mxfp4a8 5e-2",
+                 "llama4_text_fp8 1 fbgemm_fp8 f32 1e-4", "llama4_text_fp8 3 fbgemm_fp8 bf16 1e-2"]
     with open(os.path.join(args.out_dir, "MANIFEST.txt"), "w") as f:
         f.write("\n".join(manifest) + "\n")
 

@@ -97,22 +97,22 @@ void check_against_reference(const Shape& s, const std::string& precision, int t
   w.shared_down[0] = fp8[shared + 2].decoded();
 
   // What the layer stores: the published weights where it keeps them (fp8, blocks of whole 128-input
-  // steps; f32 always), else the decoded weights in its precision.
-  const bool kept = precision == "f32" || (precision == "fp8" && s.block_cols % 128 == 0);
-  if (!kept) {
-    auto stored = [&](reference::Matrix& m, moe::Index rows, moe::Index cols) {
-      moe::with_precision_named(precision,
-                                [&](auto p) { moe::round_trip<decltype(p)>(m.data(), rows, cols, cols, m.data()); });
-    };
-    for (int e = 0; e < s.experts; ++e) {
-      stored(w.gate[e], s.ffn, s.hidden);
-      stored(w.up[e], s.ffn, s.hidden);
-      stored(w.down[e], s.hidden, s.ffn);
-    }
-    stored(w.shared_gate_proj[0], s.ffn, s.hidden);
-    stored(w.shared_up[0], s.ffn, s.hidden);
-    stored(w.shared_down[0], s.hidden, s.ffn);
+  // steps or one block a row: a matrix's columns decide; f32 always), else the decoded weights in its
+  // precision.
+  auto stored = [&](reference::Matrix& m, moe::Index rows, moe::Index cols) {
+    const bool kept = precision == "f32" || (precision == "fp8" && (s.block_cols % 128 == 0 || s.block_cols >= cols));
+    if (kept) return;
+    moe::with_precision_named(precision,
+                              [&](auto p) { moe::round_trip<decltype(p)>(m.data(), rows, cols, cols, m.data()); });
+  };
+  for (int e = 0; e < s.experts; ++e) {
+    stored(w.gate[e], s.ffn, s.hidden);
+    stored(w.up[e], s.ffn, s.hidden);
+    stored(w.down[e], s.hidden, s.ffn);
   }
+  stored(w.shared_gate_proj[0], s.ffn, s.hidden);
+  stored(w.shared_up[0], s.ffn, s.hidden);
+  stored(w.shared_down[0], s.hidden, s.ffn);
 
   const moe::Index tokens = 5;
   const std::vector<float> x = synthetic::tokens(tokens, s.hidden, 3);
@@ -140,6 +140,7 @@ TEST_CASE("FP8 block weights: fp8 computes with the published codes and scales, 
       {200, 136, 4, 2, 128, 128},  // partial blocks at both ends, 2 x 2 blocks per matrix
       {130, 40, 3, 3, 128, 256},   // k = E; blocks wider than fp8's 128 inputs
       {40, 24, 2, 1, 16, 24},      // blocks fp8 cannot keep: decoded and stored again
+      {72, 40, 3, 2, 1, 72},       // a scale per row (fbgemm_fp8), rows not a multiple of 128 wide: kept
       {1, 1, 1, 1, 128, 128},      // E = 1, one weight a matrix
   };
   for (const Shape& s : shapes)

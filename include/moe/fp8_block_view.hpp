@@ -14,8 +14,8 @@ inline namespace MOE_TARGET_NAMESPACE {
 // scale_cols() + i / block_cols] (transformers' finegrained_fp8 layout: a weight and its weight_scale_inv;
 // DeepSeek-V3/R1 and Qwen3 FP8 use 128 x 128 blocks; the last blocks of a row or column may be partial).
 // Layer::set_expert takes it: the fp8 precision keeps the codes and scales as they are where every 128
-// inputs of a row lie in one block (block_cols a multiple of 128), and any other precision, or other blocks,
-// decode the weights to f32 first.
+// inputs of a row lie in one block (block_cols a multiple of 128, or one block a row: fbgemm_fp8's per-row
+// scales), and any other precision, or other blocks, decode the weights to f32 first.
 struct Fp8BlockView {
   const std::uint8_t* codes = nullptr;
   const float* scales = nullptr;

@@ -322,6 +322,43 @@ case("fp8 blocks other than the scales'", "needs [1, 1]",
      edited_config("deepseek_v3_fp8", quantization_config={"quant_method": "fp8", "weight_block_size": [128, 128]}),
      x=fp8_x)
 
+# ---- fbgemm_fp8 (Llama 4 Maverick FP8: a scale per output unit, 3-D FP8 experts) ------------------------------
+
+row_x = os.path.join(DIR, "llama4_text_fp8", "input_1.npy")
+gate_up8 = "model.layers.1.feed_forward.experts.gate_up_proj"
+shared8 = "model.layers.1.feed_forward.shared_expert.up_proj.weight"
+
+
+def reshape_expert_scales(header, body):
+    header[gate_up8 + "_scale"]["shape"] = [6, 48, 1]
+
+
+def reshape_row_scales(header, body):
+    header[shared8 + "_scale"]["shape"] = [1, 24]
+
+
+def nan_expert_code(header, body):
+    begin = header[gate_up8]["data_offsets"][0]
+    body[begin + 2 * 40 * 48 + 3 * 48 + 7] = 0xFF
+
+
+def inf_row_scale(header, body):
+    begin = header[shared8 + "_scale"]["data_offsets"][0]
+    body[begin + 8:begin + 12] = struct.pack("<f", float("inf"))
+
+
+case("fbgemm_fp8 expert scales of the wrong shape",
+     "with one scale per expert and output needs [6, 1, 48]", edited_tensors("llama4_text_fp8", reshape_expert_scales),
+     x=row_x)
+case("fbgemm_fp8 row scales of the wrong shape", "with one scale per row needs [24, 1]",
+     edited_tensors("llama4_text_fp8", reshape_row_scales), x=row_x)
+case("a NaN code in a 3-D FP8 expert tensor", "tensor '%s' has a NaN code at (2, 3, 7)" % gate_up8,
+     edited_tensors("llama4_text_fp8", nan_expert_code), x=row_x)
+case("an Inf fbgemm_fp8 row scale", "'%s_scale' has NaN or Inf at block (2, 0)" % shared8,
+     edited_tensors("llama4_text_fp8", inf_row_scale), x=row_x)
+case("3-D FP8 experts under block-scaled fp8", "F8_E4M3 is read for 2-D weights, and for llama4's experts under fbgemm_fp8",
+     edited_config("llama4_text_fp8", quantization_config={"quant_method": "fp8", "weight_block_size": [8, 8]}), x=row_x)
+
 # ---- MXFP4 checkpoints (gpt-oss: U8 blocks and E8M0 scales) -------------------------------------------------
 
 oss_x = os.path.join(DIR, "gpt_oss", "input_1.npy")

@@ -103,13 +103,29 @@ struct BlockSpec {
   int capacity = 0;
 
   // The weights' dtype config.json declares (torch_dtype, or dtype): "float32", "bfloat16", "float16"; empty
-  // when it declares none. Every expert tensor must have it, or be F8_E4M3 under fp8_block.
+  // when it declares none. Every expert tensor must have it, or be F8_E4M3 under an FP8 quantization_config.
   std::string declared_dtype;
   // quantization_config {quant_method: fp8, fmt: e4m3, weight_block_size: [rows, cols]}: an F8_E4M3 tensor
   // W (out x in) is stored with W_scale_inv, f32 of ceil(out / rows) x ceil(in / cols), and its value is
   // code * scale of its block (transformers' integrations/finegrained_fp8.py, FP8Linear's weight and
-  // weight_scale_inv). {0, 0}: config.json has no such quantization_config, and F8 tensors are refused.
+  // weight_scale_inv). {0, 0}: config.json has no such quantization_config.
   Index fp8_block_rows = 0, fp8_block_cols = 0;
+  // quantization_config {quant_method: fbgemm_fp8} (Llama 4 Maverick FP8; transformers'
+  // integrations/fbgemm_fp8.py): one f32 scale per output unit, W (out x in) with W_scale (out x 1)
+  // (FbgemmFp8Linear), and Llama 4's experts (FbgemmFp8Llama4TextExperts) gate_up_proj (experts x in x out)
+  // with gate_up_proj_scale (experts x 1 x out), down_proj (experts x in x out) with down_proj_scale
+  // (experts x out x 1). The activations, which fbgemm's kernels round to FP8 per row, stay f32 here.
+  bool fp8_row_scales = false;
+  // With neither, F8_E4M3 tensors are refused.
+  bool reads_fp8() const { return fp8_block_rows > 0 || fp8_row_scales; }
+  // The rows and columns of W (out x in) that one FP8 scale covers.
+  Index fp8_scale_rows() const { return fp8_row_scales ? 1 : fp8_block_rows; }
+  Index fp8_scale_cols(Index in) const { return fp8_row_scales ? in : fp8_block_cols; }
+  // The scales of the F8_E4M3 tensor `weight`: "X.weight" -> "X.weight_scale_inv" (fp8) or "X.weight_scale"
+  // (fbgemm_fp8), "experts.gate_up_proj" -> "experts.gate_up_proj_scale".
+  std::string fp8_scale_name(const std::string& weight) const {
+    return weight + (fp8_row_scales ? "_scale" : "_scale_inv");
+  }
 
   std::string router_tensor;
   // Per routed expert (W[out][in]); gate empty for plain MLPs. DBRX's and Granite's tensors for all experts
@@ -191,8 +207,9 @@ inline bool listed(const nlohmann::json& j, const std::string& key, int value, c
 
 namespace detail {
 
-// quantization_config, when config.json has one: only block-scaled FP8 (what DeepSeek-V3/R1, Qwen3 FP8 and
-// GLM-4.5-FP8 ship) is read; any other method is refused, naming it.
+// quantization_config, when config.json has one: block-scaled FP8 (what DeepSeek-V3/R1, Qwen3 FP8 and
+// GLM-4.5-FP8 ship), FP8 scaled per output unit (fbgemm_fp8: Llama 4 Maverick FP8) and gpt-oss's MXFP4 are
+// read; any other method is refused, naming it.
 inline void read_quantization_config(const nlohmann::json& j, const std::string& file, BlockSpec& s) {
   const char* where = "io::read_block_spec";
   const auto it = j.find("quantization_config");
@@ -209,8 +226,13 @@ inline void read_quantization_config(const nlohmann::json& j, const std::string&
     s.mxfp4 = true;
     return;
   }
-  MOE_CHECK(method == "fp8", where,
-            qfile + ": quant_method '" + quoted_text(method) + "' is not supported (supported: fp8, mxfp4)");
+  if (method == "fbgemm_fp8") {
+    s.fp8_row_scales = true;
+    return;
+  }
+  MOE_CHECK(
+      method == "fp8", where,
+      qfile + ": quant_method '" + quoted_text(method) + "' is not supported (supported: fp8, fbgemm_fp8, mxfp4)");
   const std::string fmt = json_get_or<std::string>(q, "fmt", "e4m3", qfile);
   MOE_CHECK(fmt == "e4m3", where, qfile + ": fmt '" + quoted_text(fmt) + "' is not supported (supported: e4m3)");
   const auto block = q.find("weight_block_size");

@@ -15,6 +15,7 @@
 #include <initializer_list>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -45,11 +46,18 @@ public:
 
 namespace detail {
 
-// The name of the block scales of an F8_E4M3 tensor: "X.weight" -> "X.weight_scale_inv".
-inline std::string fp8_scale_name(const std::string& weight) { return weight + "_scale_inv"; }
+// "(i0, i1, ...)": where the row-major index `flat` lies in `shape`.
+inline std::string place_text(Index flat, const std::vector<Index>& shape) {
+  std::string text;
+  for (std::size_t d = shape.size(); d-- > 0;) {
+    text = std::to_string(flat % shape[d]) + (text.empty() ? "" : ", ") + text;
+    flat /= shape[d];
+  }
+  return "(" + text + ")";
+}
 
 // Checks that the tensor `name` is present, of the shape config.json implies and, for an expert weight
-// (`expert`), of the declared dtype or F8_E4M3 under the spec's quantization_config, whose block scales are
+// (`expert`), of the declared dtype or F8_E4M3 under the spec's quantization_config, whose scales are
 // checked too; returns it. Reads no data: load_block checks every tensor the block needs this way before the
 // layer allocates anything.
 inline const TensorView& checked_tensor(const Checkpoint& ckpt, const std::string& name,
@@ -68,22 +76,34 @@ inline const TensorView& checked_tensor(const Checkpoint& ckpt, const std::strin
                 (mxfp4_part ? ", but MXFP4 blocks and scales are U8" : ", not a float tensor"));
   if (mxfp4_part) return view;
   if (view.dtype == DType::F8_E4M3) {
-    MOE_CHECK(spec.fp8_block_rows > 0, where,
+    MOE_CHECK(spec.reads_fp8(), where,
               dir + ": tensor '" + name +
-                  "' is F8_E4M3, but config.json has no quantization_config with a weight_block_size for it");
-    MOE_CHECK(shape.size() == 2, where,
-              dir + ": tensor '" + name + "' is F8_E4M3 with " + std::to_string(shape.size()) +
-                  " dimensions; F8_E4M3 is read for 2-D weights only");
-    const std::vector<Index> blocks = {(shape[0] + spec.fp8_block_rows - 1) / spec.fp8_block_rows,
-                                       (shape[1] + spec.fp8_block_cols - 1) / spec.fp8_block_cols};
-    const std::string scale_name = fp8_scale_name(name);
+                  "' is F8_E4M3, but config.json has no quantization_config for it (fp8 with a weight_block_size, "
+                  "or fbgemm_fp8)");
+    std::vector<Index> scales_shape;
+    std::string layout;
+    if (shape.size() == 2) {
+      const Index rows = spec.fp8_scale_rows(), cols = spec.fp8_scale_cols(shape[1]);
+      scales_shape = {(shape[0] + rows - 1) / rows, (shape[1] + cols - 1) / cols};
+      layout = spec.fp8_row_scales ? "with one scale per row"
+                                   : "in blocks of " + std::to_string(rows) + " x " + std::to_string(cols);
+    } else {
+      MOE_CHECK(shape.size() == 3 && spec.fp8_row_scales && spec.transposed, where,
+                dir + ": tensor '" + name + "' is F8_E4M3 with " + std::to_string(shape.size()) +
+                    " dimensions; F8_E4M3 is read for 2-D weights, and for llama4's experts under fbgemm_fp8");
+      // FbgemmFp8Llama4TextExperts: a scale per expert and output unit (the last dimension), gate_up_proj's
+      // as experts x 1 x out, down_proj's as experts x out x 1.
+      scales_shape = name == spec.down.front() ? std::vector<Index>{shape[0], shape[2], 1}
+                                               : std::vector<Index>{shape[0], 1, shape[2]};
+      layout = "with one scale per expert and output";
+    }
+    const std::string scale_name = spec.fp8_scale_name(name);
     MOE_CHECK(ckpt.has(scale_name), where,
-              dir + ": tensor '" + name + "' is F8_E4M3 but its block scales '" + scale_name + "' are missing");
+              dir + ": tensor '" + name + "' is F8_E4M3 but its scales '" + scale_name + "' are missing");
     const TensorView& scale = ckpt.tensor(scale_name);
-    MOE_CHECK(scale.shape == blocks, where,
+    MOE_CHECK(scale.shape == scales_shape, where,
               dir + ": tensor '" + scale_name + "' has shape " + dims_text(scale.shape) + ", but " + name + " " +
-                  dims_text(shape) + " in blocks of " + std::to_string(spec.fp8_block_rows) + " x " +
-                  std::to_string(spec.fp8_block_cols) + " needs " + dims_text(blocks));
+                  dims_text(shape) + " " + layout + " needs " + dims_text(scales_shape));
     MOE_CHECK(scale.dtype == DType::F32 || scale.dtype == DType::BF16 || scale.dtype == DType::F16, where,
               dir + ": tensor '" + scale_name + "' is " + dtype_name(scale.dtype) + ", not a float scale");
     return view;
@@ -95,65 +115,119 @@ inline const TensorView& checked_tensor(const Checkpoint& ckpt, const std::strin
   return view;
 }
 
-// An F8_E4M3 tensor of the checkpoint and its block scales, checked (checked_tensor, no NaN code, finite
-// scales), as the Fp8BlockView that Layer::set_expert takes. The codes stay in the file's mapping; F32
-// scales too, others are converted.
-class Fp8Tensor {
+// A float tensor's values as f32: the mapped data itself when it is F32, else converted into a copy.
+class FloatValues {
 public:
-  Fp8Tensor(const Checkpoint& ckpt, const std::string& name, const std::vector<Index>& shape, const BlockSpec& spec,
-            bool expert) {
-    const char* where = "io::load_block";
-    const TensorView& t = checked_tensor(ckpt, name, shape, spec, expert);
-    MOE_CHECK(t.dtype == DType::F8_E4M3, where, ckpt.dir() + ": tensor '" + name + "' is not F8_E4M3");
-    const std::string scale_name = fp8_scale_name(name);
-    const TensorView& s = ckpt.tensor(scale_name);
-    const float* scales = as_f32_if_possible(s);
-    if (scales == nullptr) {
-      scale_copy_.resize(std::size_t(s.elements()));
-      to_float(s, scale_copy_.data());
-      scales = scale_copy_.data();
-    }
-    view_ = Fp8BlockView{t.data, scales, shape[0], shape[1], spec.fp8_block_rows, spec.fp8_block_cols};
-    const Index scale_cols = view_.scale_cols();
-    for (Index b = 0; b < s.elements(); ++b)
-      MOE_CHECK(std::isfinite(scales[b]), where,
-                ckpt.dir() + ": tensor '" + scale_name + "' has NaN or Inf at block (" +
-                    std::to_string(b / scale_cols) + ", " + std::to_string(b % scale_cols) + ")");
-    for (Index i = 0; i < t.elements(); ++i)
-      MOE_CHECK(!::moe::detail::e4m3_is_nan(t.data[i]), where,
-                ckpt.dir() + ": tensor '" + name + "' has a NaN code at (" + std::to_string(i / shape[1]) + ", " +
-                    std::to_string(i % shape[1]) + ")");
-  }
-  const Fp8BlockView& view() const { return view_; }
-
-private:
-  Fp8BlockView view_;
-  std::vector<float> scale_copy_;
-};
-
-// A tensor of the checkpoint as f32 rows: the mapped data itself when it is f32, else converted; an F8_E4M3
-// tensor is decoded and multiplied by its block scales (each value code * scale, rounded once to f32).
-class TensorAsFloat {
-public:
-  TensorAsFloat(const Checkpoint& ckpt, const std::string& name, std::vector<Index> shape, const BlockSpec& spec,
-                bool expert = true) {
-    const TensorView& view = checked_tensor(ckpt, name, shape, spec, expert);
-    data_ = as_f32_if_possible(view);
+  explicit FloatValues(const TensorView& t) : data_(as_f32_if_possible(t)) {
     if (data_ != nullptr) return;
-    copy_.resize(std::size_t(view.elements()));
-    if (view.dtype == DType::F8_E4M3) {
-      const Fp8Tensor fp8(ckpt, name, shape, spec, expert);
-      for (Index r = 0; r < shape[0]; ++r) fp8.view().decode_row(r, copy_.data() + r * shape[1]);
-    } else {
-      to_float(view, copy_.data());
-    }
+    copy_.resize(std::size_t(t.elements()));
+    to_float(t, copy_.data());
     data_ = copy_.data();
   }
   const float* data() const { return data_; }
 
 private:
-  const float* data_ = nullptr;
+  const float* data_;
   std::vector<float> copy_;
+};
+
+// An F8_E4M3 tensor's codes (of `shape`) hold no NaN and its scales (of `scales_shape`) are finite; a refusal
+// names the tensor and the place.
+inline void check_fp8_values(const std::string& dir, const std::string& name, const std::uint8_t* codes,
+                             const std::vector<Index>& shape, const std::string& scale_name, const float* scales,
+                             const std::vector<Index>& scales_shape) {
+  const char* where = "io::load_block";
+  Index count = 1;
+  for (Index d : scales_shape) count *= d;
+  for (Index b = 0; b < count; ++b)
+    MOE_CHECK(std::isfinite(scales[b]), where,
+              dir + ": tensor '" + scale_name + "' has NaN or Inf at block " + place_text(b, scales_shape));
+  count = 1;
+  for (Index d : shape) count *= d;
+  for (Index i = 0; i < count; ++i)
+    MOE_CHECK(!::moe::detail::e4m3_is_nan(codes[i]), where,
+              dir + ": tensor '" + name + "' has a NaN code at " + place_text(i, shape));
+}
+
+// An F8_E4M3 weight W[out][in] of the checkpoint and its scales, checked (checked_tensor, check_fp8_values), as
+// the Fp8BlockView that Layer::set_expert takes. The codes stay in the file's mapping; F32 scales too, others
+// are converted.
+class Fp8Tensor {
+public:
+  Fp8Tensor(const Checkpoint& ckpt, const std::string& name, const std::vector<Index>& shape, const BlockSpec& spec,
+            bool expert)
+      : t_(checked_tensor(ckpt, name, shape, spec, expert)), scales_(ckpt.tensor(spec.fp8_scale_name(name))) {
+    MOE_CHECK(t_.dtype == DType::F8_E4M3, "io::load_block", ckpt.dir() + ": tensor '" + name + "' is not F8_E4M3");
+    check_fp8_values(ckpt.dir(), name, t_.data, shape, spec.fp8_scale_name(name), scales_.data(),
+                     ckpt.tensor(spec.fp8_scale_name(name)).shape);
+    view_ =
+        Fp8BlockView{t_.data, scales_.data(), shape[0], shape[1], spec.fp8_scale_rows(), spec.fp8_scale_cols(shape[1])};
+  }
+  const Fp8BlockView& view() const { return view_; }
+
+private:
+  const TensorView& t_;
+  FloatValues scales_;
+  Fp8BlockView view_;
+};
+
+// A tensor of the checkpoint as f32 rows: the mapped data itself when it is f32, else converted; an F8_E4M3
+// tensor is decoded and multiplied by its scales (each value code * scale, rounded once to f32).
+class TensorAsFloat {
+public:
+  TensorAsFloat(const Checkpoint& ckpt, const std::string& name, std::vector<Index> shape, const BlockSpec& spec,
+                bool expert = true) {
+    const TensorView& view = checked_tensor(ckpt, name, shape, spec, expert);
+    if (view.dtype != DType::F8_E4M3) {
+      values_.emplace(view);
+      data_ = values_->data();
+      return;
+    }
+    decoded_.resize(std::size_t(view.elements()));
+    const Fp8Tensor fp8(ckpt, name, shape, spec, expert);
+    for (Index r = 0; r < shape[0]; ++r) fp8.view().decode_row(r, decoded_.data() + r * shape[1]);
+    data_ = decoded_.data();
+  }
+  const float* data() const { return data_; }
+
+private:
+  const float* data_ = nullptr;
+  std::optional<FloatValues> values_;
+  std::vector<float> decoded_;
+};
+
+// out (count x in, row-major) = the columns first, first + step, ... of m (in x width, row-major): rows of
+// W[out][in] gathered from a matrix stored for x W.
+template <class T>
+void gather_columns(const T* m, Index in, Index width, Index first, Index step, Index count, T* out) {
+  for (Index i = 0; i < in; ++i)
+    for (Index r = 0; r < count; ++r) out[r * in + i] = m[i * width + first + step * r];
+}
+
+// A 3-D F8_E4M3 tensor, experts x in x out (x W), with one scale per expert and output (fbgemm_fp8's Llama 4
+// experts: BlockSpec::fp8_row_scales), checked whole at construction; rows() gathers expert e's W[out][in]
+// rows for some outputs, with their scales, as the Fp8BlockView Layer::set_expert takes.
+class TransposedFp8 {
+public:
+  TransposedFp8(const Checkpoint& ckpt, const std::string& name, const BlockSpec& spec)
+      : t_(ckpt.tensor(name)), scales_(ckpt.tensor(spec.fp8_scale_name(name))) {
+    check_fp8_values(ckpt.dir(), name, t_.data, t_.shape, spec.fp8_scale_name(name), scales_.data(),
+                     ckpt.tensor(spec.fp8_scale_name(name)).shape);
+  }
+  // Expert e's outputs first, first + step, ... (count of them), their codes into `codes`, scales into `scales`.
+  Fp8BlockView rows(Index e, Index first, Index step, Index count, std::vector<std::uint8_t>& codes,
+                    std::vector<float>& scales) const {
+    const Index in = t_.shape[1], width = t_.shape[2];
+    codes.resize(std::size_t(count * in));
+    scales.resize(std::size_t(count));
+    gather_columns(t_.data + e * in * width, in, width, first, step, count, codes.data());
+    for (Index r = 0; r < count; ++r) scales[std::size_t(r)] = scales_.data()[e * width + first + step * r];
+    return Fp8BlockView{codes.data(), scales.data(), count, in, 1, in};
+  }
+
+private:
+  const TensorView& t_;
+  FloatValues scales_;
 };
 
 // Expert e's slice of a tensor stacked by expert (its first dimension), as f32: the whole tensor is never
@@ -256,19 +330,31 @@ public:
       // ffn x hidden; the layer's W[out][in] are their transposes.
       const TensorView& gate_up = checked_tensor(ckpt, spec_.gate[0], {E, H, 2 * F}, spec_, true);
       const TensorView& down_t = checked_tensor(ckpt, spec_.down[0], {E, F, H}, spec_, true);
-      std::vector<float> slice, gate(std::size_t(F * H)), up(std::size_t(F * H)), down(std::size_t(H * F));
-      for (int e = 0; e < E; ++e) {
-        expert_slice_as_float(gate_up, e, slice);
-        for (Index h = 0; h < H; ++h)
-          for (Index f = 0; f < F; ++f) {
-            gate[std::size_t(f * H + h)] = slice[std::size_t(h * 2 * F + gate_at + step * f)];
-            up[std::size_t(f * H + h)] = slice[std::size_t(h * 2 * F + up_at + step * f)];
-          }
-        expert_slice_as_float(down_t, e, slice);
-        for (Index f = 0; f < F; ++f)
-          for (Index o = 0; o < H; ++o) down[std::size_t(o * F + f)] = slice[std::size_t(f * H + o)];
-        layer.set_expert(e, WeightView(gate.data(), F, H), WeightView(up.data(), F, H), WeightView(down.data(), H, F));
-        if (progress) progress(e + 1, E);
+      const bool fp8 = gate_up.dtype == DType::F8_E4M3;
+      MOE_CHECK(
+          fp8 == (down_t.dtype == DType::F8_E4M3), "io::load_block",
+          ckpt.dir() + ": tensors '" + spec_.gate[0] + "' and '" + spec_.down[0] + "' must both be F8_E4M3 or neither");
+      if (fp8) {
+        const TransposedFp8 gate_up8(ckpt, spec_.gate[0], spec_), down8(ckpt, spec_.down[0], spec_);
+        std::vector<std::uint8_t> gate, up, down;
+        std::vector<float> gate_scales, up_scales, down_scales;
+        for (int e = 0; e < E; ++e) {
+          layer.set_expert(e, gate_up8.rows(e, gate_at, step, F, gate, gate_scales),
+                           gate_up8.rows(e, up_at, step, F, up, up_scales), down8.rows(e, 0, 1, H, down, down_scales));
+          if (progress) progress(e + 1, E);
+        }
+      } else {
+        std::vector<float> slice, gate(std::size_t(F * H)), up(std::size_t(F * H)), down(std::size_t(H * F));
+        for (int e = 0; e < E; ++e) {
+          expert_slice_as_float(gate_up, e, slice);
+          gather_columns(slice.data(), H, 2 * F, gate_at, step, F, gate.data());
+          gather_columns(slice.data(), H, 2 * F, up_at, step, F, up.data());
+          expert_slice_as_float(down_t, e, slice);
+          gather_columns(slice.data(), F, H, Index(0), Index(1), H, down.data());
+          layer.set_expert(e, WeightView(gate.data(), F, H), WeightView(up.data(), F, H),
+                           WeightView(down.data(), H, F));
+          if (progress) progress(e + 1, E);
+        }
       }
     } else if (spec_.stacked) {
       TensorAsFloat gate_up(ckpt, spec_.gate[0], {E, 2 * F, H}, spec_), down(ckpt, spec_.down[0], {E, H, F}, spec_);
@@ -394,7 +480,7 @@ void for_each_block_tensor(const BlockSpec& spec, const Checkpoint& ckpt, Visit&
   auto check = [&](const std::string& name, std::vector<Index> shape, bool expert) {
     const TensorView& view = checked_tensor(ckpt, name, shape, spec, expert);
     visit(view);
-    if (view.dtype == DType::F8_E4M3) visit(ckpt.tensor(fp8_scale_name(name)));
+    if (view.dtype == DType::F8_E4M3) visit(ckpt.tensor(spec.fp8_scale_name(name)));
   };
   check(spec.router_tensor, {E, H}, false);
   if (!spec.bias_tensor.empty()) check(spec.bias_tensor, {E}, false);
@@ -436,7 +522,8 @@ void for_each_block_tensor(const BlockSpec& spec, const Checkpoint& ckpt, Visit&
 
 // Loads the MoE block of `layer` from the model folder `dir`, its expert weights stored in `dtype`: "auto"
 // (the checkpoint's own: f32, bf16, f16, mxfp4 for MXFP4, or fp8 for F8_E4M3 weights in blocks of a multiple
-// of 128 inputs, f32 for other FP8 blocks: each code times its scale rounded once) or one of precision_names().
+// of 128 inputs or scaled per row, f32 for other FP8 blocks: each code times its scale rounded once) or one of
+// precision_names().
 // progress(done, total), if given, is called as experts load.
 inline std::unique_ptr<MoeBlock> load_block(const std::string& dir, const std::string& layer,
                                             const std::string& dtype = "auto",
@@ -451,10 +538,10 @@ inline std::unique_ptr<MoeBlock> load_block(const std::string& dir, const std::s
   std::string chosen = dtype;
   if (chosen == "auto") {
     const DType stored = ckpt.tensor(detail::stored_expert_tensor(spec)).dtype;
-    // FP8 stays fp8 where its blocks hold whole 128-input scale blocks of the fp8 precision (then the codes
-    // and scales are kept as published); other blocks are decoded to f32, each code times its scale rounded
-    // once.
-    const bool fp8_exact = stored == DType::F8_E4M3 && spec.fp8_block_cols % fp8::kBlock == 0;
+    // FP8 stays fp8 where its blocks hold whole 128-input scale blocks of the fp8 precision, or a scale covers
+    // a whole row (then the codes and scales are kept as published); other blocks are decoded to f32, each
+    // code times its scale rounded once.
+    const bool fp8_exact = stored == DType::F8_E4M3 && (spec.fp8_row_scales || spec.fp8_block_cols % fp8::kBlock == 0);
     // MXFP4 weights stay mxfp4: decoded at load, each expert's f32 values pack back into the same codes and
     // scales (precisions/mxfp4.hpp).
     chosen = spec.mxfp4              ? "mxfp4"

@@ -25,7 +25,8 @@ struct LayerSummary {
   // For an MoE layer:
   int experts = 0, top_k = 0, shared_experts = 0;
   Index hidden_size = 0, ffn_size = 0;
-  std::string weights;      // how its expert weights are stored: "F32", "BF16", "F16", "F8_E4M3 128x128", "MXFP4"
+  std::string weights;      // how its expert weights are stored: "F32", "BF16", "F16", "F8_E4M3 128x128",
+                            // "F8_E4M3 per row", "MXFP4"
   std::uint64_t bytes = 0;  // its tensors as stored: router, experts, shared experts, block scales
 };
 
@@ -53,7 +54,9 @@ inline std::vector<LayerSummary> summarize_layers(const std::string& dir) {
       const DType stored = ckpt.tensor(detail::stored_expert_tensor(*spec)).dtype;
       row.weights = spec->mxfp4 ? "MXFP4" : dtype_name(stored);
       if (stored == DType::F8_E4M3)
-        row.weights += " " + std::to_string(spec->fp8_block_rows) + "x" + std::to_string(spec->fp8_block_cols);
+        row.weights += spec->fp8_row_scales
+                           ? " per row"
+                           : " " + std::to_string(spec->fp8_block_rows) + "x" + std::to_string(spec->fp8_block_cols);
     }
     out.push_back(std::move(row));
   }

@@ -155,7 +155,9 @@ private:
 
   void set_column(Index panel, Index column, const Fp8BlockView& w, Index o, std::vector<float>& row) {
     if constexpr (packs_e4m3<Precision>::value) {
-      if (w.block_cols % Format::kScaleRows == 0) {
+      // Each scale block of the precision (kScaleRows inputs) inside one of the view's: blocks of a multiple of
+      // kScaleRows inputs, or one block a row.
+      if (w.block_cols % Format::kScaleRows == 0 || w.block_cols >= w.cols) {
         Precision::pack_column_e4m3(codes_.data() + panel * depth_ * Format::kCodesPerRow,
                                     scales_.data() + panel * scale_sets() * kPanelColumns, column, w.codes + o * w.cols,
                                     w.row_scales(o), w.block_cols, w.cols);
