@@ -7,7 +7,9 @@
 #   moe f32            vs ggml f32          moe bf16          vs ggml bf16
 #   moe q8, q8a8       vs ggml q8_0         moe q4, q4a8      vs ggml q4_0, and again vs ggml q4_K
 #   moe mxfp4, mxfp4a8 vs ggml mxfp4
-# with ggml/moe, the ggml median over the best (lowest) moe median of the row. A precision a side does not have
+# with ggml/moe, the ggml median over the best (lowest) moe median of the row; with TORCH_PYTHON set, the f32
+# and bf16 rows also time PyTorch's eager Hugging Face loop (bench/torch_moe.py, one copy of the weights so that
+# it too reads them warm where they fit) and give torch/moe. A precision a side does not have
 # (an older moe-run without mxfp4a8, q4_K on rows that are not multiples of 256, an old ggml without MXFP4) is
 # n/a. Both sides time the same layer, on the same tokens, over and over (one warm-up pass, then REPEAT timed
 # passes, median and min in wall-clock time): the weights stay in the caches where they fit in the last-level
@@ -20,6 +22,9 @@
 #   SHAPES   "name:hidden:ffn:experts:top_k ..." (default "mixtral-small:1024:2816:8:2 gpt-oss-20b:2880:2880:32:4")
 #   TOKENS   token counts (default "1 8 64 512")
 #   THREADS  threads of both sides, OMP_NUM_THREADS too (default 2); REPEAT timed passes (default 20)
+#   TORCH_PYTHON  a Python with torch (Debian 12: /usr/bin/python3 with python3-torch, and libopenblas0-openmp
+#            for a threaded BLAS): adds PyTorch to the f32 and bf16 rows (default: none). torch bf16 at 512
+#            tokens takes seconds a pass; TORCH_DTYPES (default "f32 bf16") narrows it
 #   GGML_BUILD_DIR  where ggml and the ggml program are built (default ${TMPDIR:-/tmp}/moe-compare-ggml-<checksum
 #            of the ggml path>)
 #   JOBS     build parallelism (default: every core); CXX the compiler of the ggml program (default g++)
@@ -35,6 +40,8 @@
 #   $GGML_BUILD_DIR/ggml-moe-ffn --check --threads N          (f32 graph against a scalar reference; must pass)
 #   MOE_BUILD_DIR/moe-run --hidden H --ffn F --experts E --top-k K --tokens T --dtype D --threads N --repeat R
 #   $GGML_BUILD_DIR/ggml-moe-ffn --hidden H --ffn F --experts E --top-k K --tokens T --type G --threads N --repeat R
+#   $TORCH_PYTHON bench/torch_moe.py --hidden H --ffn F --experts E --top-k K --tokens T --dtype D --threads N
+#       --rounds 5 --min-time 0.1 --llc-mib 0.001   (0.001: one copy of the weights, as the other two time them)
 # Every measurement is a separate process that builds its own weights; run on an idle machine.
 set -euo pipefail
 
@@ -67,6 +74,13 @@ repeat=${REPEAT:-20}
 export OMP_NUM_THREADS=$threads
 shapes=${SHAPES:-"mixtral-small:1024:2816:8:2 gpt-oss-20b:2880:2880:32:4"}
 tokens_list=${TOKENS:-"1 8 64 512"}
+torch_python=${TORCH_PYTHON:-}
+torch_dtypes=${TORCH_DTYPES:-"f32 bf16"}
+if [[ -n $torch_python ]] && ! "$torch_python" -c 'import torch' 2>/dev/null; then
+  echo "compare-llama-cpp: TORCH_PYTHON=$torch_python cannot import torch (Debian 12: apt-get install python3-torch," \
+    "and use /usr/bin/python3)" >&2
+  exit 2
+fi
 # one build directory per checkout (cmake refuses to reconfigure a build directory for another source tree)
 build=${GGML_BUILD_DIR:-${TMPDIR:-/tmp}/moe-compare-ggml-$(printf '%s' "$ggml_dir" | cksum | cut -d' ' -f1)}
 bench=$build/ggml-moe-ffn
@@ -133,9 +147,22 @@ ggml_run() {
   rm -f "$err"
 }
 
-# row MOE_PRECISIONS GGML_TYPE: one table row from the measurements of this shape and token count
+# torch_median DTYPE: bench/torch_moe.py's median, or n/a when it fails (its correctness check included)
+torch_median() {
+  local out
+  if out=$("$torch_python" "$repo/bench/torch_moe.py" --hidden "$hidden" --ffn "$ffn" --experts "$experts" \
+    --top-k "$top_k" --tokens "$tokens" --dtype "$1" --threads "$threads" --rounds 5 --min-time 0.1 \
+    --llc-mib 0.001 2>/dev/null); then
+    awk '$1 ~ /^tokens=/ { for (i = 2; i <= NF; ++i) if ($i ~ /^median_ms=/) { sub(/^median_ms=/, "", $i); print $i;
+         found = 1; exit } } END { if (!found) print "n/a" }' <<< "$out"
+  else
+    echo "n/a"
+  fi
+}
+
+# row MOE_PRECISIONS GGML_TYPE [TORCH_DTYPE]: one table row from the measurements of this shape and token count
 row() {
-  local moe_names=$1 type=$2 best="" best_name="" names="" times="" p ms ratio
+  local moe_names=$1 type=$2 torch_dtype=${3:-} best="" best_name="" names="" times="" p ms ratio torch=""
   for p in $moe_names; do
     ms=${moe_ms[$p]}
     names+="${names:+ / }$p"
@@ -150,10 +177,19 @@ row() {
   else
     ratio="n/a"
   fi
-  echo "| $tokens | $names | $times | $type | $ms | ${ggml_buffer_of[$type]:-} | $ratio |"
+  if [[ -n $torch_python ]]; then
+    local t=""
+    [[ -z $torch_dtype ]] || t=${torch_ms_of[$torch_dtype]:-}
+    if [[ -n $t && $t != n/a && -n $best ]]; then
+      torch=" $t | $(awk -v t="$t" -v m="$best" 'BEGIN { printf "%.2f", t / m }') |"
+    else
+      torch=" ${t:-} | ${t:+n/a} |"
+    fi
+  fi
+  echo "| $tokens | $names | $times | $type | $ms | ${ggml_buffer_of[$type]:-} | $ratio |$torch"
 }
 
-declare -A moe_ms ggml_ms_of ggml_buffer_of
+declare -A moe_ms ggml_ms_of ggml_buffer_of torch_ms_of
 for shape in $shapes; do
   IFS=: read -r name hidden ffn experts top_k <<< "$shape"
   if [[ -z $top_k ]]; then
@@ -163,11 +199,16 @@ for shape in $shapes; do
   echo
   echo "### $name: hidden $hidden, ffn $ffn, $experts experts, top-$top_k (SwiGLU, softmax top-k renormalised)"
   echo
-  echo "| tokens | moe | moe ms | ggml | ggml ms | ggml expert buffer | ggml/moe (best moe) |"
-  echo "|---:|---|---:|---|---:|---|---:|"
+  if [[ -n $torch_python ]]; then
+    echo "| tokens | moe | moe ms | ggml | ggml ms | ggml expert buffer | ggml/moe (best moe) | torch ms | torch/moe |"
+    echo "|---:|---|---:|---|---:|---|---:|---:|---:|"
+  else
+    echo "| tokens | moe | moe ms | ggml | ggml ms | ggml expert buffer | ggml/moe (best moe) |"
+    echo "|---:|---|---:|---|---:|---|---:|"
+  fi
   notes=()
   for tokens in $tokens_list; do
-    moe_ms=() ggml_ms_of=() ggml_buffer_of=()
+    moe_ms=() ggml_ms_of=() ggml_buffer_of=() torch_ms_of=()
     for p in f32 bf16 q8 q8a8 q4 q4a8 mxfp4 mxfp4a8; do moe_ms[$p]=$(moe_median "$p"); done
     for type in f32 bf16 q8_0 q4_0 q4_K mxfp4; do
       ggml_run "$type"
@@ -175,8 +216,11 @@ for shape in $shapes; do
       ggml_buffer_of[$type]=$ggml_buffer
       if [[ -n $ggml_note && $tokens == "${tokens_list%% *}" ]]; then notes+=("ggml $type: $ggml_note"); fi
     done
-    row "f32" f32
-    row "bf16" bf16
+    if [[ -n $torch_python ]]; then
+      for d in $torch_dtypes; do torch_ms_of[$d]=$(torch_median "$d"); done
+    fi
+    row "f32" f32 f32
+    row "bf16" bf16 bf16
     row "q8 q8a8" q8_0
     row "q4 q4a8" q4_0
     row "q4 q4a8" q4_K

@@ -350,7 +350,7 @@ public:
           gather_columns(slice.data(), H, 2 * F, gate_at, step, F, gate.data());
           gather_columns(slice.data(), H, 2 * F, up_at, step, F, up.data());
           expert_slice_as_float(down_t, e, slice);
-          gather_columns(slice.data(), F, H, Index(0), Index(1), H, down.data());
+          gather_columns(slice.data(), F, H, 0, 1, H, down.data());
           layer.set_expert(e, WeightView(gate.data(), F, H), WeightView(up.data(), F, H),
                            WeightView(down.data(), H, F));
           if (progress) progress(e + 1, E);
