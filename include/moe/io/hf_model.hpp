@@ -131,22 +131,17 @@ private:
   std::vector<float> copy_;
 };
 
-// An F8_E4M3 tensor's codes (of `shape`) hold no NaN and its scales (of `scales_shape`) are finite; a refusal
+// An F8_E4M3 tensor's codes hold no NaN and its scales (`scales`, their values as f32) are finite; a refusal
 // names the tensor and the place.
-inline void check_fp8_values(const std::string& dir, const std::string& name, const std::uint8_t* codes,
-                             const std::vector<Index>& shape, const std::string& scale_name, const float* scales,
-                             const std::vector<Index>& scales_shape) {
+inline void check_fp8_values(const std::string& dir, const TensorView& codes, const TensorView& scales,
+                             const float* scale_values) {
   const char* where = "io::load_block";
-  Index count = 1;
-  for (Index d : scales_shape) count *= d;
-  for (Index b = 0; b < count; ++b)
-    MOE_CHECK(std::isfinite(scales[b]), where,
-              dir + ": tensor '" + scale_name + "' has NaN or Inf at block " + place_text(b, scales_shape));
-  count = 1;
-  for (Index d : shape) count *= d;
-  for (Index i = 0; i < count; ++i)
-    MOE_CHECK(!::moe::detail::e4m3_is_nan(codes[i]), where,
-              dir + ": tensor '" + name + "' has a NaN code at " + place_text(i, shape));
+  for (Index b = 0; b < scales.elements(); ++b)
+    MOE_CHECK(std::isfinite(scale_values[b]), where,
+              dir + ": tensor '" + scales.name + "' has NaN or Inf at block " + place_text(b, scales.shape));
+  for (Index i = 0; i < codes.elements(); ++i)
+    MOE_CHECK(!::moe::detail::e4m3_is_nan(codes.data[i]), where,
+              dir + ": tensor '" + codes.name + "' has a NaN code at " + place_text(i, codes.shape));
 }
 
 // An F8_E4M3 weight W[out][in] of the checkpoint and its scales, checked (checked_tensor, check_fp8_values), as
@@ -156,10 +151,11 @@ class Fp8Tensor {
 public:
   Fp8Tensor(const Checkpoint& ckpt, const std::string& name, const std::vector<Index>& shape, const BlockSpec& spec,
             bool expert)
-      : t_(checked_tensor(ckpt, name, shape, spec, expert)), scales_(ckpt.tensor(spec.fp8_scale_name(name))) {
+      : t_(checked_tensor(ckpt, name, shape, spec, expert)),
+        scale_tensor_(ckpt.tensor(spec.fp8_scale_name(name))),
+        scales_(scale_tensor_) {
     MOE_CHECK(t_.dtype == DType::F8_E4M3, "io::load_block", ckpt.dir() + ": tensor '" + name + "' is not F8_E4M3");
-    check_fp8_values(ckpt.dir(), name, t_.data, shape, spec.fp8_scale_name(name), scales_.data(),
-                     ckpt.tensor(spec.fp8_scale_name(name)).shape);
+    check_fp8_values(ckpt.dir(), t_, scale_tensor_, scales_.data());
     view_ =
         Fp8BlockView{t_.data, scales_.data(), shape[0], shape[1], spec.fp8_scale_rows(), spec.fp8_scale_cols(shape[1])};
   }
@@ -167,6 +163,7 @@ public:
 
 private:
   const TensorView& t_;
+  const TensorView& scale_tensor_;
   FloatValues scales_;
   Fp8BlockView view_;
 };
@@ -210,9 +207,8 @@ void gather_columns(const T* m, Index in, Index width, Index first, Index step, 
 class TransposedFp8 {
 public:
   TransposedFp8(const Checkpoint& ckpt, const std::string& name, const BlockSpec& spec)
-      : t_(ckpt.tensor(name)), scales_(ckpt.tensor(spec.fp8_scale_name(name))) {
-    check_fp8_values(ckpt.dir(), name, t_.data, t_.shape, spec.fp8_scale_name(name), scales_.data(),
-                     ckpt.tensor(spec.fp8_scale_name(name)).shape);
+      : t_(ckpt.tensor(name)), scale_tensor_(ckpt.tensor(spec.fp8_scale_name(name))), scales_(scale_tensor_) {
+    check_fp8_values(ckpt.dir(), t_, scale_tensor_, scales_.data());
   }
   // Expert e's outputs first, first + step, ... (count of them), their codes into `codes`, scales into `scales`.
   Fp8BlockView rows(Index e, Index first, Index step, Index count, std::vector<std::uint8_t>& codes,
@@ -227,6 +223,7 @@ public:
 
 private:
   const TensorView& t_;
+  const TensorView& scale_tensor_;
   FloatValues scales_;
 };
 
