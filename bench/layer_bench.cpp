@@ -1,6 +1,8 @@
 // bench/layer_bench.cpp: the layer benchmarks of moe-bench (BM_Fused, BM_EigenPerExpert, BM_Naive,
 // BM_PassOverhead; what they measure and how: the top of moe_bench.cpp), the Eigen and plain formulations,
 // and the cold-weight rotation they share.
+#include <moe/any_layer.hpp>
+
 #include "bench_common.hpp"
 
 namespace {
@@ -10,9 +12,9 @@ using bench::kGiga;
 using bench::last_level_cache_bytes;
 using bench::thread_count;
 using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-template <class Precision>
-using FusedLayerOf = moe::Layer<moe::Dynamic, moe::Dynamic, Precision>;
-using FusedLayer = FusedLayerOf<moe::f32>;
+// The fused layer as moe::layers compiles it (make_layer_as, any_layer.hpp): Layer<Dynamic, Dynamic,
+// Precision> behind one virtual call a pass, so this file instantiates no forward pass of its own.
+using FusedLayer = moe::AnyLayer;
 
 // ---- shapes and the cold-weight rotation ----------------------------------------------------------
 
@@ -83,10 +85,10 @@ void build_rotation(Rotation<Copy>& rotation, const Shape& shape, Make&& make) {
 }
 
 template <class Precision = moe::f32>
-Rotation<FusedLayerOf<Precision>>& fused_rotation(int s) {
-  static Rotation<FusedLayerOf<Precision>> rotations[kShapeCount];
+Rotation<FusedLayer>& fused_rotation(int s) {
+  static Rotation<FusedLayer> rotations[kShapeCount];
   build_rotation(rotations[s], kShapes[s], [s](int i) {
-    auto layer = std::make_unique<FusedLayerOf<Precision>>(config_of(kShapes[s]), moe::SoftmaxTopK(true));
+    auto layer = moe::make_layer_as<Precision>(config_of(kShapes[s]), moe::SoftmaxTopK(true));
     synthetic::fill(*layer, weight_seed(s, i));
     return layer;
   });
@@ -408,13 +410,13 @@ void BM_Fused(benchmark::State& state) {
   const int s = int(state.range(0));
   const Index tokens = state.range(1);
   const Shape& shape = kShapes[s];
-  const Rotation<FusedLayerOf<Precision>>& rotation = fused_rotation<Precision>(s);
+  const Rotation<FusedLayer>& rotation = fused_rotation<Precision>(s);
   if (!ready(state, s)) return;
   const float* batches = token_batches(s, tokens).data();
   moe::Workspace ws = rotation[0].workspace(tokens);
   std::vector<float> y(tokens * shape.hidden);
   time_rotation(state, rotation, batches, tokens, shape, y.data(),
-                [&](const FusedLayerOf<Precision>& layer, const float* x, float* out) {
+                [&](const FusedLayer& layer, const float* x, float* out) {
                   return layer.cost(layer.forward(x, shape.hidden, out, shape.hidden, tokens, ws));
                 });
   report(state, tokens, std::string(moe::TypeName<Precision>()) + ", " + rotation.label(shape));
@@ -459,7 +461,8 @@ void BM_Naive(benchmark::State& state) {
 void BM_PassOverhead(benchmark::State& state) {
   const int threads = int(state.range(0));
   moe::LayerConfig c = config_of(Shape{"tiny", 64, 64, 8, 2});
-  FusedLayer layer(c, moe::SoftmaxTopK(true));
+  const std::unique_ptr<FusedLayer> made = moe::make_layer_as<moe::f32>(c, moe::SoftmaxTopK(true));
+  FusedLayer& layer = *made;
   synthetic::fill(layer, 5);
   const std::vector<float> x = synthetic::tokens(kBatches, c.hidden_size, 6);
   std::vector<float> y(std::size_t(c.hidden_size));

@@ -70,6 +70,7 @@ public:
   const char* precision() const override { return "reading"; }
   const char* routing() const override { return "none"; }
   double bits_per_weight() const override { return 32.0; }
+  double expert_bytes() const override { return 0.0; }
 
   void set_router(const moe::WeightView& w) override { read_view(w, c_.num_experts, c_.hidden_size); }
   void set_expert(int e, const moe::WeightView& gate, const moe::WeightView& up, const moe::WeightView& down) override {

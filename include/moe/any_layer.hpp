@@ -43,6 +43,8 @@ public:
   virtual const char* routing() const = 0;
   // Bits a stored weight takes, with its share of the scales (Precision::kBitsPerWeight).
   virtual double bits_per_weight() const = 0;
+  // Bytes of packed weights one routed expert streams when it runs (codes, scales and padding).
+  virtual double expert_bytes() const = 0;
   Index hidden_size() const { return config().hidden_size; }
   int experts() const { return config().num_experts; }
   int top_k() const { return config().top_k; }
@@ -82,6 +84,7 @@ public:
   const char* precision() const override { return TypeName<Precision>(); }
   const char* routing() const override { return Routing::kName; }
   double bits_per_weight() const override { return Precision::kBitsPerWeight; }
+  double expert_bytes() const override { return layer_.expert_bytes(); }
 
   void set_router(const WeightView& weight) override { layer_.set_router(weight); }
   void set_expert(int e, const WeightView& gate, const WeightView& up, const WeightView& down) override {
