@@ -51,7 +51,7 @@ fi
 flags=(-std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I "$root/include"
   -isystem /usr/include/eigen3)
 
-failed=()
+# run NAME KIND DICT: builds fuzzer NAME and fuzzes it on corpus/KIND; its last line says "no finding" or not.
 run() {
   local name=$1 kind=$2 dict=$3
   echo "== $name: building"
@@ -64,20 +64,38 @@ run() {
       -dict="$here/$dict" -artifact_prefix="$work/artifacts/$name-" "$work/corpus/$kind" >"$work/$name.log" 2>&1; then
     echo "== $name: no finding ($(grep -o 'stat::number_of_executed_units: *[0-9]*' "$work/$name.log" | grep -o '[0-9]*$') runs)"
   else
-    failed+=("$name")
     echo "== $name: FINDING (log: $work/$name.log)"
     grep -E 'ERROR|SUMMARY|runtime error|deadly signal|Test unit written|terminate' "$work/$name.log" | head -20 || true
   fi
 }
 
-run fuzz_npy npy npy.dict
-run fuzz_safetensors safetensors json.dict
-run fuzz_config_json config json.dict
-run fuzz_model model json.dict
+# Each fuzzer runs on one core: JOBS of them at a time (default: one a core), each one's output shown whole
+# when all are done.
+fuzzers=(fuzz_npy:npy:npy.dict fuzz_safetensors:safetensors:json.dict fuzz_config_json:config:json.dict
+  fuzz_model:model:json.dict)
+jobs=${JOBS:-$(nproc)}
+running=0
+for fuzzer in "${fuzzers[@]}"; do
+  IFS=: read -r name kind dict <<<"$fuzzer"
+  run "$name" "$kind" "$dict" >"$work/$name.out" 2>&1 &
+  running=$((running + 1))
+  if [ "$running" -ge "$jobs" ]; then
+    wait -n || true
+    running=$((running - 1))
+  fi
+done
+wait || true
+failed=()
+for fuzzer in "${fuzzers[@]}"; do
+  name=${fuzzer%%:*}
+  cat "$work/$name.out"
+  # A fuzzer that failed to build or to run says nothing of "no finding" either.
+  grep -q "^== $name: no finding" "$work/$name.out" || failed+=("$name")
+done
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "fuzz: findings in ${failed[*]}; inputs and logs kept in $work" >&2
   exit 1
 fi
 rm -rf "$work"
-echo "fuzz: 4 fuzzers, $seconds s each, no finding"
+echo "fuzz: ${#fuzzers[@]} fuzzers, $seconds s each, no finding"

@@ -670,6 +670,11 @@ TEST_CASE("Checkpoint: a folder that is missing or has no weights") {
               {dir.path().string() + " has no model.safetensors or model.safetensors.index.json"});
   write_file(dir / "file", "x");
   check_error([&] { moe::io::Checkpoint c(dir / "file"); }, {dir / "file", "is not a folder"});
+  // PyTorch's pickled weights instead: named, with the way to convert them.
+  write_file(dir / "pytorch_model-00001-of-00002.bin", "x");
+  check_error([&] { moe::io::Checkpoint c(dir.path().string()); },
+              {dir.path().string() + " has no model.safetensors or model.safetensors.index.json",
+               "its pytorch_model-00001-of-00002.bin is PyTorch's pickle format", "safe_serialization=True"});
 }
 
 // ---- config.json -----------------------------------------------------------------------------------------

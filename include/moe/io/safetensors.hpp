@@ -277,7 +277,7 @@ public:
       open_index(index);
     } else {
       MOE_CHECK(fs::exists(fs::status(single, ec)), where,
-                dir + " has no model.safetensors or model.safetensors.index.json");
+                dir + " has no model.safetensors or model.safetensors.index.json" + pickles_note(dir));
       shards_.emplace_back(single);
       for (const TensorView& t : shards_.back().tensors()) tensors_.emplace(t.name, &t);
     }
@@ -288,6 +288,7 @@ public:
   Checkpoint& operator=(const Checkpoint&) = delete;
 
   const std::string& dir() const { return dir_; }
+
   bool has(const std::string& name) const { return tensors_.count(name) != 0; }
   const TensorView& tensor(const std::string& name) const {
     const auto it = tensors_.find(name);
@@ -306,6 +307,22 @@ public:
   const std::vector<SafetensorsFile>& files() const { return shards_; }
 
 private:
+  // For a folder without safetensors that holds PyTorch's pickled weights (pytorch_model.bin or its shards,
+  // as hpc-ai's Grok-1 port publishes them): what they are and how to convert them, else "".
+  static std::string pickles_note(const std::string& dir) {
+    std::error_code ec;
+    for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+      const std::string name = it->path().filename().string();
+      const std::string suffix = ".bin";
+      if (name.rfind("pytorch_model", 0) == 0 && name.size() > suffix.size() &&
+          name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+        return "; its " + detail::quoted_text(name) +
+               " is PyTorch's pickle format, which moe does not read: save the model as safetensors "
+               "(transformers: model.save_pretrained(dir, safe_serialization=True))";
+    }
+    return "";
+  }
+
   void open_index(const std::string& index) {
     const char* where = "io::Checkpoint";
     namespace fs = std::filesystem;
