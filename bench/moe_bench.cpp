@@ -4,7 +4,7 @@
 // "finegrained": hidden 1024, FFN 512, 64 experts, top-8; both SwiGLU with renormalised softmax top-k)
 // and a token count (1 and 8 are decode, 64 and 512 prefill):
 //   BM_Fused<P>        the library's Layer::forward with weights stored in P (moe::f32, bf16, f16, q8, q4, q8a8,
-//                      q4a8, bf16a16, fp8, mxfp4, mxfp4a8);
+//                      q4a8, bf16a16, fp8, mxfp4, mxfp4a8), as moe::layers compiles it (make_layer_as);
 //   BM_EigenPerExpert  the same layer written as Eigen GEMMs, one gathered batch per expert (what a PyTorch
 //                      eager MoE does), on the same weights;
 //   BM_Naive           the same layer as plain scalar loops, one token at a time, selected experts only;

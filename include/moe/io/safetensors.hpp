@@ -288,7 +288,6 @@ public:
   Checkpoint& operator=(const Checkpoint&) = delete;
 
   const std::string& dir() const { return dir_; }
-
   bool has(const std::string& name) const { return tensors_.count(name) != 0; }
   const TensorView& tensor(const std::string& name) const {
     const auto it = tensors_.find(name);
