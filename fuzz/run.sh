@@ -73,13 +73,13 @@ run() {
 # when all are done.
 fuzzers=(fuzz_npy:npy:npy.dict fuzz_safetensors:safetensors:json.dict fuzz_config_json:config:json.dict
   fuzz_model:model:json.dict)
-jobs=${JOBS:-$(nproc)}
+parallel=${JOBS:-$(nproc)}
 running=0
 for fuzzer in "${fuzzers[@]}"; do
   IFS=: read -r name kind dict <<<"$fuzzer"
   run "$name" "$kind" "$dict" >"$work/$name.out" 2>&1 &
   running=$((running + 1))
-  if [ "$running" -ge "$jobs" ]; then
+  if [ "$running" -ge "$parallel" ]; then
     wait -n || true
     running=$((running - 1))
   fi

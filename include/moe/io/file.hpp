@@ -30,6 +30,11 @@ using ::moe::detail::fail;
 
 inline std::string errno_text(int error) { return std::strerror(error); }
 
+// Whether `text` ends with `suffix` (std::string::ends_with is C++20).
+inline bool ends_with(const std::string& text, const std::string& suffix) {
+  return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
 // Untrusted text (a dtype from a file, a tensor name) made safe for a one-line message: control bytes, and
 // with escape_high the bytes >= 0x80 too, become \xNN; longer than `limit` bytes, it is cut with "...".
 inline std::string quoted_text(const std::string& text, bool escape_high = false, std::size_t limit = 80) {

@@ -69,8 +69,7 @@ inline const TensorView& checked_tensor(const Checkpoint& ckpt, const std::strin
       view.shape == shape, where,
       dir + ": tensor '" + name + "' has shape " + dims_text(view.shape) + ", config.json implies " + dims_text(shape));
   // U8 holds MXFP4 blocks and scales, and nothing else.
-  const bool mxfp4_part = spec.mxfp4 && (name.size() > 7 && (name.compare(name.size() - 7, 7, "_blocks") == 0 ||
-                                                             name.compare(name.size() - 7, 7, "_scales") == 0));
+  const bool mxfp4_part = spec.mxfp4 && (detail::ends_with(name, "_blocks") || detail::ends_with(name, "_scales"));
   MOE_CHECK((view.dtype == DType::U8) == mxfp4_part, where,
             dir + ": tensor '" + name + "' is " + dtype_name(view.dtype) +
                 (mxfp4_part ? ", but MXFP4 blocks and scales are U8" : ", not a float tensor"));
@@ -118,27 +117,29 @@ inline const TensorView& checked_tensor(const Checkpoint& ckpt, const std::strin
 // A float tensor's values as f32: the mapped data itself when it is F32, else converted into a copy.
 class FloatValues {
 public:
-  explicit FloatValues(const TensorView& t) : data_(as_f32_if_possible(t)) {
+  explicit FloatValues(const TensorView& t) : tensor_(t), data_(as_f32_if_possible(t)) {
     if (data_ != nullptr) return;
     copy_.resize(std::size_t(t.elements()));
     to_float(t, copy_.data());
     data_ = copy_.data();
   }
+  const TensorView& tensor() const { return tensor_; }
   const float* data() const { return data_; }
 
 private:
+  const TensorView& tensor_;
   const float* data_;
   std::vector<float> copy_;
 };
 
-// An F8_E4M3 tensor's codes hold no NaN and its scales (`scales`, their values as f32) are finite; a refusal
-// names the tensor and the place.
-inline void check_fp8_values(const std::string& dir, const TensorView& codes, const TensorView& scales,
-                             const float* scale_values) {
+// An F8_E4M3 tensor's codes hold no NaN and its scales are finite; a refusal names the tensor and the place.
+inline void check_fp8_values(const std::string& dir, const TensorView& codes, const FloatValues& scales) {
   const char* where = "io::load_block";
-  for (Index b = 0; b < scales.elements(); ++b)
-    MOE_CHECK(std::isfinite(scale_values[b]), where,
-              dir + ": tensor '" + scales.name + "' has NaN or Inf at block " + place_text(b, scales.shape));
+  const TensorView& scale_tensor = scales.tensor();
+  for (Index b = 0; b < scale_tensor.elements(); ++b)
+    MOE_CHECK(
+        std::isfinite(scales.data()[b]), where,
+        dir + ": tensor '" + scale_tensor.name + "' has NaN or Inf at block " + place_text(b, scale_tensor.shape));
   for (Index i = 0; i < codes.elements(); ++i)
     MOE_CHECK(!::moe::detail::e4m3_is_nan(codes.data[i]), where,
               dir + ": tensor '" + codes.name + "' has a NaN code at " + place_text(i, codes.shape));
@@ -151,11 +152,9 @@ class Fp8Tensor {
 public:
   Fp8Tensor(const Checkpoint& ckpt, const std::string& name, const std::vector<Index>& shape, const BlockSpec& spec,
             bool expert)
-      : t_(checked_tensor(ckpt, name, shape, spec, expert)),
-        scale_tensor_(ckpt.tensor(spec.fp8_scale_name(name))),
-        scales_(scale_tensor_) {
+      : t_(checked_tensor(ckpt, name, shape, spec, expert)), scales_(ckpt.tensor(spec.fp8_scale_name(name))) {
     MOE_CHECK(t_.dtype == DType::F8_E4M3, "io::load_block", ckpt.dir() + ": tensor '" + name + "' is not F8_E4M3");
-    check_fp8_values(ckpt.dir(), t_, scale_tensor_, scales_.data());
+    check_fp8_values(ckpt.dir(), t_, scales_);
     view_ =
         Fp8BlockView{t_.data, scales_.data(), shape[0], shape[1], spec.fp8_scale_rows(), spec.fp8_scale_cols(shape[1])};
   }
@@ -163,7 +162,6 @@ public:
 
 private:
   const TensorView& t_;
-  const TensorView& scale_tensor_;
   FloatValues scales_;
   Fp8BlockView view_;
 };
@@ -207,8 +205,8 @@ void gather_columns(const T* m, Index in, Index width, Index first, Index step, 
 class TransposedFp8 {
 public:
   TransposedFp8(const Checkpoint& ckpt, const std::string& name, const BlockSpec& spec)
-      : t_(ckpt.tensor(name)), scale_tensor_(ckpt.tensor(spec.fp8_scale_name(name))), scales_(scale_tensor_) {
-    check_fp8_values(ckpt.dir(), t_, scale_tensor_, scales_.data());
+      : t_(ckpt.tensor(name)), scales_(ckpt.tensor(spec.fp8_scale_name(name))) {
+    check_fp8_values(ckpt.dir(), t_, scales_);
   }
   // Expert e's outputs first, first + step, ... (count of them), their codes into `codes`, scales into `scales`.
   Fp8BlockView rows(Index e, Index first, Index step, Index count, std::vector<std::uint8_t>& codes,
@@ -223,7 +221,6 @@ public:
 
 private:
   const TensorView& t_;
-  const TensorView& scale_tensor_;
   FloatValues scales_;
 };
 

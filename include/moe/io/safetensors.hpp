@@ -312,9 +312,7 @@ private:
     std::error_code ec;
     for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
       const std::string name = it->path().filename().string();
-      const std::string suffix = ".bin";
-      if (name.rfind("pytorch_model", 0) == 0 && name.size() > suffix.size() &&
-          name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+      if (name.rfind("pytorch_model", 0) == 0 && detail::ends_with(name, ".bin"))
         return "; its " + detail::quoted_text(name) +
                " is PyTorch's pickle format, which moe does not read: save the model as safetensors "
                "(transformers: model.save_pretrained(dir, safe_serialization=True))";
