@@ -47,6 +47,9 @@ TEST_CASE_TEMPLATE("make_layer's layer gives the bits of the Layer it stands for
       CHECK(b[std::size_t(t * ys + column)] == -1.0f);  // the gap stays
   const moe::ForwardCost cost = chosen->cost(routed);
   CHECK(cost.weight_bytes == direct.cost(routed).weight_bytes);
+  // An expert's packed bytes: the Layer's, and at least its three matrices at the precision's bits a weight.
+  CHECK(chosen->expert_bytes() == direct.expert_bytes());
+  CHECK(chosen->expert_bytes() >= 3.0 * double(c.hidden_size) * double(c.ffn_size) * P::kBitsPerWeight / 8);
 }
 
 TEST_CASE("make_layer takes the routing policies io/ uses") {
