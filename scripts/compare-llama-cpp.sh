@@ -25,12 +25,19 @@
 #   TORCH_PYTHON  a Python with torch (Debian 12: /usr/bin/python3 with python3-torch, and libopenblas0-openmp
 #            for a threaded BLAS): adds PyTorch to the f32 and bf16 rows (default: none). torch bf16 at 512
 #            tokens takes seconds a pass; TORCH_DTYPES (default "f32 bf16") narrows it
+#   ISA      native (default): ggml built for this CPU (GGML_NATIVE), as MOE_BUILD_DIR's moe-run should be;
+#            avx2: ggml built for AVX2 without AVX-512 (GGML_NATIVE off: its haswell variant, SSE4.2 AVX F16C FMA
+#            AVX2 BMI2), the ggml program with -march=x86-64-v3, and MOE_BUILD_DIR must hold an x86-64-v3 moe-run
+#            (moe target avx2_fma_f16c: cmake -DMOE_NATIVE=OFF -DCMAKE_CXX_FLAGS=-march=x86-64-v3), so that
+#            an AVX-512 machine runs both libraries' AVX2 code side by side
 #   GGML_BUILD_DIR  where ggml and the ggml program are built (default ${TMPDIR:-/tmp}/moe-compare-ggml-<checksum
-#            of the ggml path>)
+#            of the ggml path>, with -avx2 after it for ISA=avx2)
 #   JOBS     build parallelism (default: every core); CXX the compiler of the ggml program (default g++)
 #
 # What it runs (build output on stderr, the table on stdout):
 #   cmake -S <ggml> -B $GGML_BUILD_DIR/ggml -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=ON
+#         (ISA=avx2: -DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_FMA=ON -DGGML_AVX2=ON
+#         -DGGML_BMI2=ON -DGGML_AVX512=OFF, and -march=x86-64-v3 below)
 #         -DGGML_BUILD_TESTS=OFF -DGGML_BUILD_EXAMPLES=OFF -DGGML_LLAMAFILE=ON (llama.cpp's default) -DGGML_CCACHE=OFF
 #         and every other backend off (BLAS, CUDA, HIP, MUSA, Vulkan, Metal, SYCL, OpenCL, RPC, WebGPU)
 #   cmake --build $GGML_BUILD_DIR/ggml --target ggml
@@ -69,6 +76,26 @@ else
   exit 2
 fi
 
+isa=${ISA:-native}
+case $isa in
+  native)
+    ggml_isa=(-DGGML_NATIVE=ON) march=-march=native ;;
+  avx2)
+    ggml_isa=(-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_F16C=ON -DGGML_FMA=ON -DGGML_AVX2=ON
+      -DGGML_BMI2=ON -DGGML_AVX512=OFF)
+    march=-march=x86-64-v3
+    moe_target=$("$moe_run" --version 2>/dev/null | awk '$1 == "built" && $2 == "for:" { sub(/:$/, "", $4); print $4 }')
+    if [[ $moe_target != avx2_fma_f16c ]]; then
+      echo "compare-llama-cpp: ISA=avx2 needs an x86-64-v3 moe-run, and $moe_run is built for '${moe_target:-unknown}'" \
+        "(build one: cmake -S $repo -B build-v3 -DCMAKE_BUILD_TYPE=Release -DMOE_NATIVE=OFF" \
+        "-DCMAKE_CXX_FLAGS=-march=x86-64-v3 && cmake --build build-v3 --target moe-run)" >&2
+      exit 2
+    fi ;;
+  *)
+    echo "compare-llama-cpp: ISA is native or avx2, not '$isa'" >&2
+    exit 2 ;;
+esac
+
 threads=${THREADS:-2}
 repeat=${REPEAT:-20}
 export OMP_NUM_THREADS=$threads
@@ -82,13 +109,15 @@ if [[ -n $torch_python ]] && ! "$torch_python" -c 'import torch' 2>/dev/null; th
   exit 2
 fi
 # one build directory per checkout (cmake refuses to reconfigure a build directory for another source tree)
-build=${GGML_BUILD_DIR:-${TMPDIR:-/tmp}/moe-compare-ggml-$(printf '%s' "$ggml_dir" | cksum | cut -d' ' -f1)}
+suffix=""
+[[ $isa == native ]] || suffix=-$isa
+build=${GGML_BUILD_DIR:-${TMPDIR:-/tmp}/moe-compare-ggml-$(printf '%s' "$ggml_dir" | cksum | cut -d' ' -f1)$suffix}
 bench=$build/ggml-moe-ffn
 
 # ---- ggml's CPU backend, then the ggml program -----------------------------------------------------------------
 {
   cmake -S "$ggml_dir" -B "$build/ggml" --no-warn-unused-cli -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
-    -DGGML_NATIVE=ON -DGGML_BUILD_TESTS=OFF -DGGML_BUILD_EXAMPLES=OFF -DGGML_LLAMAFILE=ON -DGGML_CCACHE=OFF \
+    "${ggml_isa[@]}" -DGGML_BUILD_TESTS=OFF -DGGML_BUILD_EXAMPLES=OFF -DGGML_LLAMAFILE=ON -DGGML_CCACHE=OFF \
     -DGGML_BLAS=OFF -DGGML_CUDA=OFF -DGGML_HIP=OFF -DGGML_MUSA=OFF -DGGML_VULKAN=OFF -DGGML_METAL=OFF \
     -DGGML_SYCL=OFF -DGGML_OPENCL=OFF -DGGML_RPC=OFF -DGGML_WEBGPU=OFF
   cmake --build "$build/ggml" --target ggml -j"${JOBS:-$(nproc)}"
@@ -106,7 +135,7 @@ defines=()
 grep -q 'ggml_argsort_top_k' "$header" || defines+=(-DMOE_GGML_NO_ARGSORT_TOP_K)
 grep -q 'ggml_swiglu_split' "$header" || defines+=(-DMOE_GGML_NO_SWIGLU_SPLIT)
 grep -q 'GGML_TYPE_MXFP4' "$header" || defines+=(-DMOE_GGML_NO_MXFP4)
-"${CXX:-g++}" -std=c++17 -O3 -march=native -fopenmp "${defines[@]}" -I"$ggml_dir/include" \
+"${CXX:-g++}" -std=c++17 -O3 "$march" -fopenmp "${defines[@]}" -I"$ggml_dir/include" \
   "$repo/bench/ggml_moe_ffn.cpp" "${libs[@]}" -lpthread -lm -o "$bench" >&2
 
 "$bench" --check --threads "$threads"
@@ -115,7 +144,7 @@ grep -q 'GGML_TYPE_MXFP4' "$header" || defines+=(-DMOE_GGML_NO_MXFP4)
 revision=$(git -C "$checkout" rev-parse --short HEAD 2>/dev/null || echo "not a git checkout")
 echo
 echo "moe: $("$moe_run" --version 2>/dev/null | head -n 1) ($moe_run); ggml: $kind checkout $checkout ($revision)"
-echo "CPU: $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //' || echo unknown); threads $threads," \
+echo "CPU: $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //' || echo unknown); ISA $isa; threads $threads," \
   "repeat $repeat; times are medians in ms of one forward pass"
 
 # moe_median DTYPE: moe-run's median, or n/a when it rejects the precision or prints no median
