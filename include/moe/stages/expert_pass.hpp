@@ -121,30 +121,33 @@ private:
   // Consecutive output panels one combine item takes. With one tile of tokens an item streams each
   // expert's down-projection panels once, and consecutive panels are contiguous: for short panels, an item
   // of several reads each expert as one stream of up to kStreamBytes (item_span explains why that
-  // matters), while two items per thread keep the threads balanced (every output panel costs the same).
+  // matters), and of long ones two (item_span: the 1-row tile pairs them), while two items per thread keep
+  // the threads balanced (every output panel costs the same).
   // With more tokens one panel per item keeps it in L2 across the token tiles.
   Index combine_span(Index tokens, Index out_panels, int threads) const {
     if (tokens > kRows) return 1;
     const double panel_bytes = experts_[0].down_projection().bytes() / double(out_panels);
-    const Index wanted = std::max<Index>(1, Index(kStreamBytes / panel_bytes));
+    const Index wanted = std::max<Index>(2, Index(kStreamBytes / panel_bytes));
     return std::max<Index>(1, std::min(wanted, out_panels / (2 * Index(threads))));
   }
 
   // Consecutive input panels one work item computes. With one tile of tokens an item streams its panels
   // once, and a panel of a 1-byte precision is short (64 KiB for a 1024-deep projection): a stream that
   // short spends much of its time ramping up the hardware prefetcher, so items then take consecutive panels
-  // (contiguous in memory) up to kStreamBytes, while leaving at least `items` items of the expert for the
-  // threads. plan() asks for kItemsPerThread items per thread over all busy experts, not per expert: with
-  // 8 busy fine-grained experts (16 panels each) a rule of 8 items per expert cut every stream to 2 panels,
-  // each paying that ramp-up. With more tokens a panel is reused across tiles and one panel per item keeps
-  // it in L2 (docs/PERFORMANCE.md, decision "Decode work items: long streams, counted per thread").
+  // (contiguous in memory) up to kStreamBytes, and at least two, so that a 1-row tile runs two panels and
+  // two FMA chains per vector (kernels::multiply_panels; an f32 panel 1024 deep is 256 KiB with AVX-512),
+  // while leaving at least `items` items of the expert for the threads. plan() asks for kItemsPerThread items per
+  // thread over all busy experts, not per expert: with 8 busy fine-grained experts (16 panels each) a rule of 8 items
+  // per expert cut every stream to 2 panels, each paying that ramp-up. With more tokens a panel is reused across tiles
+  // and one panel per item keeps it in L2 (docs/PERFORMANCE.md, decision "Decode work items: long streams, counted per
+  // thread").
   static constexpr double kStreamBytes = 256 * 1024;
   static constexpr Index kItemsPerThread = 8;
   Index item_span(int e, int tokens, Index items) const {
     if (tokens > kRows) return 1;
     const Index panels = experts_.input_panels(e);
     const double panel_bytes = experts_[e].input_projection().bytes() / double(panels);
-    const Index wanted = std::max<Index>(1, Index(kStreamBytes / panel_bytes));
+    const Index wanted = std::max<Index>(2, Index(kStreamBytes / panel_bytes));
     return std::max<Index>(1, std::min(wanted, panels / items));
   }
 
