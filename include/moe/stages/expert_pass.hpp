@@ -127,7 +127,7 @@ private:
   Index combine_span(Index tokens, Index out_panels, int threads) const {
     if (tokens > kRows) return 1;
     const double panel_bytes = experts_[0].down_projection().bytes() / double(out_panels);
-    const Index wanted = std::max<Index>(2, Index(kStreamBytes / panel_bytes));
+    const Index wanted = std::max<Index>(kPairedPanels, Index(kStreamBytes / panel_bytes));
     return std::max<Index>(1, std::min(wanted, out_panels / (2 * Index(threads))));
   }
 
@@ -142,12 +142,14 @@ private:
   // and one panel per item keeps it in L2 (docs/PERFORMANCE.md, decision "Decode work items: long streams, counted per
   // thread").
   static constexpr double kStreamBytes = 256 * 1024;
+  // The fewest panels a decode item takes where the expert has enough: the two a 1-row tile runs together.
+  static constexpr Index kPairedPanels = 2;
   static constexpr Index kItemsPerThread = 8;
   Index item_span(int e, int tokens, Index items) const {
     if (tokens > kRows) return 1;
     const Index panels = experts_.input_panels(e);
     const double panel_bytes = experts_[e].input_projection().bytes() / double(panels);
-    const Index wanted = std::max<Index>(2, Index(kStreamBytes / panel_bytes));
+    const Index wanted = std::max<Index>(kPairedPanels, Index(kStreamBytes / panel_bytes));
     return std::max<Index>(1, std::min(wanted, panels / items));
   }
 
