@@ -38,6 +38,12 @@ TEST_CASE_TEMPLATE_DEFINE("the layer computes with stored weights like the refer
     check::against_reference<Layer>(check::config(581, 40, 3, 2), moe::SoftmaxTopK(true), 1, 205, 1);
     check::against_reference<Layer>(check::config(581, 40, 3, 2), moe::SoftmaxTopK(true), 3, 206, 2);
   }
+  SUBCASE("decode work items of two long panels") {
+    // 520- and 530-deep projections: an f32 panel of 64 columns (AVX-512) is 130 KiB or more, so a decode
+    // item takes two (kPairedPanels), not the one that fits in 256 KiB, and its 1-row tiles pair them; the
+    // 9 output panels make combine items of two the same way.
+    check::against_reference<Layer>(check::config(520, 530, 3, 2), moe::SoftmaxTopK(true), 1, 212, 2);
+  }
   SUBCASE("routing weights on the experts' inputs (Llama 4), a shared expert") {
     auto c = check::config(70, 45, 4, 1);
     c.scale_expert_input = true;
