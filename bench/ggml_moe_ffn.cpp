@@ -17,9 +17,12 @@
 // weights), down_exps is [F, H, E], x is [H, T].
 //
 // What it measures: the wall-clock time of ggml_backend_graph_compute on that graph, one warm-up pass and then
-// --repeat timed passes on the same weights and tokens (so the weights stay in the caches where they fit, as in
-// moe-run); it prints `ggml <type> tokens <T> threads <N>: median <m> ms min <n> ms`. Setup (weight generation,
-// quantisation, repacking, graph allocation) is not timed.
+// --repeat timed passes on the same weights, the tokens taken in turn from min(repeat + 1, 8) distinct batches as
+// moe-run takes them: each batch routes to experts of its own, so the experts a pass reads are in the caches only
+// where they fit with the other batches' (with one batch, a 1-token pass would read the same top-k experts every
+// time, from L3 where they fit, while moe-run's read others). It prints `ggml <type> tokens <T> threads <N>:
+// median <m> ms min <n> ms`. Setup (weight generation, quantisation, repacking, graph allocation) and copying the
+// next batch into the input tensor are not timed.
 //
 // Weights: deterministic uniform random f32 values (a counter-based hash of --seed, the tensor and the index, so
 // any subset can be regenerated), stored in --type with ggml's own ggml_quantize_chunk; the router stays f32.
@@ -432,13 +435,19 @@ int main(int argc, char** argv) {
   ggml_backend_buffer_t input_buffer =
       ggml_backend_alloc_ctx_tensors_from_buft(input_ctx, ggml_backend_cpu_buffer_type());
   {
-    std::vector<float> values(size_t(o.hidden * std::max(o.experts, o.tokens)));
+    std::vector<float> values(size_t(o.hidden * o.experts));
     for (int64_t i = 0; i < o.hidden * o.experts; ++i)
       values[size_t(i)] = synthetic(o.seed, kRouter, uint64_t(i), input_scale(o));
     ggml_backend_tensor_set(gate_inp, values.data(), 0, ggml_nbytes(gate_inp));
-    for (int64_t i = 0; i < o.hidden * o.tokens; ++i) values[size_t(i)] = synthetic(o.seed, kTokens, uint64_t(i), 1.0f);
-    ggml_backend_tensor_set(x, values.data(), 0, ggml_nbytes(x));
   }
+  // The token batches: batch 0 is the one --check compares with the reference (reference() regenerates it).
+  const int batches = o.check ? 1 : std::min(o.repeat + 1, 8);
+  std::vector<float> tokens(size_t(o.hidden * o.tokens) * size_t(batches));
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = synthetic(o.seed, kTokens, uint64_t(i), 1.0f);
+  auto set_batch = [&](int b) {
+    ggml_backend_tensor_set(x, tokens.data() + size_t(b % batches) * size_t(o.hidden * o.tokens), 0, ggml_nbytes(x));
+  };
+  set_batch(0);
 
   ggml_init_params graph_params = {ggml_tensor_overhead() * size_t(64 + 2 * o.top_k) + ggml_graph_overhead(), nullptr,
                                    true};
@@ -476,6 +485,7 @@ int main(int argc, char** argv) {
     if (ggml_backend_graph_compute(backend, gf) != GGML_STATUS_SUCCESS) return 1;  // warm-up
     std::vector<double> ms;
     for (int r = 0; r < o.repeat; ++r) {
+      set_batch(r + 1);
       const auto start = std::chrono::steady_clock::now();
       if (ggml_backend_graph_compute(backend, gf) != GGML_STATUS_SUCCESS) return 1;
       ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());

@@ -11,9 +11,11 @@
 # and bf16 rows also time PyTorch's eager Hugging Face loop (bench/torch_moe.py, one copy of the weights so that
 # it too reads them warm where they fit) and give torch/moe. A precision a side does not have
 # (an older moe-run without mxfp4a8, q4_K on rows that are not multiples of 256, an old ggml without MXFP4) is
-# n/a. Both sides time the same layer, on the same tokens, over and over (one warm-up pass, then REPEAT timed
-# passes, median and min in wall-clock time): the weights stay in the caches where they fit in the last-level
-# cache, in both programs alike; where they do not, both stream them from memory on every pass.
+# n/a. Both sides time the same layer pass after pass (one warm-up pass, then REPEAT timed passes, median and
+# min in wall-clock time), the passes taking their tokens in turn from the same number of distinct batches
+# (min(REPEAT + 1, 8) in moe-run and ggml-moe-ffn; torch_moe.py rotates 4): each batch routes to experts of its
+# own, so in both programs alike the experts a pass reads stay in the last-level cache only where all the
+# batches' experts fit there, and stream from memory otherwise.
 #
 # Usage: bash scripts/compare-llama-cpp.sh LLAMA_CPP_OR_GGML_CHECKOUT [MOE_BUILD_DIR]
 #   LLAMA_CPP_OR_GGML_CHECKOUT  a llama.cpp checkout (its ggml is in ggml/) or a ggml checkout; nothing is fetched
