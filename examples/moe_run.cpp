@@ -415,16 +415,16 @@ int run_model(const Options& o) {
     });
     std::printf("statistics written to %s\n", o.stats_path.c_str());
   }
-  // With 16 vector registers (AVX2, AVX-VNNI) an f32 lane has no 16-entry lookup: mxfp4 decodes an E2M1
-  // code in five instructions, where mxfp4a8's byte shuffle feeds the int8 dot product directly
-  // (docs/PERFORMANCE.md, "fp8 and mxfp4 with the AVX2 code"). auto stays exact; the faster twin is named
-  // last, once the run has succeeded, so that an error is still the one line on stderr.
-  if (o.dtype == "auto" && std::strcmp(block->precision(), moe::mxfp4::kName) == 0 &&
-      moe::detail::simd::kRegisters < 32 && MOE_SIMD_INT8_DOT_NATIVE) {
-    std::fflush(stdout);
-    std::fprintf(stderr,
-                 "moe-run: note: on this instruction set --dtype mxfp4a8 runs the same MXFP4 weights about twice as "
-                 "fast at decode (int8 activations, rounded per 32 values); auto keeps mxfp4, exact\n");
+  // auto stays exact; a precision that runs the same weights much faster here is named last, once the run
+  // has succeeded, so that an error is still the one line on stderr.
+  if (o.dtype == "auto") {
+    if (const char* twin = moe::faster_decode_twin(block->precision())) {
+      std::fflush(stdout);
+      std::fprintf(stderr,
+                   "moe-run: note: on this instruction set --dtype %s runs the same %s weights about twice as fast "
+                   "at decode (int8 activations, rounded per 32 values); auto keeps %s, exact\n",
+                   twin, block->precision(), block->precision());
+    }
   }
   return 0;
 }

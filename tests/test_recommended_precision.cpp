@@ -53,3 +53,24 @@ TEST_CASE("the recommended precision codes activations only where the target's d
   CHECK(moe::recommended_precision_name(32) == nullptr);
   CHECK(moe::recommended_precision_name(0) == nullptr);
 }
+
+TEST_CASE("a faster twin is named for mxfp4 only where its lookup is costly and the int8 dot product native") {
+  // 16 vector registers (x86 without AVX-512) and vpmaddubsw or vpdpbusd: AVX2 and AVX-VNNI.
+#if !defined(MOE_DONT_VECTORIZE) && defined(__AVX2__) && !defined(__AVX512F__)
+  const bool costly = true;
+#else
+  const bool costly = false;
+#endif
+  const char* twin = moe::faster_decode_twin(moe::mxfp4::kName);
+  if (costly) {
+    REQUIRE(twin != nullptr);
+    CHECK(std::strcmp(twin, moe::mxfp4a8::kName) == 0);
+    CHECK(moe::is_precision_name(twin));
+  } else {
+    CHECK(twin == nullptr);
+  }
+  // No other precision has one, exact or not.
+  for (const char* name : {"f32", "bf16", "q8", "q4", "q4a8", "mxfp4a8", "fp8", "unknown"})
+    CHECK(moe::faster_decode_twin(name) == nullptr);
+  CHECK(moe::faster_decode_twin(nullptr) == nullptr);
+}

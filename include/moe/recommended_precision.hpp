@@ -18,6 +18,7 @@
 // two even with VNNI. A caller who needs f32 activations names bf16, q8 or q4 directly.
 #pragma once
 
+#include <cstring>
 #include <type_traits>
 
 #include "precision.hpp"
@@ -59,6 +60,19 @@ inline const char* recommended_precision_name(int bits) {
     default:
       return nullptr;
   }
+}
+
+// The precision that runs weights stored in `precision` (by name) much faster at decode on this target by
+// coding the activations too, the weights unchanged, where `precision` is what a checkpoint's shipped
+// weights load into exactly (moe-run's --dtype auto) and so is kept; nullptr where there is none. One pair
+// today: mxfp4a8 for mxfp4 with 16 vector registers and a native int8 dot product (AVX2, AVX-VNNI), where an
+// f32 lane has no 16-entry lookup and mxfp4 decodes an E2M1 code in five instructions while mxfp4a8's byte
+// shuffle feeds the dot product directly, about twice as fast at 1 token (docs/PERFORMANCE.md, "fp8 and
+// mxfp4 with the AVX2 code"). With 32 registers mxfp4's one-lookup decode keeps up.
+inline const char* faster_decode_twin(const char* precision) {
+  const bool lookup_is_costly = detail::simd::kRegisters < 32 && MOE_SIMD_INT8_DOT_NATIVE != 0;
+  if (lookup_is_costly && precision != nullptr && std::strcmp(precision, mxfp4::kName) == 0) return mxfp4a8::kName;
+  return nullptr;
 }
 
 }  // namespace MOE_TARGET_NAMESPACE

@@ -437,14 +437,14 @@ listing("--list-layers with --layer", "--list-layers takes --model DIR and nothi
 # ---- a run that succeeds: MXFP4 weights under --dtype auto -------------------------------------------------
 # moe-run keeps them mxfp4 (exact) and, on an AVX2 target (16 registers and an int8 dot product, where
 # mxfp4's E2M1 decode costs five instructions), ends with one note on stderr naming --dtype mxfp4a8; on any
-# other target stderr stays empty.
+# other target stderr stays empty (moe::faster_decode_twin).
 version = subprocess.run([*EMULATOR, MOE_RUN, "--version"], capture_output=True, text=True, timeout=600).stdout
 built_for = next((l.split() for l in version.splitlines() if l.startswith("built for:")), [])
 target = built_for[3].rstrip(":") if len(built_for) > 3 else ""  # "built for: x86-64 avx2_fma_f16c: ..."
 output = os.path.join(work, "mxfp4-auto.npy")
 run = subprocess.run([*EMULATOR, MOE_RUN, "--model", os.path.join(DIR, "gpt_oss"), "--layer", "1", "--input", oss_x,
                       "--output", output], capture_output=True, text=True, timeout=600)
-note = "--dtype mxfp4a8 runs the same MXFP4 weights about twice as fast at decode"
+note = "--dtype mxfp4a8 runs the same mxfp4 weights about twice as fast at decode"
 lines = run.stderr.strip().splitlines()
 want_note = target.startswith("avx2")
 if run.returncode == 0 and os.path.exists(output) and (
