@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdio>
 #include <stdexcept>
 #include <string>
 
@@ -103,6 +104,14 @@ namespace detail {
 
 [[noreturn]] inline void fail(const char* where, const std::string& problem) {
   throw Error(std::string("moe::") + where + ": " + problem);
+}
+
+// A float as error messages show it: nine significant digits, which give the float back, and an exponent
+// where it is large or small (std::to_string's %f shows 1e-9 as 0.000000 and 3e38 in 39 digits).
+inline std::string float_text(double v) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.9g", v);
+  return text;
 }
 
 }  // namespace detail

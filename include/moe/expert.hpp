@@ -150,7 +150,7 @@ private:
       MOE_CHECK(detail::kernels::all_finite(row, cols), where, what + " has NaN or Inf in row " + std::to_string(r));
       for (Index c = 0; c < cols && max_magnitude<Precision>() < max_magnitude<f32>(); ++c)
         MOE_CHECK(std::fabs(row[c]) <= max_magnitude<Precision>(), where,
-                  what + " " + std::to_string(row[c]) + " at (" + std::to_string(r) + ", " + std::to_string(c) +
+                  what + " " + detail::float_text(row[c]) + " at (" + std::to_string(r) + ", " + std::to_string(c) +
                       ") is outside the range of " + TypeName<Precision>());
     }
   }
@@ -167,7 +167,7 @@ private:
     const Index block_rows = (rows + w.block_rows - 1) / w.block_rows;
     for (Index b = 0; b < block_rows * w.scale_cols(); ++b)
       MOE_CHECK(std::isfinite(w.scales[b]) && std::fabs(w.scales[b]) <= kLargestScale, where,
-                what + " has block scale " + std::to_string(w.scales[b]) + " at block (" +
+                what + " has block scale " + detail::float_text(w.scales[b]) + " at block (" +
                     std::to_string(b / w.scale_cols()) + ", " + std::to_string(b % w.scale_cols()) +
                     (kKeepsScales ? "): NaN, Inf or above 2^120" : "): NaN or Inf"));
     for (Index r = 0; r < rows; ++r) {
@@ -178,7 +178,7 @@ private:
                   what + " has a NaN code at (" + std::to_string(r) + ", " + std::to_string(c) + ")");
         const float value = detail::e4m3_to_float(row[c]) * scales[c / w.block_cols];
         MOE_CHECK(std::fabs(value) <= max_magnitude<Precision>(), where,
-                  what + " " + std::to_string(value) + " at (" + std::to_string(r) + ", " + std::to_string(c) +
+                  what + " " + detail::float_text(value) + " at (" + std::to_string(r) + ", " + std::to_string(c) +
                       ") is outside the range of " + TypeName<Precision>());
       }
     }

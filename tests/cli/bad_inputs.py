@@ -306,6 +306,13 @@ def nan_scale(header, body):
 
 case("a NaN FP8 block scale", "'%s_scale_inv' has NaN or Inf at block (0, 1)" % expert,
      edited_tensors("deepseek_v3_fp8", nan_scale), x=fp8_x)
+def huge_scale(header, body):
+    begin = header[expert + "_scale_inv"]["data_offsets"][0]
+    body[begin + 4:begin + 8] = struct.pack("<f", 3e38)
+
+
+case("an FP8 block scale whose products overflow", "tensor '%s' at (0, 24): code" % expert,
+     edited_tensors("deepseek_v3_fp8", huge_scale), x=fp8_x)
 case("FP8 weights without a quantization_config", "is F8_E4M3, but config.json has no quantization_config",
      edited_config("deepseek_v3_fp8", quantization_config=None), x=fp8_x)
 case("a quantization method that is not fp8", "quant_method 'gptq' is not supported",

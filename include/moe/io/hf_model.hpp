@@ -145,6 +145,28 @@ inline void check_fp8_values(const std::string& dir, const TensorView& codes, co
               dir + ": tensor '" + codes.name + "' has a NaN code at " + place_text(i, codes.shape));
 }
 
+// Whether some code times the tensor's largest scale could overflow float32 (scales that large are never
+// published): only then is each code checked against its own scale (check_fp8_products).
+inline bool fp8_may_overflow(const FloatValues& scales) {
+  float largest = 0.0f;
+  for (Index b = 0; b < scales.tensor().elements(); ++b) largest = std::fmax(largest, std::fabs(scales.data()[b]));
+  return largest * ::moe::detail::kE4m3Max > std::numeric_limits<float>::max();
+}
+
+// Refuses a code whose value times its scale (scale_at(i), for the row-major index i) is not a finite
+// float32, naming both tensors; in decoding to f32 (--dtype f32, bf16, ...) it would be Inf.
+template <class ScaleAt>
+void check_fp8_products(const std::string& dir, const TensorView& codes, const FloatValues& scales,
+                        ScaleAt&& scale_at) {
+  for (Index i = 0; i < codes.elements(); ++i) {
+    const float code = ::moe::detail::e4m3_to_float(codes.data[i]), scale = scale_at(i);
+    MOE_CHECK(std::isfinite(code * scale), "io::load_block",
+              dir + ": tensor '" + codes.name + "' at " + place_text(i, codes.shape) + ": code " +
+                  ::moe::detail::float_text(code) + " times its scale in '" + scales.tensor().name + "' (" +
+                  ::moe::detail::float_text(scale) + ") overflows float32");
+  }
+}
+
 // An F8_E4M3 weight W[out][in] of the checkpoint and its scales, checked (checked_tensor, check_fp8_values), as
 // the Fp8BlockView that Layer::set_expert takes. The codes stay in the file's mapping; F32 scales too, others
 // are converted.
@@ -157,6 +179,10 @@ public:
     check_fp8_values(ckpt.dir(), t_, scales_);
     view_ =
         Fp8BlockView{t_.data, scales_.data(), shape[0], shape[1], spec.fp8_scale_rows(), spec.fp8_scale_cols(shape[1])};
+    if (fp8_may_overflow(scales_))
+      check_fp8_products(ckpt.dir(), t_, scales_, [this](Index i) {
+        return view_.row_scales(i / view_.cols)[i % view_.cols / view_.block_cols];
+      });
   }
   const Fp8BlockView& view() const { return view_; }
 
@@ -207,6 +233,11 @@ public:
   TransposedFp8(const Checkpoint& ckpt, const std::string& name, const BlockSpec& spec)
       : t_(ckpt.tensor(name)), scales_(ckpt.tensor(spec.fp8_scale_name(name))) {
     check_fp8_values(ckpt.dir(), t_, scales_);
+    if (fp8_may_overflow(scales_)) {
+      const Index in = t_.shape[1], width = t_.shape[2];
+      check_fp8_products(ckpt.dir(), t_, scales_,
+                         [&](Index i) { return scales_.data()[i / (in * width) * width + i % width]; });
+    }
   }
   // Expert e's outputs first, first + step, ... (count of them), their codes into `codes`, scales into `scales`.
   Fp8BlockView rows(Index e, Index first, Index step, Index count, std::vector<std::uint8_t>& codes,
