@@ -306,6 +306,8 @@ def nan_scale(header, body):
 
 case("a NaN FP8 block scale", "'%s_scale_inv' has NaN or Inf at block (0, 1)" % expert,
      edited_tensors("deepseek_v3_fp8", nan_scale), x=fp8_x)
+
+
 def huge_scale(header, body):
     begin = header[expert + "_scale_inv"]["data_offsets"][0]
     body[begin + 4:begin + 8] = struct.pack("<f", 3e38)
